@@ -1,0 +1,160 @@
+"""The NATS JetStream bus: subjects, streams, and the few ways Vocalis reads and writes records.
+
+Subjects (prefix `vocalis` by default):
+    <prefix>.session.<sid>.in.<edge|client|audio|stt>   the inputs of a session, reduced in stream order
+    <prefix>.session.<sid>.out.<event type>             the server events the state machine produced
+    <prefix>.jobs.<stt>                                 work queues of the model workers
+"""
+
+import asyncio
+from collections.abc import Awaitable
+from typing import Any
+
+import msgspec
+import nats
+import structlog
+from nats.aio.client import Client
+from nats.js import JetStreamContext, api
+
+from vocalis.domain.records import AudioReceived, Record
+
+log = structlog.get_logger(__name__)
+
+MSG_ID = "Nats-Msg-Id"
+_records = msgspec.json.Decoder(Record)
+_encode = msgspec.json.Encoder().encode
+
+
+def encode(value: object) -> bytes:
+    return _encode(value)
+
+
+def decode_record(payload: bytes) -> Record:
+    return _records.decode(payload)
+
+
+class Subjects:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.sessions_stream = f"{prefix.upper()}_SESSIONS"
+        self.jobs_stream = f"{prefix.upper()}_JOBS"
+
+    def session_inputs(self, session_id: str) -> str:
+        return f"{self.prefix}.session.{session_id}.in.>"
+
+    def session_input(self, session_id: str, source: str) -> str:
+        return f"{self.prefix}.session.{session_id}.in.{source}"
+
+    def session_output(self, session_id: str, event_type: str) -> str:
+        return f"{self.prefix}.session.{session_id}.out.{event_type}"
+
+    def jobs(self, kind: str) -> str:
+        return f"{self.prefix}.jobs.{kind}"
+
+
+class Bus:
+    def __init__(self, nc: Client, subjects: Subjects) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream(publish_async_max_pending=10_000)
+        self.subjects = subjects
+
+    @classmethod
+    async def connect(cls, url: str, prefix: str, name: str) -> "Bus":
+        nc = await nats.connect(url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+        return cls(nc, Subjects(prefix))
+
+    async def close(self) -> None:
+        try:
+            await asyncio.wait_for(self.js.publish_async_completed(), timeout=5)
+        except TimeoutError:
+            log.warning("bus.close.pending_publishes", pending=self.js.publish_async_pending())
+        await self.nc.drain()
+
+    async def ensure_streams(self, max_age_s: int, max_bytes: int) -> None:
+        """Create or update the streams and consumers; safe to run at every start, from every process."""
+        s = self.subjects
+        await self._upsert_stream(
+            api.StreamConfig(
+                name=s.sessions_stream,
+                subjects=[f"{s.prefix}.session.>"],
+                retention=api.RetentionPolicy.LIMITS,
+                storage=api.StorageType.FILE,
+                max_age=float(max_age_s),
+                max_bytes=max_bytes,
+                duplicate_window=120.0,
+            )
+        )
+        await self._upsert_stream(
+            api.StreamConfig(
+                name=s.jobs_stream,
+                subjects=[f"{s.prefix}.jobs.>"],
+                retention=api.RetentionPolicy.WORK_QUEUE,
+                storage=api.StorageType.FILE,
+                duplicate_window=120.0,
+            )
+        )
+        await self.js.add_consumer(
+            s.jobs_stream,
+            api.ConsumerConfig(
+                durable_name="stt",
+                filter_subject=s.jobs("stt"),
+                ack_policy=api.AckPolicy.EXPLICIT,
+                ack_wait=60.0,
+                max_deliver=3,
+                max_ack_pending=1000,
+            ),
+        )
+
+    async def _upsert_stream(self, config: api.StreamConfig) -> None:
+        try:
+            await self.js.add_stream(config)
+        except nats.js.errors.BadRequestError:
+            await self.js.update_stream(config)
+
+    async def publish(self, subject: str, payload: bytes, msg_id: str) -> api.PubAck:
+        """Publish and wait for the stream's acknowledgement."""
+        return await self.js.publish(subject, payload, headers={MSG_ID: msg_id})
+
+    async def publish_pipelined(self, subject: str, payload: bytes, msg_id: str) -> Awaitable[api.PubAck]:
+        """Publish without waiting for the acknowledgement (order on this connection is kept)."""
+        future: asyncio.Future[api.PubAck] = await self.js.publish_async(subject, payload, headers={MSG_ID: msg_id})
+        future.add_done_callback(_log_failed_publish)
+        return future
+
+    async def subscribe_session(self, session_id: str) -> Any:
+        """An ordered consumer over all inputs of one session, from its first record."""
+        return await self.js.subscribe(
+            self.subjects.session_inputs(session_id),
+            ordered_consumer=True,
+            deliver_policy=api.DeliverPolicy.ALL,
+        )
+
+    async def read_audio(self, session_id: str, first_seq: int, last_seq: int) -> list[AudioReceived]:
+        """The session's audio records with stream sequences first_seq..last_seq."""
+        sub = await self.js.subscribe(
+            self.subjects.session_input(session_id, "audio"),
+            ordered_consumer=True,
+            config=api.ConsumerConfig(
+                deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+                opt_start_seq=first_seq,
+            ),
+        )
+        records: list[AudioReceived] = []
+        try:
+            while True:
+                msg = await sub.next_msg(timeout=10)
+                record = decode_record(msg.data)
+                if isinstance(record, AudioReceived):
+                    records.append(record)
+                if msg.metadata.sequence.stream >= last_seq:
+                    return records
+        finally:
+            await sub.unsubscribe()
+
+    async def job_subscription(self, kind: str) -> JetStreamContext.PullSubscription:
+        return await self.js.pull_subscribe_bind(kind, stream=self.subjects.jobs_stream)
+
+
+def _log_failed_publish(future: "asyncio.Future[api.PubAck]") -> None:
+    if not future.cancelled() and (error := future.exception()) is not None:
+        log.error("bus.publish.failed", error=repr(error))

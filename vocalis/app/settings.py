@@ -1,0 +1,61 @@
+"""Settings: every one has an environment variable `VOCALIS_<NAME>` (documented in the README)."""
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "vocalis"
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = field(default_factory=_default_data_dir)
+    nats_url: str | None = None  # unset: start an embedded nats-server
+    nats_port: int = 0  # the embedded server's client port; 0 picks a free one
+    subject_prefix: str = "vocalis"
+    api_key: str | None = None
+    model_dir: Path | None = None  # default: <data_dir>/models
+    stt_model: str = "whisper-base"
+    stt_device: str = "auto"
+    stt_compute_type: str = "int8"  # CTranslate2 compute type; float16 or int8_float16 suit a GPU
+    stt_cpu_threads: int = 0
+    stt_beam_size: int = 1
+    max_session_s: int = 3600
+    max_frame_bytes: int = 24 << 20
+    log_max_age_s: int = 7 * 24 * 3600
+    log_max_bytes: int = -1
+    log_format: str = "auto"  # auto (console on a terminal, else json), json, console
+    log_level: str = "info"
+    worker_name: str = ""
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> "Settings":
+        environ = dict(os.environ if environ is None else environ)
+        values: dict[str, object] = {}
+        for spec in dataclasses.fields(cls):
+            raw = environ.get(f"VOCALIS_{spec.name.upper()}")
+            if raw is None or raw == "":
+                continue
+            kind = spec.type if isinstance(spec.type, str) else getattr(spec.type, "__name__", "")
+            if "int" in str(kind):
+                values[spec.name] = int(raw)
+            elif "Path" in str(kind):
+                values[spec.name] = Path(raw)
+            else:
+                values[spec.name] = raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
+
+    @property
+    def models_path(self) -> Path:
+        return self.model_dir or self.data_dir / "models"
+
+    @property
+    def worker_id(self) -> str:
+        return self.worker_name or f"{os.uname().nodename}-{os.getpid()}"

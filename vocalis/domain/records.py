@@ -1,0 +1,97 @@
+"""The records of a session's log: its inputs, in the order the state machine reduces them.
+
+Every record carries the schema version `v` and the edge's receive time `at_ms` (epoch milliseconds), the only
+clock the state machine sees.
+"""
+
+from typing import Literal
+
+from msgspec import Struct
+
+from vocalis.domain.events import ClientEvent
+
+SCHEMA_VERSION = 1
+
+
+class RecordBase(Struct, frozen=True, tag_field="kind", kw_only=True):
+    at_ms: int
+    v: int = SCHEMA_VERSION
+
+
+class SessionOpened(RecordBase, frozen=True, tag="session.opened"):
+    session_id: str
+    session_type: Literal["realtime", "transcription"]
+    dialect: Literal["ga", "beta"]
+    default_stt_model: str
+    max_duration_s: int
+    model: str | None = None
+    transcription_model: str | None = None
+    language: str | None = None
+
+
+class ClientEventReceived(RecordBase, frozen=True, tag="client.event"):
+    event: ClientEvent
+
+
+class ClientEventRejected(RecordBase, frozen=True, tag="client.rejected"):
+    """A client frame the edge could not accept; the state machine answers it with an `error`."""
+
+    code: str
+    message: str
+    param: str | None = None
+    event_id: str | None = None
+
+
+class AudioReceived(RecordBase, frozen=True, tag="audio.received"):
+    """One `input_audio_buffer.append`: its length, its audio at 16 kHz, and silero's speech probability for
+    each 32 ms frame that this append completed."""
+
+    ticks: int
+    pcm16k: bytes
+    speech_probs: tuple[float, ...] = ()
+    event_id: str | None = None
+
+
+class TranscriptionDeltaProduced(RecordBase, frozen=True, tag="stt.delta"):
+    job_id: str
+    item_id: str
+    index: int
+    text: str
+    worker: str
+
+
+class TranscriptionCompleted(RecordBase, frozen=True, tag="stt.completed"):
+    job_id: str
+    item_id: str
+    transcript: str
+    audio_seconds: float
+    worker: str
+    language: str | None = None
+
+
+class TranscriptionFailed(RecordBase, frozen=True, tag="stt.failed"):
+    job_id: str
+    item_id: str
+    message: str
+    worker: str
+
+
+class SessionExpired(RecordBase, frozen=True, tag="session.expired"):
+    pass
+
+
+class SessionClosed(RecordBase, frozen=True, tag="session.closed"):
+    reason: str
+
+
+Record = (
+    SessionOpened
+    | ClientEventReceived
+    | ClientEventRejected
+    | AudioReceived
+    | TranscriptionDeltaProduced
+    | TranscriptionCompleted
+    | TranscriptionFailed
+    | SessionExpired
+    | SessionClosed
+)

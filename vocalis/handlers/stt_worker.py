@@ -1,0 +1,125 @@
+"""The STT worker: takes transcription jobs from the JetStream work queue, reads each turn's audio from the
+session's log, and publishes the transcript as it is decoded.
+
+Workers are competing consumers of one durable pull consumer, so any number of them share the turns. A result
+record's `Nats-Msg-Id` derives from its job, so a redelivered job cannot record a result twice.
+"""
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import msgspec
+import nats.errors
+import numpy as np
+import structlog
+
+from vocalis.app.bus import Bus, encode
+from vocalis.domain import records as rec
+from vocalis.domain.audio_time import MODEL_RATE
+from vocalis.domain.jobs import TranscribeJob
+from vocalis.handlers.stt import Transcriber
+
+log = structlog.get_logger(__name__)
+_jobs = msgspec.json.Decoder(TranscribeJob)
+_DONE = object()
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def turn_audio(job: TranscribeJob, records: list[rec.AudioReceived]) -> np.ndarray:
+    """The job's samples [start_sample, end_sample), as float32, from the audio records that hold them."""
+    pcm = np.frombuffer(b"".join(r.pcm16k for r in records), dtype="<i2")
+    begin = job.start_sample - job.first_sample
+    return pcm[begin : begin + job.end_sample - job.start_sample].astype(np.float32) / 32768.0
+
+
+class SttWorker:
+    def __init__(self, bus: Bus, transcriber: Transcriber, worker_id: str) -> None:
+        self.bus = bus
+        self.transcriber = transcriber
+        self.worker_id = worker_id
+
+    async def run(self, stop: asyncio.Event) -> None:
+        subscription = await self.bus.job_subscription("stt")
+        log.info("stt.worker.ready", worker=self.worker_id)
+        while not stop.is_set():
+            try:
+                messages = await subscription.fetch(1, timeout=1)
+            except nats.errors.TimeoutError:
+                continue
+            for message in messages:
+                await self.handle(message)
+
+    async def handle(self, message: nats.aio.msg.Msg) -> None:
+        job = _jobs.decode(message.data)
+        subject = self.bus.subjects.session_input(job.session_id, "stt")
+        started = time.perf_counter()
+        try:
+            records = await self.bus.read_audio(job.session_id, job.first_seq, job.last_seq)
+            audio = turn_audio(job, records)
+            pieces: list[str] = []
+            async for piece in self._transcribe(job, audio):
+                delta = rec.TranscriptionDeltaProduced(
+                    at_ms=_now_ms(),
+                    job_id=job.job_id,
+                    item_id=job.item_id,
+                    index=len(pieces),
+                    text=piece,
+                    worker=self.worker_id,
+                )
+                await self.bus.publish(subject, encode(delta), f"{job.job_id}.delta.{len(pieces)}")
+                pieces.append(piece)
+                await message.in_progress()
+            result: rec.Record = rec.TranscriptionCompleted(
+                at_ms=_now_ms(),
+                job_id=job.job_id,
+                item_id=job.item_id,
+                transcript="".join(pieces),
+                audio_seconds=len(audio) / MODEL_RATE,
+                worker=self.worker_id,
+                language=job.language,
+            )
+        except Exception as error:
+            log.exception("stt.job.failed", job_id=job.job_id, session_id=job.session_id)
+            result = rec.TranscriptionFailed(
+                at_ms=_now_ms(),
+                job_id=job.job_id,
+                item_id=job.item_id,
+                message=f"Transcription failed: {error}",
+                worker=self.worker_id,
+            )
+        await self.bus.publish(subject, encode(result), f"{job.job_id}.result")
+        await message.ack()
+        log.info(
+            "stt.job.done",
+            job_id=job.job_id,
+            item_id=job.item_id,
+            seconds=round(time.perf_counter() - started, 3),
+            kind=result.__struct_config__.tag,
+        )
+
+    async def _transcribe(self, job: TranscribeJob, audio: np.ndarray) -> AsyncIterator[str]:
+        """Decode in a thread; hand each piece over as soon as whisper yields it."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[object] = asyncio.Queue()
+
+        def produce() -> None:
+            try:
+                pieces: Iterator[str] = self.transcriber.transcribe(audio, job.model, job.language, job.prompt)
+                for piece in pieces:
+                    loop.call_soon_threadsafe(queue.put_nowait, piece)
+            except Exception as error:
+                loop.call_soon_threadsafe(queue.put_nowait, error)
+            loop.call_soon_threadsafe(queue.put_nowait, _DONE)
+
+        producer = loop.run_in_executor(None, produce)
+        try:
+            while (item := await queue.get()) is not _DONE:
+                if isinstance(item, Exception):
+                    raise item
+                yield str(item)
+        finally:
+            await producer

@@ -1,0 +1,136 @@
+"""The beta dialect (`OpenAI-Beta: realtime=v1`): flat sessions and the older event names."""
+
+from typing import Any, Literal
+
+import msgspec
+from msgspec import UNSET, Struct, UnsetType
+
+from vocalis.domain.session_config import (
+    AudioFormat,
+    NoiseReduction,
+    SessionConfig,
+    SessionUpdate,
+    TranscriptionUpdate,
+    TurnDetectionUpdate,
+)
+from vocalis.protocol import ga
+
+
+class _Wire(Struct, forbid_unknown_fields=True):
+    pass
+
+
+class TranscriptionSession(_Wire):
+    input_audio_format: AudioFormat | UnsetType = UNSET
+    input_audio_transcription: TranscriptionUpdate | None | UnsetType = UNSET
+    turn_detection: TurnDetectionUpdate | None | UnsetType = UNSET
+    input_audio_noise_reduction: NoiseReduction | None | UnsetType = UNSET
+    include: tuple[str, ...] | None | UnsetType = UNSET
+    modalities: tuple[Literal["text", "audio"], ...] | UnsetType = UNSET
+
+
+class Session(TranscriptionSession):
+    model: str | UnsetType = UNSET
+    instructions: str | UnsetType = UNSET
+    voice: str | UnsetType = UNSET
+    output_audio_format: AudioFormat | UnsetType = UNSET
+    tools: tuple[dict[str, Any], ...] | UnsetType = UNSET
+    tool_choice: str | dict[str, Any] | UnsetType = UNSET
+    temperature: float | UnsetType = UNSET
+    max_response_output_tokens: int | Literal["inf"] | UnsetType = UNSET
+    speed: float | UnsetType = UNSET
+    tracing: Any = UNSET
+
+
+class SessionUpdateEvent(_Wire, tag="session.update", tag_field="type"):
+    session: Session
+    event_id: str | None = None
+
+
+class TranscriptionSessionUpdateEvent(_Wire, tag="transcription_session.update", tag_field="type"):
+    session: TranscriptionSession
+    event_id: str | None = None
+
+
+ClientEvent = SessionUpdateEvent | TranscriptionSessionUpdateEvent | ga.AppendEvent | ga.CommitEvent | ga.ClearEvent
+decoder = msgspec.json.Decoder(ClientEvent)
+
+
+def to_update(session: TranscriptionSession) -> SessionUpdate:
+    fields: dict[str, Any] = {
+        "input_format": session.input_audio_format,
+        "transcription": session.input_audio_transcription,
+        "turn_detection": session.turn_detection,
+        "noise_reduction": session.input_audio_noise_reduction,
+        "include": session.include,
+    }
+    if isinstance(session, Session):
+        modalities = session.modalities
+        if not isinstance(modalities, UnsetType):
+            modalities = ("audio",) if "audio" in modalities else ("text",)
+        fields |= {
+            "output_modalities": modalities,
+            "instructions": session.instructions,
+            "voice": session.voice,
+            "output_format": session.output_audio_format,
+            "tools": session.tools,
+            "tool_choice": session.tool_choice,
+            "temperature": session.temperature,
+            "max_output_tokens": session.max_response_output_tokens,
+            "speed": session.speed,
+        }
+    return SessionUpdate(**fields)
+
+
+# GA parameter paths the state machine reports, as a beta client knows them.
+PARAM_PATHS = (
+    ("session.audio.input.transcription", "session.input_audio_transcription"),
+    ("session.audio.input.turn_detection", "session.turn_detection"),
+    ("session.audio.input.noise_reduction", "session.input_audio_noise_reduction"),
+    ("session.audio.input.format", "session.input_audio_format"),
+    ("session.audio.output.format", "session.output_audio_format"),
+    ("session.audio.output.voice", "session.voice"),
+    ("session.audio.output.speed", "session.speed"),
+    ("session.max_output_tokens", "session.max_response_output_tokens"),
+)
+
+
+def param(path: str | None) -> str | None:
+    for ga_path, beta_path in PARAM_PATHS:
+        if path is not None and path.startswith(ga_path):
+            return beta_path + path[len(ga_path) :]
+    return path
+
+
+def session(config: SessionConfig, session_id: str, expires_at: int) -> dict[str, Any]:
+    common = {
+        "id": session_id,
+        "expires_at": expires_at,
+        "input_audio_format": config.input_format,
+        "input_audio_transcription": msgspec.to_builtins(config.transcription),
+        "turn_detection": ga.turn_detection(config.turn_detection),
+        "input_audio_noise_reduction": msgspec.to_builtins(config.noise_reduction),
+        "include": list(config.include) if config.include is not None else None,
+    }
+    if config.type == "transcription":
+        return {
+            "object": "realtime.transcription_session",
+            **common,
+            "modalities": ["text"],
+            "client_secret": {"value": "", "expires_at": expires_at},
+        }
+    return {
+        "object": "realtime.session",
+        "model": config.model,
+        **common,
+        "modalities": ["text", "audio"] if "audio" in config.output_modalities else ["text"],
+        "instructions": config.instructions,
+        "voice": config.voice,
+        "output_audio_format": config.output_format,
+        "tools": list(config.tools),
+        "tool_choice": config.tool_choice,
+        "temperature": config.temperature,
+        "max_response_output_tokens": config.max_output_tokens,
+        "speed": config.speed,
+        "tracing": None,
+    }
