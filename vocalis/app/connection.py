@@ -17,7 +17,8 @@ from msgspec import UNSET
 from vocalis.app.bus import Bus, decode_record, encode
 from vocalis.domain import records as rec
 from vocalis.domain.events import AnyServerEvent, ClientEvent, ErrorDetail, ErrorEvent, SessionUpdateRequested
-from vocalis.domain.session import SessionState, Transition, open_session, step
+from vocalis.domain.replay import advance
+from vocalis.domain.session import SessionState, Transition
 from vocalis.domain.session_config import TranscriptionUpdate
 from vocalis.handlers.audio_input import InputAudio, InvalidAudio, to_pcm16
 from vocalis.handlers.models import ModelRegistry, UnknownModel
@@ -233,12 +234,7 @@ class RealtimeConnection:
 
     def _apply(self, record: rec.Record, seq: int) -> Transition:
         try:
-            if self._state is None:
-                if not isinstance(record, rec.SessionOpened):
-                    raise ValueError(f"the first record of a session must be session.opened, got {record!r}")
-                transition = open_session(record)
-            else:
-                transition = step(self._state, record, seq)
+            transition = advance(self._state, record, seq)
         except Exception:
             # A bug in the state machine must not end the session: report it, keep the last good state.
             self.log.exception("session.step.failed", seq=seq)

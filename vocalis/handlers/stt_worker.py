@@ -45,13 +45,16 @@ class SttWorker:
     async def run(self, stop: asyncio.Event) -> None:
         subscription = await self.bus.job_subscription("stt")
         log.info("stt.worker.ready", worker=self.worker_id)
-        while not stop.is_set():
-            try:
-                messages = await subscription.fetch(1, timeout=1)
-            except nats.errors.TimeoutError:
-                continue
-            for message in messages:
-                await self.handle(message)
+        try:
+            while not stop.is_set():
+                try:
+                    messages = await subscription.fetch(1, timeout=1)
+                except nats.errors.TimeoutError:
+                    continue
+                for message in messages:
+                    await self.handle(message)
+        finally:
+            await subscription.unsubscribe()
 
     async def handle(self, message: nats.aio.msg.Msg) -> None:
         job = _jobs.decode(message.data)

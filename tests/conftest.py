@@ -1,0 +1,75 @@
+"""Fixtures: a real nats-server per test (free port, temporary store) and the Vocalis stack on top of it,
+with the real silero VAD and faster-whisper (tiny.en, loaded once per test run)."""
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from vocalis.app import runner
+from vocalis.app.bus import Bus
+from vocalis.app.settings import Settings
+from vocalis.handlers.stt import Transcriber
+from vocalis.handlers.stt_worker import SttWorker
+
+MODEL_CACHE = Settings.from_env().models_path
+TEST_STT_MODEL = "whisper-tiny.en"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "vocalis_settings(**fields): settings of the `stack` fixture")
+
+
+@pytest.fixture
+async def nats_url(tmp_path: Path) -> AsyncIterator[str]:
+    async with runner.embedded_nats(tmp_path / "jetstream") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def transcriber() -> Transcriber:
+    settings = Settings(model_dir=MODEL_CACHE, stt_model=TEST_STT_MODEL)
+    return runner.transcriber(settings)
+
+
+@dataclasses.dataclass
+class Stack:
+    settings: Settings
+    bus: Bus
+    nats_url: str
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.port}/v1"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.settings.port}/v1"
+
+
+@pytest.fixture
+async def stack(
+    request: pytest.FixtureRequest, nats_url: str, transcriber: Transcriber, tmp_path: Path
+) -> AsyncIterator[Stack]:
+    """The edge and one STT worker, in this process, on a fresh nats-server."""
+    marker = request.node.get_closest_marker("vocalis_settings")
+    overrides = marker.kwargs if marker else {}
+    settings = Settings(
+        data_dir=tmp_path, model_dir=MODEL_CACHE, stt_model=TEST_STT_MODEL, port=runner.free_port(), **overrides
+    )
+    bus = await runner.connect(settings, nats_url, "vocalis-test")
+    server = runner.http_server(settings, runner.edge_services(settings, bus))
+    serving = asyncio.create_task(server.serve())
+    stop = asyncio.Event()
+    worker = asyncio.create_task(SttWorker(bus, transcriber, "test-worker").run(stop))
+    while not server.started:
+        await asyncio.sleep(0.01)
+    try:
+        yield Stack(settings, bus, nats_url)
+    finally:
+        server.should_exit = True
+        stop.set()
+        await asyncio.gather(serving, worker, return_exceptions=True)
+        await bus.close()

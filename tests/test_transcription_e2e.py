@@ -1,0 +1,180 @@
+"""Transcription-only mode end to end: the official SDK (GA and beta), real NATS, silero and whisper."""
+
+import base64
+
+import numpy as np
+import pytest
+import soxr
+
+from tests.realtime_client import (
+    JFK,
+    LECTURE,
+    events_until,
+    pcm24k,
+    sdk,
+    silence,
+    stream,
+    word_error_rate,
+    words,
+)
+
+COMPLETED = "conversation.item.input_audio_transcription.completed"
+DELTA = "conversation.item.input_audio_transcription.delta"
+ONE_TURN = {"type": "server_vad", "silence_duration_ms": 1500}  # JFK pauses for about a second
+
+
+def types(events: list) -> list[str]:
+    return [e.type for e in events]
+
+
+async def test_ga_jfk_sequence_and_transcript(stack):
+    async with sdk(stack.ws_url).realtime.connect(extra_query={"intent": "transcription"}) as conn:
+        created = await conn.recv()
+        assert created.type == "session.created"
+        assert created.session.type == "transcription"
+        td = created.session.audio.input.turn_detection
+        assert (td.type, td.threshold, td.prefix_padding_ms, td.silence_duration_ms) == ("server_vad", 0.5, 300, 500)
+        assert created.session.audio.input.format.type == "audio/pcm"
+
+        await conn.session.update(session={"type": "transcription", "audio": {"input": {"turn_detection": ONE_TURN}}})
+        await stream(conn, pcm24k("jfk.wav") + silence(2000))
+        events = await events_until(conn, lambda e: e.type == COMPLETED)
+
+    sequence = [t for t in types(events) if t != DELTA]
+    assert sequence == [
+        "session.updated",
+        "input_audio_buffer.speech_started",
+        "input_audio_buffer.speech_stopped",
+        "input_audio_buffer.committed",
+        "conversation.item.added",
+        "conversation.item.done",
+        COMPLETED,
+    ]
+    updated = events[0]
+    assert updated.session.audio.input.turn_detection.silence_duration_ms == 1500
+    assert updated.session.audio.input.turn_detection.threshold == 0.5  # a partial update keeps the rest
+    item_id = events[1].item_id
+    assert all(getattr(e, "item_id", item_id) == item_id for e in events[1:])
+    assert events[4].item.id == item_id and events[4].item.content[0].type == "input_audio"
+    deltas = [e for e in events if e.type == DELTA]
+    assert deltas, "at least one transcription delta"
+    assert types(events).index(DELTA) > types(events).index("conversation.item.done")
+    completed = events[-1]
+    assert "".join(d.delta for d in deltas) == completed.transcript
+    assert words(completed.transcript) == words(JFK)
+    assert completed.usage.type == "duration" and 9.0 < completed.usage.seconds < 13.5
+    assert events[1].audio_start_ms < 500  # speech begins about 0.3 s in; the start includes prefix padding
+    assert 11_500 <= events[2].audio_end_ms <= 13_000  # end of speech (about 11 s) plus 1.5 s of silence
+
+
+async def test_beta_jfk_with_transcription_session_update(stack):
+    client = sdk(stack.ws_url)
+    async with client.beta.realtime.connect(model="whisper-1", extra_query={"intent": "transcription"}) as conn:
+        created = await conn.recv()
+        assert created.type == "session.created"
+        await conn.transcription_session.update(
+            session={"input_audio_transcription": {"model": "whisper-1", "language": "en"}, "turn_detection": ONE_TURN}
+        )
+        updated = await conn.recv()
+        assert updated.type == "transcription_session.updated"
+        assert updated.session.input_audio_format == "pcm16"
+        assert updated.session.input_audio_transcription.model == "whisper-1"
+        assert updated.session.turn_detection.silence_duration_ms == 1500
+        await stream(conn, pcm24k("jfk.wav") + silence(2000))
+        events = await events_until(conn, lambda e: e.type == COMPLETED)
+    kinds = [t for t in types(events) if t != DELTA]
+    assert kinds == [
+        "input_audio_buffer.speech_started",
+        "input_audio_buffer.speech_stopped",
+        "input_audio_buffer.committed",
+        "conversation.item.created",
+        COMPLETED,
+    ]
+    assert DELTA in types(events)
+    assert words(events[-1].transcript) == words(JFK)
+
+
+@pytest.mark.slow
+async def test_lecture_turns_each_get_their_own_transcript(stack):
+    async with sdk(stack.ws_url).realtime.connect(extra_query={"intent": "transcription"}) as conn:
+        await conn.session.update(
+            session={"type": "transcription", "audio": {"input": {"transcription": {"model": "whisper-base"}}}}
+        )
+        await stream(conn, pcm24k("lecture_60s.wav") + silence(1500))
+        committed: list[str] = []
+        transcripts: dict[str, str] = {}
+
+        def finished(event) -> bool:
+            if event.type == "input_audio_buffer.committed":
+                committed.append(event.item_id)
+            if event.type == COMPLETED:
+                assert event.item_id not in transcripts, "one completed event per item"
+                transcripts[event.item_id] = event.transcript
+            return bool(committed) and set(transcripts) == set(committed) and len(committed) >= 3
+
+        await events_until(conn, finished, timeout=120)
+    assert len(committed) >= 3, "the lecture's pauses split it into turns"
+    text = " ".join(transcripts[item] for item in committed)
+    assert word_error_rate(LECTURE, text) <= 0.15, text
+
+
+async def test_manual_commit_mode(stack):
+    async with sdk(stack.ws_url).realtime.connect(extra_query={"intent": "transcription"}) as conn:
+        await conn.session.update(session={"type": "transcription", "audio": {"input": {"turn_detection": None}}})
+        await stream(conn, pcm24k("hello_world.wav"))
+        await conn.input_audio_buffer.commit(event_id="evt_commit_1")
+        events = await events_until(conn, lambda e: e.type == COMPLETED)
+    updated = next(e for e in events if e.type == "session.updated")
+    assert updated.session.audio.input.turn_detection is None
+    assert not any(t.startswith("input_audio_buffer.speech") for t in types(events))
+    assert "input_audio_buffer.committed" in types(events)
+    assert words(events[-1].transcript) == "hello world"
+
+
+async def test_clear_then_commit_is_empty(stack):
+    async with sdk(stack.ws_url).realtime.connect(extra_query={"intent": "transcription"}) as conn:
+        await conn.session.update(session={"type": "transcription", "audio": {"input": {"turn_detection": None}}})
+        await stream(conn, pcm24k("hello_world.wav"))
+        await conn.input_audio_buffer.clear()
+        await conn.input_audio_buffer.commit(event_id="evt_after_clear")
+        events = await events_until(conn, lambda e: e.type == "error")
+        assert "input_audio_buffer.cleared" in types(events)
+        assert events[-1].error.code == "input_audio_buffer_commit_empty"
+        assert events[-1].error.event_id == "evt_after_clear"
+        # The session goes on: a real commit after that still transcribes.
+        await stream(conn, pcm24k("hello_world.wav"))
+        await conn.input_audio_buffer.commit()
+        events = await events_until(conn, lambda e: e.type == COMPLETED)
+    assert words(events[-1].transcript) == "hello world"
+
+
+def _mulaw(pcm: bytes) -> bytes:
+    """Reference G.711 µ-law encoder (ITU-T), independent of the server's decoder."""
+    samples = np.frombuffer(pcm, dtype="<i2").astype(np.int32)
+    sign = np.where(samples < 0, 0x80, 0)
+    magnitude = np.minimum(np.abs(samples), 32635) + 0x84
+    exponent = np.floor(np.log2(magnitude)).astype(np.int32) - 7
+    mantissa = (magnitude >> (exponent + 3)) & 0x0F
+    return (~(sign | (exponent << 4) | mantissa) & 0xFF).astype(np.uint8).tobytes()
+
+
+async def test_g711_ulaw_input(stack):
+    pcm = pcm24k("jfk.wav")
+    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32)
+    narrowband = soxr.resample(samples, 24000, 8000).clip(-32768, 32767).astype("<i2").tobytes()
+    ulaw = _mulaw(narrowband) + bytes([0xFF]) * 16000  # µ-law 0xFF is silence
+    async with sdk(stack.ws_url).realtime.connect(extra_query={"intent": "transcription"}) as conn:
+        await conn.session.update(
+            session={
+                "type": "transcription",
+                "audio": {"input": {"format": {"type": "audio/pcmu"}, "turn_detection": ONE_TURN}},
+            }
+        )
+        for i in range(0, len(ulaw), 800):
+            await conn.input_audio_buffer.append(audio=base64.b64encode(ulaw[i : i + 800]).decode())
+        events = await events_until(conn, lambda e: e.type == COMPLETED)
+    updated = next(e for e in events if e.type == "session.updated")
+    assert updated.session.audio.input.format.type == "audio/pcmu"
+    assert word_error_rate(JFK, events[-1].transcript) <= 0.1
+    stopped = next(e for e in events if e.type == "input_audio_buffer.speech_stopped")
+    assert 11_500 <= stopped.audio_end_ms <= 13_000, "8 kHz input keeps session time right"
