@@ -238,14 +238,17 @@ def _marks_covering(marks: Sequence[AudioMark], start: int, end: int) -> tuple[A
 
 
 def _forget_consumed_audio(draft: _Draft) -> None:
-    """Keep only the marks that can still be part of a turn: bounded memory for endless sessions."""
+    """Bound what a session holds on to. With turn detection on, silence older than the prefix padding can
+    never join a turn, so it leaves the buffer; without it, the client's buffer is kept until it commits or
+    clears. Marks of audio before the buffer are dropped."""
     state = draft.state
     detection = state.config.turn_detection
-    if state.speaking is not None:
-        keep_from = state.speaking.start_sample
-    else:
-        padding = samples_from_ms(detection.prefix_padding_ms) + VAD_FRAME_SAMPLES if detection else 0
-        keep_from = max(state.buffer_start, state.samples - padding) if detection else state.buffer_start
+    if detection is not None and state.speaking is None:
+        floor = state.samples - samples_from_ms(detection.prefix_padding_ms) - VAD_FRAME_SAMPLES
+        if floor > state.buffer_start:
+            kept_ticks = (state.samples - floor) * (TICKS_PER_SECOND // MODEL_RATE)
+            draft.update(buffer_start=floor, buffer_ticks=min(state.buffer_ticks, kept_ticks))
+    keep_from = state.speaking.start_sample if state.speaking is not None else draft.state.buffer_start
     marks = state.marks
     first = 0
     while first + 1 < len(marks) and marks[first + 1].sample <= keep_from:

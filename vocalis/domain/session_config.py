@@ -42,8 +42,11 @@ class Transcription(Struct, frozen=True):
     prompt: str | None = None
 
 
-class NoiseReduction(Struct, frozen=True, forbid_unknown_fields=True):
+class NoiseReduction(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """Accepted and reported; the audio is not filtered (whisper copes with ordinary noise)."""
+
     type: Literal["near_field", "far_field"]
+    strength: float | None = None
 
 
 class SessionConfig(Struct, frozen=True):

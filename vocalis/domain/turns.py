@@ -2,8 +2,8 @@
 
 A turn starts at the first frame at or above `threshold` (its start moved back by `prefix_padding_ms`, never
 before `floor`, the end of the previous turn) and stops once `silence_duration_ms` has passed since the last
-frame judged voice. While speaking, frames down to `threshold - 0.15` still count as voice (silero's own
-hysteresis), so soft syllables do not split a turn.
+frame judged voice. While speaking, frames down to `threshold - 0.15` (at least 0.01) still count as voice
+(silero's own hysteresis), so soft syllables do not split a turn.
 """
 
 from msgspec import Struct
@@ -12,6 +12,7 @@ from vocalis.domain.audio_time import VAD_FRAME_SAMPLES, samples_from_ms
 from vocalis.domain.session_config import TurnDetection
 
 HYSTERESIS = 0.15
+MIN_RELEASE = 0.01  # as silero: with a low threshold, silence must still end a turn
 
 
 class Speaking(Struct, frozen=True):
@@ -37,7 +38,7 @@ def advance(
         frame_start = frame_end - VAD_FRAME_SAMPLES
         start = max(floor, frame_start - samples_from_ms(config.prefix_padding_ms))
         return Speaking(start_sample=start, last_voice_sample=frame_end), TurnStarted(start)
-    if probability >= config.threshold - HYSTERESIS:
+    if probability >= max(config.threshold - HYSTERESIS, MIN_RELEASE):
         return Speaking(speaking.start_sample, frame_end), None
     if frame_end - speaking.last_voice_sample >= samples_from_ms(config.effective_silence_ms):
         return None, TurnStopped(frame_end)

@@ -80,7 +80,13 @@ def _explain(frame: str | bytes, dialect: Dialect, error: msgspec.ValidationErro
     try:
         envelope = _envelope.decode(frame)
     except msgspec.ValidationError:
+        try:
+            msgspec.json.decode(frame)
+        except msgspec.DecodeError as malformed:
+            return malformed_json(malformed)
         return Rejection("invalid_type", "A client event must be a JSON object.", None, None)
+    except msgspec.DecodeError as malformed:  # the typed decoder stopped before the JSON broke
+        return malformed_json(malformed)
     event_id = envelope.event_id if isinstance(envelope.event_id, str) else None
     kind = envelope.type
     if kind is None:

@@ -1,0 +1,809 @@
+"""The session state machine (`vocalis.domain.session`) driven by hand-built records.
+
+Audio is given as 16 kHz sample counts: 16 samples per ms, a VAD frame every 512 samples, and 3 session ticks
+(1/48 000 s) per 16 kHz sample. Expected numbers are derived by hand from those rules and the spec.
+"""
+
+import math
+from collections.abc import Sequence
+
+import msgspec
+import pytest
+
+from vocalis.domain import events as ev
+from vocalis.domain import records as rec
+from vocalis.domain.jobs import TranscribeJob
+from vocalis.domain.session import SessionState, Transition, open_session, step
+from vocalis.domain.session_config import (
+    EAGERNESS_SILENCE_MS,
+    NoiseReduction,
+    SessionUpdate,
+    Transcription,
+    TranscriptionUpdate,
+    TurnDetection,
+    TurnDetectionUpdate,
+)
+
+SID = "sess_test0001"
+FRAME = 512
+SAMPLES_PER_MS = 16
+TICKS_PER_SAMPLE = 3  # 48 000 / 16 000
+AT_MS = 1_700_000_000_000
+DEFAULT_STT = "whisper-base"
+TD = "session.audio.input.turn_detection"
+
+
+def opened(session_type: str = "transcription", **fields: object) -> rec.SessionOpened:
+    values: dict[str, object] = {
+        "at_ms": AT_MS,
+        "session_id": SID,
+        "session_type": session_type,
+        "dialect": "ga",
+        "default_stt_model": DEFAULT_STT,
+        "max_duration_s": 3600,
+    }
+    values.update(fields)
+    return rec.SessionOpened(**values)  # type: ignore[arg-type]
+
+
+def types(events: Sequence[ev.ServerEvent]) -> list[str]:
+    return [e.__struct_config__.tag for e in events]  # type: ignore[misc]
+
+
+class Sim:
+    """Feeds records with increasing stream sequences, checks that no step mutates its input state, and keeps
+    where each audio record's samples lie (seq -> (first sample, sample count))."""
+
+    def __init__(self, session_type: str = "transcription", **fields: object) -> None:
+        self.created = open_session(opened(session_type, **fields))
+        self.state: SessionState = self.created.state
+        self.seq = 0
+        self.samples = 0
+        self.audio: dict[int, tuple[int, int]] = {}
+        self.events: list[ev.ServerEvent] = list(self.created.events)
+        self.jobs: list[TranscribeJob] = []
+
+    def feed(self, record: rec.Record) -> Transition:
+        self.seq += 1
+        before = self.state
+        snapshot = msgspec.json.encode(before)
+        transition = step(before, record, self.seq)
+        assert msgspec.json.encode(before) == snapshot, "step mutated its input state"
+        self.state = transition.state
+        self.events.extend(transition.events)
+        self.jobs.extend(transition.jobs)
+        return transition
+
+    def audio_samples(self, samples: int, probs: Sequence[float] = ()) -> Transition:
+        """Append `samples` of 16 kHz silence-valued pcm; `probs` are the frames this append completes."""
+        frames_done = (self.samples + samples) // FRAME - self.samples // FRAME
+        assert len(probs) == frames_done, f"{samples} samples complete {frames_done} frames, got {len(probs)}"
+        record = rec.AudioReceived(
+            at_ms=AT_MS, ticks=samples * TICKS_PER_SAMPLE, pcm16k=bytes(2 * samples), speech_probs=tuple(probs)
+        )
+        self.audio[self.seq + 1] = (self.samples, samples)
+        self.samples += samples
+        return self.feed(record)
+
+    def audio_ms(self, ms: int, probability: float = 0.0) -> Transition:
+        samples = ms * SAMPLES_PER_MS
+        frames_done = (self.samples + samples) // FRAME - self.samples // FRAME
+        return self.audio_samples(samples, [probability] * frames_done)
+
+    def frames(self, probs: Sequence[float], per_record: int = 4) -> list[Transition]:
+        assert self.samples % FRAME == 0
+        return [
+            self.audio_samples(FRAME * len(chunk), chunk)
+            for chunk in (probs[i : i + per_record] for i in range(0, len(probs), per_record))
+        ]
+
+    def client(self, event: ev.ClientEvent) -> Transition:
+        return self.feed(rec.ClientEventReceived(at_ms=AT_MS, event=event))
+
+    def update(self, event_id: str | None = None, **fields: object) -> Transition:
+        return self.client(ev.SessionUpdateRequested(update=SessionUpdate(**fields), event_id=event_id))  # type: ignore[arg-type]
+
+    def commit(self, event_id: str | None = None) -> Transition:
+        return self.client(ev.AudioCommitRequested(event_id=event_id))
+
+    def clear(self, event_id: str | None = None) -> Transition:
+        return self.client(ev.AudioClearRequested(event_id=event_id))
+
+    def stt_delta(self, item_id: str, text: str, index: int = 0) -> Transition:
+        return self.feed(
+            rec.TranscriptionDeltaProduced(
+                at_ms=AT_MS, job_id="job_x", item_id=item_id, index=index, text=text, worker="w"
+            )
+        )
+
+    def stt_completed(self, item_id: str, transcript: str, seconds: float = 1.0) -> Transition:
+        return self.feed(
+            rec.TranscriptionCompleted(
+                at_ms=AT_MS, job_id="job_x", item_id=item_id, transcript=transcript, audio_seconds=seconds, worker="w"
+            )
+        )
+
+    def stt_failed(self, item_id: str, message: str) -> Transition:
+        return self.feed(
+            rec.TranscriptionFailed(at_ms=AT_MS, job_id="job_x", item_id=item_id, message=message, worker="w")
+        )
+
+    def assert_job_covered(self, job: TranscribeJob) -> None:
+        """The audio records first_seq..last_seq, read in order, start at first_sample and hold the job's range."""
+        seqs = [s for s in sorted(self.audio) if job.first_seq <= s <= job.last_seq]
+        assert seqs and seqs[0] == job.first_seq and seqs[-1] == job.last_seq
+        assert self.audio[job.first_seq][0] == job.first_sample
+        position = job.first_sample
+        for s in seqs:
+            start, length = self.audio[s]
+            assert start == position, "the records of a job must be contiguous"
+            position += length
+        assert job.first_sample <= job.start_sample < job.end_sample <= position
+        # No record outside the range is needed: the first holds start, the last holds end - 1.
+        assert self.audio[job.first_seq][0] + self.audio[job.first_seq][1] > job.start_sample
+        assert self.audio[job.last_seq][0] < job.end_sample
+
+
+def only(events: Sequence[ev.ServerEvent], kind: type[ev.ServerEvent]) -> list:  # type: ignore[type-arg]
+    return [e for e in events if isinstance(e, kind)]
+
+
+def manual_session(session_type: str = "transcription", **fields: object) -> Sim:
+    sim = Sim(session_type, **fields)
+    sim.update(turn_detection=None)
+    return sim
+
+
+# --- session.created ------------------------------------------------------------------------------------------
+
+
+def test_open_emits_exactly_session_created_first() -> None:
+    created = open_session(opened("transcription"))
+    assert types(created.events) == ["session.created"]
+    event = created.events[0]
+    assert isinstance(event, ev.SessionCreated)
+    assert event.session_id == SID
+    assert event.expires_at == AT_MS // 1000 + 3600
+    assert event.event_id.startswith("event_")
+    assert event.session.type == "transcription"
+    assert event.session.transcription == Transcription(model=DEFAULT_STT)
+    assert event.session.turn_detection == TurnDetection()
+    assert created.jobs == ()
+    assert created.close is False
+    assert created.state.closed is False
+
+
+def test_transcription_session_uses_requested_model_and_language() -> None:
+    created = open_session(opened("transcription", transcription_model="whisper-small", language="de"))
+    assert created.events[0].session.transcription == Transcription(model="whisper-small", language="de")  # type: ignore[union-attr]
+
+
+def test_realtime_session_has_no_input_transcription_unless_asked() -> None:
+    plain = open_session(opened("realtime", model="gpt-realtime"))
+    session = plain.events[0].session  # type: ignore[union-attr]
+    assert session.type == "realtime"
+    assert session.model == "gpt-realtime"
+    assert session.transcription is None  # spec 4.1: audio.input.transcription defaults to null
+    assert session.output_modalities == ("audio",)
+    with_stt = open_session(opened("realtime", model="gpt-realtime", transcription_model="whisper-base"))
+    assert with_stt.events[0].session.transcription == Transcription(model="whisper-base")  # type: ignore[union-attr]
+
+
+# --- server VAD turns -----------------------------------------------------------------------------------------
+
+# 40 silent frames, 20 speech frames, then silence; records of 4 frames (2048 samples), seq k starts at
+# sample (k - 1) * 2048.
+#   speech onset: frame 40 starts at 20480; minus 300 ms (4800) -> start_sample 15680 -> audio_start_ms 980
+#   last voice ends at 60 * 512 = 30720; the stop is the first frame end >= 30720 + 8000 -> 76 * 512 = 38912,
+#   frame 75 (the last frame of record seq 19) -> audio_end_ms 2432
+#   the job needs records from the one holding 15680 (seq 8, starts 14336) to the one holding 38911 (seq 19).
+FIRST_TURN = [0.0] * 40 + [0.9] * 20 + [0.0] * 16
+
+
+def test_vad_turn_event_sequence_and_job() -> None:
+    sim = Sim("transcription")
+    transitions = sim.frames(FIRST_TURN)
+    assert len(transitions) == 19
+    by_seq = {i + 1: t for i, t in enumerate(transitions)}
+    # Silence yields nothing; speech_started in the record holding frame 40 (seq 11).
+    assert [s for s, t in by_seq.items() if t.events] == [11, 19]
+    (started,) = by_seq[11].events
+    assert isinstance(started, ev.SpeechStarted)
+    assert started.audio_start_ms == 980
+    assert started.item_id.startswith("item_")
+
+    stop = by_seq[19]
+    assert types(stop.events) == [
+        "input_audio_buffer.speech_stopped",
+        "input_audio_buffer.committed",
+        "conversation.item.added",
+        "conversation.item.done",
+    ]
+    stopped, committed, added, done = stop.events
+    assert isinstance(stopped, ev.SpeechStopped)
+    assert stopped.audio_end_ms == 2432
+    assert isinstance(committed, ev.AudioCommitted) and isinstance(added, ev.ItemAdded)
+    assert isinstance(done, ev.ItemDone)
+    item_id = started.item_id
+    assert stopped.item_id == committed.item_id == added.item.id == done.item.id == item_id
+    assert committed.previous_item_id is None and added.previous_item_id is None and done.previous_item_id is None
+    assert added.item.role == "user"
+    assert added.item.type == "message"
+    assert added.item.content == (ev.ContentPart(type="input_audio", transcript=None),)
+
+    (job,) = stop.jobs
+    assert job.item_id == item_id
+    assert job.session_id == SID
+    assert job.model == DEFAULT_STT
+    assert job.job_id.startswith("job_")
+    assert (job.start_sample, job.end_sample) == (15680, 38912)
+    assert (job.first_seq, job.last_seq, job.first_sample) == (8, 19, 14336)
+    sim.assert_job_covered(job)
+    assert sim.state.transcribing == (item_id,)
+    assert sim.state.speaking is None
+
+
+def test_audio_offsets_are_cumulative_session_time_across_turns() -> None:
+    sim = Sim("transcription")
+    # Turn 1 as above (ends at 38912 = 2432 ms). 60 more silent frames (76..135), speech frames 136..145,
+    # silence. Turn 2 onset 136 * 512 = 69632 -> start 69632 - 4800 = 64832 (4052 ms); last voice ends at
+    # 146 * 512 = 74752 -> stop at 162 * 512 = 82944 (5184 ms).
+    probs = FIRST_TURN + [0.0] * 60 + [0.9] * 10 + [0.0] * 18
+    sim.frames(probs)
+    started = only(sim.events, ev.SpeechStarted)
+    stopped = only(sim.events, ev.SpeechStopped)
+    committed = only(sim.events, ev.AudioCommitted)
+    assert [e.audio_start_ms for e in started] == [980, 4052]
+    assert [e.audio_end_ms for e in stopped] == [2432, 5184]
+    # Buffer-relative time would have given 4052 - 2432 = 1620 for the second start.
+    assert [s.item_id for s in started] == [s.item_id for s in stopped] == [c.item_id for c in committed]
+    assert started[0].item_id != started[1].item_id
+    assert committed[1].previous_item_id == committed[0].item_id
+    jobs = sim.jobs
+    assert [(j.start_sample, j.end_sample) for j in jobs] == [(15680, 38912), (64832, 82944)]
+    for job in jobs:
+        sim.assert_job_covered(job)
+
+
+def test_prefix_padding_of_the_next_turn_is_clamped_to_the_previous_turn_end() -> None:
+    sim = Sim("transcription")
+    # Turn 1 stops at frame 75 (end 38912); two silent frames; speech at frame 78: 78 * 512 - 4800 = 35136 would
+    # reach into turn 1, so the start is 38912 (2432 ms).
+    sim.frames(FIRST_TURN + [0.0] * 2 + [0.9] * 10 + [0.0] * 20)
+    started = only(sim.events, ev.SpeechStarted)
+    stopped = only(sim.events, ev.SpeechStopped)
+    assert [e.audio_start_ms for e in started] == [980, 2432]
+    assert started[1].audio_start_ms == stopped[0].audio_end_ms
+    assert sim.jobs[1].start_sample == sim.jobs[0].end_sample == 38912
+
+
+def test_vad_turn_in_realtime_session_without_transcription_has_no_job() -> None:
+    sim = Sim("realtime", model="gpt-realtime")
+    sim.frames(FIRST_TURN)
+    assert types(sim.events[1:]) == [
+        "input_audio_buffer.speech_started",
+        "input_audio_buffer.speech_stopped",
+        "input_audio_buffer.committed",
+        "conversation.item.added",
+        "conversation.item.done",
+    ]
+    assert sim.jobs == []
+    assert sim.state.transcribing == ()
+
+
+def test_updated_threshold_and_silence_drive_detection() -> None:
+    sim = Sim("transcription")
+    sim.update(turn_detection=TurnDetectionUpdate(type="server_vad", threshold=0.7, silence_duration_ms=200))
+    sim.frames([0.6] * 40)  # below the new threshold: nothing
+    assert only(sim.events, ev.SpeechStarted) == []
+    # Speech at frames 40..43, then 0.5 (below 0.7 - 0.15): 200 ms (3200) after 44 * 512 -> stop at frame 50.
+    sim.frames([0.8] * 4 + [0.5] * 8)
+    stopped = only(sim.events, ev.SpeechStopped)
+    assert [e.audio_end_ms for e in stopped] == [51 * FRAME // SAMPLES_PER_MS]
+
+
+def test_semantic_vad_low_eagerness_waits_longer_than_high() -> None:
+    ends = {}
+    for eagerness in ("low", "high"):
+        sim = Sim("transcription")
+        sim.update(turn_detection=TurnDetectionUpdate(type="semantic_vad", eagerness=eagerness))
+        sim.frames([0.9] * 8 + [0.0] * 40)
+        (stopped,) = only(sim.events, ev.SpeechStopped)
+        ends[eagerness] = stopped.audio_end_ms
+    # Speech ends at 256 ms; the stop is the first frame end (a multiple of 32 ms) at least the eagerness
+    # silence later. With low = 1000 ms and high = 250 ms: 1280 ms and 512 ms.
+    expected = {e: math.ceil((256 + EAGERNESS_SILENCE_MS[e]) / 32) * 32 for e in ("low", "high")}
+    assert ends == expected
+    assert ends["low"] > ends["high"]
+
+
+def test_manual_commit_during_vad_speech_commits_the_speech_item() -> None:
+    sim = Sim("transcription")
+    sim.frames([0.0] * 40 + [0.9] * 8)
+    (started,) = only(sim.events, ev.SpeechStarted)
+    transition = sim.commit("c1")
+    assert types(transition.events) == [
+        "input_audio_buffer.committed",
+        "conversation.item.added",
+        "conversation.item.done",
+    ]
+    assert transition.events[0].item_id == started.item_id  # type: ignore[attr-defined]
+    (job,) = transition.jobs
+    assert (job.start_sample, job.end_sample) == (15680, 48 * FRAME)
+    sim.assert_job_covered(job)
+    # The turn is over: silence afterwards does not stop it a second time.
+    sim.frames([0.0] * 40)
+    assert only(sim.events, ev.SpeechStopped) == []
+    assert len(only(sim.events, ev.AudioCommitted)) == 1
+
+
+def test_clear_during_speech_discards_the_turn() -> None:
+    sim = Sim("transcription")
+    sim.frames([0.0] * 8 + [0.9] * 8)
+    (first,) = only(sim.events, ev.SpeechStarted)
+    cleared = sim.clear("clr")
+    assert types(cleared.events) == ["input_audio_buffer.cleared"]
+    sim.frames([0.0] * 30)
+    assert only(sim.events, ev.AudioCommitted) == []
+    assert sim.jobs == []
+    # The next turn is a new item and cannot reach back before the clear (16 * 512 = 8192 samples = 512 ms).
+    sim.frames([0.9] * 4 + [0.0] * 16)
+    started = only(sim.events, ev.SpeechStarted)
+    assert len(started) == 2 and started[1].item_id != first.item_id
+    assert started[1].audio_start_ms >= 512
+    (committed,) = only(sim.events, ev.AudioCommitted)
+    assert committed.item_id == started[1].item_id
+    assert sim.jobs[0].start_sample >= 8192
+
+
+# --- manual commits -------------------------------------------------------------------------------------------
+
+
+def test_turn_detection_null_gives_no_speech_events_and_commit_makes_the_item() -> None:
+    sim = Sim("transcription")
+    updated = sim.update(turn_detection=None)
+    assert types(updated.events) == ["session.updated"]
+    assert updated.events[0].session.turn_detection is None  # type: ignore[attr-defined]
+    first_audio_seq = sim.seq + 1
+    appends = sim.frames([0.99] * 40)  # loud speech, but no VAD
+    assert all(t.events == () and t.jobs == () for t in appends)
+    transition = sim.commit("c1")
+    assert types(transition.events) == [
+        "input_audio_buffer.committed",
+        "conversation.item.added",
+        "conversation.item.done",
+    ]
+    committed = transition.events[0]
+    assert isinstance(committed, ev.AudioCommitted)
+    assert committed.previous_item_id is None
+    (job,) = transition.jobs
+    assert job.item_id == committed.item_id
+    assert (job.start_sample, job.end_sample) == (0, 40 * FRAME)
+    assert (job.first_seq, job.last_seq, job.first_sample) == (first_audio_seq, sim.seq - 1, 0)
+    sim.assert_job_covered(job)
+    assert not any(isinstance(e, ev.SpeechStarted | ev.SpeechStopped) for e in sim.events)
+
+
+def test_consecutive_manual_commits_chain_items_and_ranges() -> None:
+    sim = manual_session()
+    sim.audio_ms(300)
+    first = sim.commit()
+    sim.audio_ms(250)
+    second = sim.commit()
+    assert second.events[0].previous_item_id == first.events[0].item_id  # type: ignore[attr-defined]
+    assert second.events[1].previous_item_id == first.events[0].item_id  # type: ignore[attr-defined]
+    assert (first.jobs[0].start_sample, first.jobs[0].end_sample) == (0, 4800)
+    assert (second.jobs[0].start_sample, second.jobs[0].end_sample) == (4800, 8800)
+    for job in sim.jobs:
+        sim.assert_job_covered(job)
+
+
+def test_commit_of_nothing_is_empty_with_the_spec_message() -> None:
+    sim = Sim("transcription")
+    transition = sim.commit("evt_client_1")
+    (error,) = transition.events
+    assert isinstance(error, ev.ErrorEvent)
+    assert error.error.type == "invalid_request_error"
+    assert error.error.code == "input_audio_buffer_commit_empty"
+    assert error.error.event_id == "evt_client_1"
+    assert error.error.param is None
+    assert error.error.message == (
+        "Error committing input audio buffer: buffer too small. Expected at least 100ms of audio, "
+        "but buffer only has 0.00ms of audio."
+    )
+    assert transition.jobs == ()
+
+
+@pytest.mark.parametrize("vad", [True, False])
+def test_commit_under_100_ms_is_empty_and_keeps_the_buffer(vad: bool) -> None:
+    sim = Sim("transcription") if vad else manual_session()
+    sim.audio_samples(99 * SAMPLES_PER_MS, [0.0] * 3)  # 1584 samples: 3 frames
+    transition = sim.commit("short")
+    (error,) = transition.events
+    assert isinstance(error, ev.ErrorEvent)
+    assert error.error.code == "input_audio_buffer_commit_empty"
+    assert error.error.event_id == "short"
+    assert "99.00ms" in error.error.message
+    # One more ms makes it 100 ms: the commit takes the whole buffer from sample 0.
+    sim.audio_samples(SAMPLES_PER_MS)
+    transition = sim.commit("enough")
+    assert types(transition.events)[0] == "input_audio_buffer.committed"
+    (job,) = transition.jobs
+    assert (job.start_sample, job.end_sample) == (0, 100 * SAMPLES_PER_MS)
+    sim.assert_job_covered(job)
+
+
+def test_buffer_length_is_counted_in_input_ticks() -> None:
+    # 100 ms of input audio (4800 ticks) whose 16 kHz rendition the resampler has not fully delivered yet.
+    sim = manual_session()
+    record = rec.AudioReceived(at_ms=AT_MS, ticks=100 * 48, pcm16k=bytes(2 * 1500), speech_probs=(0.0, 0.0))
+    sim.feed(record)
+    transition = sim.commit()
+    assert types(transition.events)[0] == "input_audio_buffer.committed"
+    assert (transition.jobs[0].start_sample, transition.jobs[0].end_sample) == (0, 1500)
+
+
+def test_clear_then_commit_is_empty() -> None:
+    sim = manual_session()
+    sim.audio_ms(500)
+    cleared = sim.clear("clr1")
+    assert types(cleared.events) == ["input_audio_buffer.cleared"]
+    assert cleared.jobs == ()
+    transition = sim.commit("c2")
+    (error,) = transition.events
+    assert isinstance(error, ev.ErrorEvent)
+    assert error.error.code == "input_audio_buffer_commit_empty"
+    assert error.error.event_id == "c2"
+    assert "0.00ms" in error.error.message
+    # New audio after the clear is committed alone: from sample 8000 (500 ms) on.
+    sim.audio_ms(200)
+    transition = sim.commit()
+    (job,) = transition.jobs
+    assert (job.start_sample, job.end_sample) == (8000, 11200)
+    sim.assert_job_covered(job)
+
+
+# --- session.update -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"turn_detection": TurnDetectionUpdate(type="server_vad", threshold=2.0)}, f"{TD}.threshold"),
+        ({"turn_detection": TurnDetectionUpdate(type="server_vad", threshold=-0.1)}, f"{TD}.threshold"),
+        ({"turn_detection": TurnDetectionUpdate(type="server_vad", prefix_padding_ms=-1)}, f"{TD}.prefix_padding_ms"),
+        (
+            {"turn_detection": TurnDetectionUpdate(type="server_vad", silence_duration_ms=10_001)},
+            f"{TD}.silence_duration_ms",
+        ),
+        ({"turn_detection": TurnDetectionUpdate(type="server_vad", idle_timeout_ms=100)}, f"{TD}.idle_timeout_ms"),
+        ({"type": "realtime"}, "session.type"),
+    ],
+)
+def test_invalid_update_is_an_error_and_changes_nothing(fields: dict[str, object], param: str) -> None:
+    sim = Sim("transcription")
+    before = sim.state
+    transition = sim.update(event_id="upd_1", **fields)
+    (error,) = transition.events
+    assert isinstance(error, ev.ErrorEvent)
+    assert error.error.type == "invalid_request_error"
+    assert error.error.code == "invalid_value"
+    assert error.error.param == param
+    assert error.error.event_id == "upd_1"
+    # Only the id counter moved (the error needed an event id).
+    assert msgspec.structs.replace(sim.state, next_id=before.next_id) == before
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"speed": 3.0}, "session.audio.output.speed"),
+        ({"max_output_tokens": 5000}, "session.max_output_tokens"),
+        ({"type": "transcription"}, "session.type"),
+    ],
+)
+def test_invalid_realtime_update_is_all_or_nothing(fields: dict[str, object], param: str) -> None:
+    sim = Sim("realtime", model="gpt-realtime")
+    before = sim.state.config
+    transition = sim.update(event_id="u", instructions="be brief", voice="ash", **fields)
+    (error,) = transition.events
+    assert isinstance(error, ev.ErrorEvent)
+    assert error.error.param == param
+    assert sim.state.config == before  # the valid fields of the same update were not applied either
+    assert sim.state.config.instructions == ""
+
+
+def test_partial_turn_detection_update_keeps_other_fields() -> None:
+    sim = Sim("realtime", model="gpt-realtime", transcription_model="whisper-base")
+    sim.update(voice="ash", instructions="hi")
+    sim.update(turn_detection=TurnDetectionUpdate(type="server_vad", threshold=0.7, silence_duration_ms=800))
+    transition = sim.update(turn_detection=TurnDetectionUpdate(type="server_vad", prefix_padding_ms=100))
+    (updated,) = transition.events
+    assert isinstance(updated, ev.SessionUpdated)
+    assert updated.session_id == SID
+    td = updated.session.turn_detection
+    assert td == TurnDetection(type="server_vad", threshold=0.7, prefix_padding_ms=100, silence_duration_ms=800)
+    # The full effective session is reported, not only the change.
+    assert updated.session.voice == "ash"
+    assert updated.session.instructions == "hi"
+    assert updated.session.transcription == Transcription(model="whisper-base")
+    assert sim.state.config == updated.session
+
+
+def test_turn_detection_type_change_starts_from_that_types_defaults() -> None:
+    sim = Sim("transcription")
+    sim.update(turn_detection=TurnDetectionUpdate(type="server_vad", threshold=0.8, silence_duration_ms=900))
+    sim.update(turn_detection=TurnDetectionUpdate(type="semantic_vad", eagerness="high"))
+    assert sim.state.config.turn_detection == TurnDetection(type="semantic_vad", eagerness="high")
+
+
+def test_update_merges_transcription_and_clears_nullable_fields() -> None:
+    sim = Sim("transcription", transcription_model="whisper-small")
+    sim.update(transcription=TranscriptionUpdate(language="fr"), noise_reduction=NoiseReduction(type="near_field"))
+    assert sim.state.config.transcription == Transcription(model="whisper-small", language="fr")
+    assert sim.state.config.noise_reduction == NoiseReduction(type="near_field")
+    sim.update(noise_reduction=None)
+    assert sim.state.config.noise_reduction is None
+    assert sim.state.config.transcription == Transcription(model="whisper-small", language="fr")
+    # Turning transcription on in a realtime session falls back to the server's default model.
+    realtime = Sim("realtime", model="gpt-realtime")
+    realtime.update(transcription=TranscriptionUpdate(language="en"))
+    assert realtime.state.config.transcription == Transcription(model=DEFAULT_STT, language="en")
+
+
+def test_disabling_turn_detection_mid_speech_ends_vad_and_commit_still_works() -> None:
+    sim = Sim("transcription")
+    sim.frames([0.0] * 4 + [0.9] * 8)
+    assert len(only(sim.events, ev.SpeechStarted)) == 1
+    sim.update(turn_detection=None)
+    assert sim.state.speaking is None
+    sim.frames([0.0] * 40)
+    assert only(sim.events, ev.SpeechStopped) == []
+    transition = sim.commit()
+    assert types(transition.events)[0] == "input_audio_buffer.committed"
+    # The whole buffer, speech included, is the item.
+    (job,) = transition.jobs
+    assert (job.start_sample, job.end_sample) == (0, 52 * FRAME)
+    sim.assert_job_covered(job)
+
+
+# --- transcription results ------------------------------------------------------------------------------------
+
+
+def committed_item(sim: Sim) -> str:
+    sim.audio_ms(500)
+    transition = sim.commit()
+    return transition.events[0].item_id  # type: ignore[attr-defined,no-any-return]
+
+
+def test_transcription_delta_and_completed_for_an_awaited_item() -> None:
+    sim = manual_session()
+    item = committed_item(sim)
+    delta = sim.stt_delta(item, "Hello")
+    (event,) = delta.events
+    assert isinstance(event, ev.TranscriptDelta)
+    assert (event.item_id, event.delta, event.content_index) == (item, "Hello", 0)
+    sim.stt_delta(item, " world", index=1)
+    completed = sim.stt_completed(item, "Hello world", seconds=1.23456)
+    (done,) = completed.events
+    assert isinstance(done, ev.TranscriptCompleted)
+    assert (done.item_id, done.transcript, done.content_index) == (item, "Hello world", 0)
+    assert done.usage == ev.DurationUsage(seconds=1.235)
+    assert sim.state.transcribing == ()
+
+
+def test_completed_is_emitted_once_and_later_results_are_ignored() -> None:
+    sim = manual_session()
+    item = committed_item(sim)
+    assert len(sim.stt_completed(item, "first").events) == 1
+    state = sim.state
+    for transition in (sim.stt_completed(item, "again"), sim.stt_delta(item, "late"), sim.stt_failed(item, "x")):
+        assert transition.events == () and transition.jobs == ()
+    assert sim.state == state
+    assert len(only(sim.events, ev.TranscriptCompleted)) == 1
+
+
+def test_results_for_unknown_items_are_ignored() -> None:
+    sim = manual_session()
+    committed_item(sim)
+    state = sim.state
+    for transition in (
+        sim.stt_delta("item_unknown", "x"),
+        sim.stt_completed("item_unknown", "x"),
+        sim.stt_failed("item_unknown", "x"),
+    ):
+        assert transition.events == ()
+    assert sim.state == state
+
+
+def test_results_for_items_without_a_job_are_ignored() -> None:
+    sim = Sim("realtime", model="gpt-realtime")  # no input transcription
+    sim.update(turn_detection=None)
+    item = committed_item(sim)
+    assert sim.jobs == []
+    assert sim.stt_delta(item, "x").events == ()
+    assert sim.stt_completed(item, "x").events == ()
+
+
+def test_transcription_failure() -> None:
+    sim = manual_session()
+    item = committed_item(sim)
+    transition = sim.stt_failed(item, "model crashed")
+    (failed,) = transition.events
+    assert isinstance(failed, ev.TranscriptFailed)
+    assert failed.item_id == item
+    assert failed.content_index == 0
+    assert failed.error.type == "server_error"
+    assert failed.error.code == "transcription_failed"
+    assert "model crashed" in failed.error.message
+    assert sim.stt_completed(item, "too late").events == ()
+    # Not an `error` event: the session goes on.
+    assert not transition.close
+    assert types(sim.commit().events) == ["error"]  # empty buffer, but answered
+    sim.audio_ms(200)
+    assert types(sim.commit().events)[0] == "input_audio_buffer.committed"
+
+
+def test_results_of_several_items_may_arrive_out_of_order() -> None:
+    sim = manual_session()
+    first, second = committed_item(sim), committed_item(sim)
+    assert sim.state.transcribing == (first, second)
+    assert sim.stt_completed(second, "two").events[0].item_id == second  # type: ignore[attr-defined]
+    assert sim.stt_completed(first, "one").events[0].item_id == first  # type: ignore[attr-defined]
+    assert sim.state.transcribing == ()
+
+
+# --- errors, expiry, close ------------------------------------------------------------------------------------
+
+
+def test_rejected_client_event_becomes_an_error_echoing_it() -> None:
+    sim = Sim("transcription")
+    record = rec.ClientEventRejected(
+        at_ms=AT_MS, code="invalid_value", message="bad audio", param="audio", event_id="evt_9"
+    )
+    (error,) = sim.feed(record).events
+    assert isinstance(error, ev.ErrorEvent)
+    assert error.error == ev.ErrorDetail(
+        type="invalid_request_error", code="invalid_value", message="bad audio", param="audio", event_id="evt_9"
+    )
+
+
+@pytest.mark.parametrize("session_type", ["transcription", "realtime"])
+def test_unserved_request_is_an_invalid_value_error_on_type(session_type: str) -> None:
+    sim = Sim(session_type, model="gpt-realtime")
+    transition = sim.client(ev.UnservedRequest(event_type="response.create", event_id="r1"))
+    (error,) = transition.events
+    assert isinstance(error, ev.ErrorEvent)
+    assert error.error.code == "invalid_value"
+    assert error.error.param == "type"
+    assert error.error.event_id == "r1"
+    assert "response.create" in error.error.message
+    assert not transition.close
+
+
+@pytest.mark.parametrize(("seconds", "wording"), [(3600, "60 minutes"), (1800, "30 minutes"), (90, "90 seconds")])
+def test_expiry_is_a_session_expired_error_and_closes(seconds: int, wording: str) -> None:
+    sim = Sim("transcription", max_duration_s=seconds)
+    transition = sim.feed(rec.SessionExpired(at_ms=AT_MS))
+    (error,) = transition.events
+    assert isinstance(error, ev.ErrorEvent)
+    assert error.error.code == "session_expired"
+    assert error.error.message == f"Your session hit the maximum duration of {wording}."
+    assert transition.close is True
+    assert sim.state.closed is True
+
+
+def feed_everything(sim: Sim, item: str) -> list[Transition]:
+    return [
+        sim.audio_ms(500, 0.9),
+        sim.commit("c"),
+        sim.clear(),
+        sim.update(instructions="x"),
+        sim.client(ev.UnservedRequest(event_type="response.create")),
+        sim.feed(rec.ClientEventRejected(at_ms=AT_MS, code="invalid_json", message="m")),
+        sim.stt_delta(item, "x"),
+        sim.stt_completed(item, "x"),
+        sim.stt_failed(item, "x"),
+        sim.feed(rec.SessionExpired(at_ms=AT_MS)),
+        sim.feed(rec.SessionClosed(at_ms=AT_MS, reason="again")),
+    ]
+
+
+@pytest.mark.parametrize(
+    "ending", [rec.SessionClosed(at_ms=AT_MS, reason="client_disconnected"), rec.SessionExpired(at_ms=AT_MS)]
+)
+def test_nothing_is_emitted_after_the_session_ends(ending: rec.Record) -> None:
+    sim = manual_session()
+    item = committed_item(sim)
+    closing = sim.feed(ending)
+    if isinstance(ending, rec.SessionClosed):
+        assert closing.events == ()
+    assert sim.state.closed
+    state = sim.state
+    for transition in feed_everything(sim, item):
+        assert transition.events == () and transition.jobs == () and transition.close is False
+        assert transition.state == state
+
+
+def test_a_second_session_opened_record_is_a_server_error() -> None:
+    sim = Sim("transcription")
+    transition = sim.feed(opened("transcription"))
+    (error,) = transition.events
+    assert isinstance(error, ev.ErrorEvent)
+    assert error.error.type == "server_error"
+    assert sim.state.config == sim.created.state.config
+
+
+# --- ids ------------------------------------------------------------------------------------------------------
+
+
+def scenario(session_id: str = SID) -> tuple[list[ev.ServerEvent], list[TranscribeJob]]:
+    sim = Sim("transcription", session_id=session_id)
+    sim.frames(FIRST_TURN + [0.0] * 4 + [0.9] * 10 + [0.0] * 18)
+    items = [e.item_id for e in only(sim.events, ev.AudioCommitted)]
+    sim.stt_delta(items[0], "a")
+    sim.stt_completed(items[0], "a")
+    sim.stt_failed(items[1], "b")
+    sim.commit("c")
+    sim.update(turn_detection=None)
+    sim.audio_ms(300)
+    sim.commit()
+    sim.client(ev.UnservedRequest(event_type="response.create"))
+    sim.feed(rec.SessionExpired(at_ms=AT_MS))
+    return sim.events, sim.jobs
+
+
+def test_ids_are_deterministic_and_unique() -> None:
+    events, jobs = scenario()
+    again, jobs_again = scenario()
+    assert msgspec.json.encode(events) == msgspec.json.encode(again)
+    assert msgspec.json.encode(jobs) == msgspec.json.encode(jobs_again)
+    event_ids = [e.event_id for e in events]
+    assert len(event_ids) == len(set(event_ids)) > 10
+    assert all(i.startswith("event_") for i in event_ids)
+    item_ids = [e.item_id for e in only(events, ev.AudioCommitted)]
+    job_ids = [j.job_id for j in jobs]
+    assert len(item_ids) == 3 and all(i.startswith("item_") for i in item_ids)
+    assert all(i.startswith("job_") for i in job_ids)
+    everything = event_ids + item_ids + job_ids
+    assert len(everything) == len(set(everything))
+    # Another session gets other ids.
+    other, _ = scenario("sess_other")
+    assert not set(event_ids) & {e.event_id for e in other}
+
+
+# --- what the input buffer holds ---------------------------------------------------------------------------
+# With turn detection on, silence older than the prefix padding can never join a turn, so it leaves the buffer
+# (memory stays bounded). Whatever the buffer holds, a job must read exactly the records that hold its audio.
+
+PADDING = 300 * 16
+
+
+def test_manual_commit_in_vad_mode_commits_what_the_buffer_still_holds() -> None:
+    sim = Sim("transcription")  # server_vad on, no speech detected
+    sim.frames([0.0] * 80, per_record=4)  # 20 records, 2.56 s
+    (job,) = sim.commit("c").jobs
+    assert (job.start_sample, job.end_sample) == (80 * FRAME - PADDING - FRAME, 80 * FRAME)
+    sim.assert_job_covered(job)
+
+
+def test_commit_after_disabling_vad_keeps_everything_since() -> None:
+    sim = Sim("transcription")
+    sim.frames([0.0] * 80)
+    sim.update(turn_detection=None)
+    sim.frames([0.0] * 8)
+    (job,) = sim.commit().jobs
+    assert (job.start_sample, job.end_sample) == (80 * FRAME - PADDING - FRAME, 88 * FRAME)
+    sim.assert_job_covered(job)
+
+
+def test_larger_prefix_padding_after_silence_reaches_back_only_to_the_buffer() -> None:
+    sim = Sim("transcription")
+    sim.update(turn_detection=TurnDetectionUpdate(type="server_vad", prefix_padding_ms=0))
+    sim.frames([0.0] * 80)
+    sim.update(turn_detection=TurnDetectionUpdate(type="server_vad", prefix_padding_ms=1000))
+    sim.frames([0.9] * 8 + [0.0] * 16)
+    (started,) = only(sim.events, ev.SpeechStarted)
+    assert started.audio_start_ms == (80 * FRAME - FRAME) // 16  # the buffer kept one frame at padding 0
+    (job,) = sim.jobs
+    sim.assert_job_covered(job)

@@ -1,0 +1,123 @@
+"""The parts as separate processes: `vocalis serve` alone, and an edge with two STT workers on one NATS."""
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import MODEL_CACHE, TEST_STT_MODEL
+from tests.realtime_client import events_until, pcm24k, sdk, silence, stream, words
+from vocalis.app import runner
+from vocalis.app.bus import Bus
+from vocalis.app.log_reader import read_session
+from vocalis.domain import records as rec
+
+COMPLETED = "conversation.item.input_audio_transcription.completed"
+
+
+def _vocalis(*args: str, **env: str) -> subprocess.Popen[bytes]:
+    environment = (
+        os.environ
+        | {
+            "VOCALIS_MODEL_DIR": str(MODEL_CACHE),
+            "VOCALIS_STT_MODEL": TEST_STT_MODEL,
+            "VOCALIS_LOG_FORMAT": "json",
+        }
+        | env
+    )
+    return subprocess.Popen([sys.executable, "-m", "vocalis", *args], env=environment, stderr=subprocess.DEVNULL)
+
+
+async def _healthy(port: int, process: subprocess.Popen[bytes]) -> None:
+    async with httpx.AsyncClient() as client:
+        for _ in range(600):
+            assert process.poll() is None, "the server exited"
+            try:
+                if (await client.get(f"http://127.0.0.1:{port}/health")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError("the server did not come up")
+
+
+def _stop(*processes: subprocess.Popen[bytes]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+    for process in processes:
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _nats_servers_using(config: Path) -> list[str]:
+    found = subprocess.run(["pgrep", "-f", str(config)], capture_output=True, text=True)
+    return found.stdout.split()
+
+
+@pytest.mark.slow
+async def test_serve_runs_everything_and_ctrl_c_stops_it(tmp_path: Path):
+    port = runner.free_port()
+    server = _vocalis("serve", "--port", str(port), "--data-dir", str(tmp_path))
+    try:
+        await _healthy(port, server)
+        assert _nats_servers_using(tmp_path / "nats.conf"), "an embedded nats-server runs"
+        assert (tmp_path / "jetstream").is_dir()
+        async with sdk(f"ws://127.0.0.1:{port}/v1").realtime.connect(extra_query={"intent": "transcription"}) as conn:
+            await conn.session.update(session={"type": "transcription", "audio": {"input": {"turn_detection": None}}})
+            await stream(conn, pcm24k("hello_world.wav"))
+            await conn.input_audio_buffer.commit()
+            events = await events_until(conn, lambda e: e.type == COMPLETED)
+        assert words(events[-1].transcript) == "hello world"
+    finally:
+        _stop(server)
+    assert server.returncode == 0
+    assert not _nats_servers_using(tmp_path / "nats.conf"), "Ctrl-C stops the embedded nats-server too"
+
+
+@pytest.mark.slow
+async def test_edge_and_two_stt_workers_share_the_turns(nats_url: str, tmp_path: Path):
+    port = runner.free_port()
+    env = {"VOCALIS_NATS_URL": nats_url, "VOCALIS_DATA_DIR": str(tmp_path)}
+    edge = _vocalis("edge", "--port", str(port), **env)
+    workers = [_vocalis("worker", "stt", VOCALIS_WORKER_NAME=f"w{i}", **env) for i in (1, 2)]
+    bus = await Bus.connect(nats_url, "vocalis", "test-observer")
+    try:
+        await _healthy(port, edge)
+        for _ in range(600):  # both workers are waiting for jobs
+            info = await bus.js.consumer_info(bus.subjects.jobs_stream, "stt")
+            if info.num_waiting >= 2:
+                break
+            await asyncio.sleep(0.1)
+        async with sdk(f"ws://127.0.0.1:{port}/v1").realtime.connect(extra_query={"intent": "transcription"}) as conn:
+            created = await conn.recv()
+            await stream(conn, pcm24k("lecture_60s.wav") + silence(1000))
+            committed: set[str] = set()
+            completed: list[str] = []
+
+            def done(event) -> bool:
+                if event.type == "input_audio_buffer.committed":
+                    committed.add(event.item_id)
+                if event.type == COMPLETED:
+                    completed.append(event.item_id)
+                return len(committed) >= 4 and set(completed) == committed
+
+            await events_until(conn, done, timeout=120)
+        assert len(completed) == len(set(completed)), "each turn completed once"
+        results = [
+            r
+            for _, r in (await read_session(bus, created.session.id)).inputs
+            if isinstance(r, rec.TranscriptionCompleted)
+        ]
+        assert sorted(r.item_id for r in results) == sorted(committed), "each turn transcribed exactly once"
+        assert {r.worker for r in results} == {"w1", "w2"}, "the turns are shared between the workers"
+    finally:
+        await bus.close()
+        _stop(edge, *workers)

@@ -1,0 +1,58 @@
+"""The log is the truth: a session's input records, re-run through the state machine, give exactly the
+server events the client received."""
+
+import asyncio
+
+import msgspec
+
+from tests.realtime_client import events_until, pcm24k, sdk, silence, stream
+from vocalis.app.log_reader import RecordedSession, read_session
+from vocalis.domain import records as rec
+from vocalis.domain.replay import replay
+
+COMPLETED = "conversation.item.input_audio_transcription.completed"
+
+
+async def _recorded(bus, session_id: str, expected_outputs: int) -> RecordedSession:
+    """The session's records once the edge has recorded its close and every output it sent."""
+    for _ in range(100):
+        recorded = await read_session(bus, session_id)
+        closed = any(isinstance(r, rec.SessionClosed) for _, r in recorded.inputs)
+        if closed and len(recorded.outputs) >= expected_outputs:
+            return recorded
+        await asyncio.sleep(0.1)
+    raise AssertionError("the session's records did not all arrive")
+
+
+async def test_replaying_the_lecture_reproduces_every_event(stack):
+    async with sdk(stack.ws_url).realtime.connect(extra_query={"intent": "transcription"}) as conn:
+        created = await conn.recv()
+        await conn.input_audio_buffer.commit(event_id="early")  # an error is an event too
+        await conn.session.update(
+            session={
+                "type": "transcription",
+                "audio": {"input": {"turn_detection": {"type": "server_vad", "silence_duration_ms": 400}}},
+            }
+        )
+        await stream(conn, pcm24k("lecture_60s.wav") + silence(1000))
+        committed: set[str] = set()
+        completed: set[str] = set()
+
+        def done(event) -> bool:
+            if event.type == "input_audio_buffer.committed":
+                committed.add(event.item_id)
+            if event.type == COMPLETED:
+                completed.add(event.item_id)
+            return len(committed) >= 3 and completed == committed
+
+        received = [created, *await events_until(conn, done, timeout=120)]
+
+    recorded = await _recorded(stack.bus, created.session.id, len(received))
+    assert [e.event_id for e in recorded.outputs] == [e.event_id for e in received]
+    kinds = {type(r) for _, r in recorded.inputs}
+    assert {rec.SessionOpened, rec.ClientEventReceived, rec.AudioReceived, rec.TranscriptionCompleted} <= kinds
+    assert all(r.v == rec.SCHEMA_VERSION for _, r in recorded.inputs)
+
+    replayed = replay(recorded.inputs)
+    assert msgspec.json.encode(replayed) == msgspec.json.encode(recorded.outputs)
+    assert len(replayed) == len(received)

@@ -1,0 +1,3 @@
+from vocalis.app.cli import main
+
+main()
