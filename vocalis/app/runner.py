@@ -174,11 +174,17 @@ async def serve(settings: Settings) -> None:
     async with nats_url(settings) as url:
         stop = asyncio.Event()
         worker = asyncio.create_task(run_stt_worker(settings, url, stop))
+        worker.add_done_callback(_report_crash)
         try:
             await run_edge(settings, url)
         finally:
             stop.set()
             await asyncio.gather(worker, return_exceptions=True)
+
+
+def _report_crash(task: "asyncio.Task[None]") -> None:
+    if not task.cancelled() and (error := task.exception()) is not None:
+        log.error("stt.worker.crashed", error=repr(error), exc_info=error)
 
 
 async def worker_until_signalled(settings: Settings, url: str) -> None:

@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,13 +43,8 @@ class Settings:
             raw = environ.get(f"VOCALIS_{spec.name.upper()}")
             if raw is None or raw == "":
                 continue
-            kind = spec.type if isinstance(spec.type, str) else getattr(spec.type, "__name__", "")
-            if "int" in str(kind):
-                values[spec.name] = int(raw)
-            elif "Path" in str(kind):
-                values[spec.name] = Path(raw)
-            else:
-                values[spec.name] = raw
+            kinds = typing.get_args(spec.type) or (spec.type,)
+            values[spec.name] = int(raw) if int in kinds else Path(raw) if Path in kinds else raw
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
 
