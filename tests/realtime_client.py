@@ -14,9 +14,7 @@ import jiwer
 import websockets
 from openai import AsyncOpenAI
 
-AUDIO = Path(__file__).resolve().parents[2] / "shared" / "audio"
-if not AUDIO.exists():  # a clone elsewhere: CI lays shared/ beside the checkout
-    AUDIO = Path(__file__).resolve().parents[1].parent / "shared" / "audio"
+AUDIO = Path(__file__).resolve().parent / "data"  # copies of ../shared/audio (see data/README.md)
 
 JFK = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 LECTURE = (

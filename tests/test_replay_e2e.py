@@ -2,6 +2,9 @@
 server events the client received."""
 
 import asyncio
+import subprocess
+import sys
+from pathlib import Path
 
 import msgspec
 
@@ -56,3 +59,12 @@ async def test_replaying_the_lecture_reproduces_every_event(stack):
     replayed = replay(recorded.inputs)
     assert msgspec.json.encode(replayed) == msgspec.json.encode(recorded.outputs)
     assert len(replayed) == len(received)
+
+    # The README's script shows the same records.
+    script = Path(__file__).parents[1] / "examples" / "show_session.py"
+    shown = subprocess.run(
+        [sys.executable, str(script), created.session.id, stack.nats_url], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert len(shown) == len(recorded.inputs) + len(recorded.outputs)
+    assert any(f"session.{created.session.id}.in.audio" in line for line in shown)
+    assert any(line.split()[1].endswith(f"out.{COMPLETED}") for line in shown)

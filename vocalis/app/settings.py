@@ -18,7 +18,7 @@ class Settings:
     port: int = 8000
     data_dir: Path = field(default_factory=_default_data_dir)
     nats_url: str | None = None  # unset: start an embedded nats-server
-    nats_port: int = 0  # the embedded server's client port; 0 picks a free one
+    nats_port: int = 4222  # the embedded server's client port; 0 picks a free one
     subject_prefix: str = "vocalis"
     api_key: str | None = None
     model_dir: Path | None = None  # default: <data_dir>/models
