@@ -27,7 +27,7 @@ def _vocalis(*args: str, **env: str) -> subprocess.Popen[bytes]:
             "VOCALIS_MODEL_DIR": str(MODEL_CACHE),
             "VOCALIS_STT_MODEL": TEST_STT_MODEL,
             "VOCALIS_LOG_FORMAT": "json",
-        "VOCALIS_NATS_PORT": "0",
+            "VOCALIS_NATS_PORT": "0",
         }
         | env
     )

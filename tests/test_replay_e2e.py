@@ -2,7 +2,6 @@
 server events the client received."""
 
 import asyncio
-import subprocess
 import sys
 from pathlib import Path
 
@@ -62,9 +61,12 @@ async def test_replaying_the_lecture_reproduces_every_event(stack):
 
     # The README's script shows the same records.
     script = Path(__file__).parents[1] / "examples" / "show_session.py"
-    shown = subprocess.run(
-        [sys.executable, str(script), created.session.id, stack.nats_url], capture_output=True, text=True, check=True
-    ).stdout.splitlines()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), created.session.id, stack.nats_url, stdout=asyncio.subprocess.PIPE
+    )
+    output, _ = await process.communicate()
+    assert process.returncode == 0
+    shown = output.decode().splitlines()
     assert len(shown) == len(recorded.inputs) + len(recorded.outputs)
     assert any(f"session.{created.session.id}.in.audio" in line for line in shown)
     assert any(line.split()[1].endswith(f"out.{COMPLETED}") for line in shown)

@@ -28,6 +28,10 @@ def _alaw_table() -> np.ndarray:
 _G711 = {"g711_ulaw": _ulaw_table(), "g711_alaw": _alaw_table()}
 
 
+def g711_to_pcm16(payload: bytes, audio_format: AudioFormat) -> np.ndarray:
+    return _G711[audio_format][np.frombuffer(payload, dtype=np.uint8)]
+
+
 class InvalidAudio(ValueError):
     pass
 
@@ -47,10 +51,7 @@ class InputAudio:
         return [self._decode(payload[offset : offset + step]) for offset in range(0, len(payload), step)]
 
     def _decode(self, payload: bytes) -> tuple[int, np.ndarray]:
-        if self.format == "pcm16":
-            samples = np.frombuffer(payload, dtype="<i2")
-        else:
-            samples = _G711[self.format][np.frombuffer(payload, dtype=np.uint8)]
+        samples = np.frombuffer(payload, dtype="<i2") if self.format == "pcm16" else g711_to_pcm16(payload, self.format)
         ticks = ticks_for_samples(len(samples), INPUT_RATES[self.format])
         resampled = self._resampler.resample_chunk(samples.astype(np.float32) / 32768.0)
         return ticks, resampled

@@ -86,12 +86,13 @@ def _sha256(paths: list[Path], sink: Callable[[bytes], object] | None = None) ->
 class ModelRegistry:
     cache_dir: Path
     default: str = "whisper-base"
+    hf_cache_dir: Path | None = None  # None: Hugging Face's own default (HF_HOME, HF_HUB_CACHE)
 
     def canonical(self, name: str | None) -> str:
         """The model a requested name means, or UnknownModel naming what is installed."""
         if not name or _OPENAI_NAME.match(name):
             return self.default
-        if name in BUNDLED or _ctranslate2_dir(Path(name)) or _cached_hf(name):
+        if name in BUNDLED or _ctranslate2_dir(Path(name)) or _cached_hf(name, self.hf_cache_dir):
             return name
         raise UnknownModel(
             f"Unknown transcription model '{name}'. Installed: {', '.join(self.installed())}; OpenAI's names "
@@ -109,7 +110,7 @@ class ModelRegistry:
             return self.prepare(name)
         if (local := _ctranslate2_dir(Path(name))) is not None:
             return local
-        cached = _cached_hf(name)
+        cached = _cached_hf(name, self.hf_cache_dir)
         assert cached is not None  # canonical() checked it
         return cached
 
@@ -150,12 +151,12 @@ def _ctranslate2_dir(path: Path) -> Path | None:
     return path if path.is_absolute() and (path / "model.bin").is_file() else None
 
 
-def _cached_hf(name: str) -> Path | None:
-    if name.count("/") != 1:
+def _cached_hf(name: str, cache_dir: Path | None) -> Path | None:
+    if name.count("/") != 1 or name.startswith("/"):
         return None
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(name, local_files_only=True))
+        return Path(snapshot_download(name, local_files_only=True, cache_dir=cache_dir))
     except Exception:
         return None
