@@ -1,9 +1,9 @@
 """The model-facing handlers on their own: audio input, silero VAD, the model registry."""
 
-import audioop
 import hashlib
 import re
 import shutil
+import warnings
 import wave
 from pathlib import Path
 
@@ -17,6 +17,10 @@ from vocalis.handlers import models
 from vocalis.handlers.audio_input import InputAudio, InvalidAudio, g711_to_pcm16
 from vocalis.handlers.models import ChecksumMismatch, ModelRegistry, UnknownModel
 from vocalis.handlers.vad import SileroVad
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import audioop  # the reference G.711 codec of the standard library (until Python 3.13)
 
 
 def _jfk() -> bytes:

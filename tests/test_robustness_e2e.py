@@ -187,6 +187,20 @@ async def test_unknown_model_in_the_url(stack):
         assert error["error"]["param"] == "model"
 
 
+@pytest.mark.parametrize(
+    "model", ["gpt-realtime", "gpt-4o-realtime-preview-2024-12-17", "gpt-4o-mini-realtime-preview"]
+)
+async def test_older_sdks_realtime_model_with_transcription_intent_means_the_default(stack, model):
+    async with sdk(stack.ws_url).beta.realtime.connect(model=model, extra_query={"intent": "transcription"}) as conn:
+        created = await conn.recv()
+        assert created.session.input_audio_transcription.model == "whisper-tiny.en"
+        await conn.session.update(session={"turn_detection": None})
+        await stream(conn, HELLO)
+        await conn.input_audio_buffer.commit()
+        events = await events_until(conn, lambda e: e.type in (COMPLETED, "error"))
+    assert events[-1].type == COMPLETED and words(events[-1].transcript) == "hello world"
+
+
 async def test_openai_model_names_are_aliases(stack):
     async with raw_connect(stack.ws_url, "intent=transcription&model=gpt-4o-mini-transcribe") as client:
         created = await client.next()

@@ -8,7 +8,7 @@ from litestar import Litestar, WebSocket, get, websocket
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from vocalis.app.connection import ConnectParams, EdgeServices, RealtimeConnection
-from vocalis.handlers.models import UnknownModel
+from vocalis.handlers.models import UnknownModel, is_realtime_model
 from vocalis.protocol.errors import Rejection
 
 
@@ -23,7 +23,8 @@ def connect_params(socket: WebSocket[Any, Any, Any], services: EdgeServices) -> 
     dialect = "beta" if "realtime=v1" in socket.headers.get("openai-beta", "") else "ga"
     transcription = query.get("intent") == "transcription"
     model = query.get("model") or None
-    stt_model = query.get("transcription_model") or (model if transcription else None)
+    url_model = model if transcription and model and not is_realtime_model(model) else None
+    stt_model = query.get("transcription_model") or url_model
     rejections: list[Rejection] = []
     if stt_model is not None:
         try:

@@ -63,6 +63,14 @@ BUNDLED = {
 _OPENAI_NAME = re.compile(r"^(whisper-1|gpt-.*transcribe.*|gpt-realtime-whisper.*|gpt-live-transcribe.*)$")
 
 
+# Older SDKs send their realtime model with `intent=transcription`; it names no transcription model.
+_REALTIME_NAME = re.compile(r"^gpt-(4o-|4o-mini-)?realtime.*$")
+
+
+def is_realtime_model(name: str) -> bool:
+    return bool(_REALTIME_NAME.match(name))
+
+
 class UnknownModel(LookupError):
     pass
 
