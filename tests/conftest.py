@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from vocalis.app import runner
+from vocalis.app.analytics import AnalyticsWorker
 from vocalis.app.bus import Bus
 from vocalis.app.settings import Settings
 from vocalis.handlers.stt import Transcriber
@@ -36,9 +37,24 @@ def transcriber() -> Transcriber:
 
 @dataclasses.dataclass
 class Stack:
+    """The running edge and STT worker; `start_analytics()` adds the analytics subscriber."""
+
     settings: Settings
     bus: Bus
     nats_url: str
+
+    analytics: "asyncio.Task[None] | None" = None
+
+    def start_analytics(self) -> "asyncio.Task[None]":
+        self.analytics_stop = asyncio.Event()
+        self.analytics = asyncio.create_task(AnalyticsWorker(self.bus).run(self.analytics_stop))
+        return self.analytics
+
+    async def stop_analytics(self) -> None:
+        if self.analytics is not None:
+            self.analytics_stop.set()
+            await asyncio.gather(self.analytics, return_exceptions=True)
+            self.analytics = None
 
     @property
     def http_url(self) -> str:
@@ -66,9 +82,11 @@ async def stack(
     worker = asyncio.create_task(SttWorker(bus, transcriber, "test-worker").run(stop))
     while not server.started:
         await asyncio.sleep(0.01)
+    stack = Stack(settings, bus, nats_url)
     try:
-        yield Stack(settings, bus, nats_url)
+        yield stack
     finally:
+        await stack.stop_analytics()
         server.should_exit = True
         stop.set()
         await asyncio.gather(serving, worker, return_exceptions=True)

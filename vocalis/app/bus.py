@@ -82,6 +82,7 @@ class Bus:
                 max_age=float(max_age_s),
                 max_bytes=max_bytes,
                 duplicate_window=120.0,
+                allow_msg_ttl=True,  # audio records carry a shorter time to live (Nats-TTL)
             )
         )
         await self._upsert_stream(
@@ -115,9 +116,13 @@ class Bus:
         """Publish and wait for the stream's acknowledgement."""
         return await self.js.publish(subject, payload, headers={MSG_ID: msg_id})
 
-    async def publish_pipelined(self, subject: str, payload: bytes, msg_id: str) -> Awaitable[api.PubAck]:
+    async def publish_pipelined(
+        self, subject: str, payload: bytes, msg_id: str, ttl_s: float | None = None
+    ) -> Awaitable[api.PubAck]:
         """Publish without waiting for the acknowledgement (order on this connection is kept)."""
-        future: asyncio.Future[api.PubAck] = await self.js.publish_async(subject, payload, headers={MSG_ID: msg_id})
+        future: asyncio.Future[api.PubAck] = await self.js.publish_async(
+            subject, payload, headers={MSG_ID: msg_id}, msg_ttl=ttl_s
+        )
         future.add_done_callback(_log_failed_publish)
         return future
 

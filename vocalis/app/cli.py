@@ -1,14 +1,19 @@
-"""`vocalis`: serve, edge, worker, models."""
+"""`vocalis`: serve, edge, worker, models, and the log tools (sessions, tail, replay, export)."""
 
 import argparse
 import asyncio
+import sys
+import time
 from pathlib import Path
 
 import structlog
 
-from vocalis.app import runner
+from vocalis.app import log_tools, runner
+from vocalis.app.bus import Bus
+from vocalis.app.log_reader import read_session
 from vocalis.app.logging import configure
 from vocalis.app.settings import Settings
+from vocalis.domain.replay import UnsupportedSchema
 from vocalis.handlers.models import BUNDLED
 
 
@@ -23,11 +28,28 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--host", help="listen address (VOCALIS_HOST, default 127.0.0.1)")
         command.add_argument("--port", type=int, help="listen port (VOCALIS_PORT, default 8000)")
         command.add_argument("--data-dir", type=Path, help="data directory (VOCALIS_DATA_DIR)")
-    worker = commands.add_parser("worker", help="one model worker, against VOCALIS_NATS_URL")
-    worker.add_argument("kind", choices=["stt"])
+    worker = commands.add_parser("worker", help="one worker, against VOCALIS_NATS_URL")
+    worker.add_argument("kind", choices=["stt", "analytics"])
     models = commands.add_parser("models", help="bundled models")
     models.add_argument("action", choices=["prepare", "list"])
     models.add_argument("--data-dir", type=Path, help="data directory (VOCALIS_DATA_DIR)")
+
+    sessions = commands.add_parser("sessions", help="list the sessions on the log, newest first")
+    sessions.add_argument("--since", help="only sessions started since: ISO time or age (30m, 2h, 7d)")
+    sessions.add_argument("--until", help="only sessions started until: ISO time or age")
+    sessions.add_argument("--mode", choices=["transcription", "realtime"])
+    tail = commands.add_parser("tail", help="follow a session's events (or every session's) live")
+    tail.add_argument("session", nargs="?")
+    tail.add_argument("--all", action="store_true", help="every session, from now on")
+    tail.add_argument("--type", action="append", default=[], help="event types to show (glob; repeatable)")
+    tail.add_argument("--json", action="store_true", help="print the records as they are")
+    replay = commands.add_parser("replay", help="re-run a session's records; report identical or a divergence")
+    replay.add_argument("session")
+    replay.add_argument("--save", type=Path, help="also write a self-contained fixture (JSONL) for tests")
+    export = commands.add_parser("export", help="a session as records, subtitles, a transcript or audio")
+    export.add_argument("session")
+    export.add_argument("--format", required=True, choices=["jsonl", "srt", "vtt", "md", "wav"])
+    export.add_argument("--output", type=Path, help="file to write (a directory for wav)")
     return parser
 
 
@@ -45,14 +67,59 @@ def main(argv: list[str] | None = None) -> None:
             case "edge":
                 asyncio.run(runner.run_edge(settings, _required_nats(settings)))
             case "worker":
-                asyncio.run(runner.worker_until_signalled(settings, _required_nats(settings)))
+                asyncio.run(runner.worker_until_signalled(settings, _required_nats(settings), args.kind))
             case "models":
                 registry = runner.registry(settings)
                 for name in BUNDLED:
                     path = registry.prepare(name) if args.action == "prepare" else registry.cache_dir / name
                     print(f"{name}\t{path}")
+            case "sessions" | "tail" | "replay" | "export":
+                sys.exit(asyncio.run(_log_command(settings, args)))
     except KeyboardInterrupt:
         log.info("stopped")
+
+
+async def _log_command(settings: Settings, args: argparse.Namespace) -> int:
+    url = settings.nats_url or f"nats://127.0.0.1:{settings.nats_port or 4222}"
+    bus = await Bus.connect(url, settings.subject_prefix, f"vocalis-{args.command}")
+    try:
+        match args.command:
+            case "sessions":
+                now = time.time_ns() // 1_000_000
+                since = log_tools.parse_when(args.since, now) if args.since else None
+                until = log_tools.parse_when(args.until, now) if args.until else None
+                print(log_tools.format_sessions(await log_tools.list_sessions(bus, since, until, args.mode)))
+            case "tail":
+                if not args.session and not args.all:
+                    print("name a session, or --all", file=sys.stderr)
+                    return 2
+                await log_tools.tail(bus, None if args.all else args.session, args.type, args.json, _print)
+            case "replay":
+                recorded = await read_session(bus, args.session)
+                if args.save:
+                    log_tools.save_fixture(recorded, args.save)
+                divergence = log_tools.replay_recorded(recorded.inputs, recorded.outputs)
+                if divergence is not None:
+                    print(divergence.report())
+                    return 1
+                print(f"identical: {len(recorded.outputs)} events from {len(recorded.inputs)} records")
+            case "export":
+                recorded = await read_session(bus, args.session)
+                text = log_tools.export(recorded, args.format, args.output)
+                if args.output and args.format != "wav":
+                    args.output.write_text(text)
+                    text = str(args.output)
+                print(text, end="" if text.endswith("\n") else "\n")
+    except (ValueError, UnsupportedSchema) as error:
+        print(f"vocalis {args.command}: {error}", file=sys.stderr)
+        return 1
+    finally:
+        await bus.close()
+    return 0
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
 
 
 def _required_nats(settings: Settings) -> str:

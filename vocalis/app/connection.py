@@ -31,6 +31,8 @@ log = structlog.get_logger(__name__)
 
 # One record holds at most this much audio, so a 15 MiB append never exceeds a NATS payload limit.
 MAX_RECORD_INPUT_SECONDS = 5
+# How long a session whose client has gone waits for the transcripts of its last turns.
+TRANSCRIPTS_GRACE_S = 60
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class EdgeServices:
     default_stt_model: str
     max_session_s: int
     max_frame_bytes: int
+    audio_max_age_s: int
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,8 @@ class RealtimeConnection:
         if wait:
             ack = await self.bus.publish(subject, encode(record), self._msg_id())
             return ack.seq
-        await self.bus.publish_pipelined(subject, encode(record), self._msg_id())
+        ttl = self.services.audio_max_age_s if source == "audio" else None
+        await self.bus.publish_pipelined(subject, encode(record), self._msg_id(), ttl_s=ttl)
         return None
 
     # --- lifecycle ------------------------------------------------------------------------------------------
@@ -114,12 +118,25 @@ class RealtimeConnection:
         finally:
             expiry.cancel()
             if not self._closed_by_server:
+                await self._finish_transcripts()
                 closed = await self._record("edge", rec.SessionClosed(at_ms=_now_ms(), reason="client"), wait=True)
                 await self._wait_reduced(closed or 0, seconds=5)
             reducer.cancel()
             await asyncio.gather(reducer, return_exceptions=True)
             await subscription.unsubscribe()
             self.log.info("session.closed", by="server" if self._closed_by_server else "client")
+
+    async def _finish_transcripts(self) -> None:
+        """A client that leaves right after speaking still gets its last words into the log."""
+        async with self._progress:
+            try:
+                await asyncio.wait_for(
+                    self._progress.wait_for(lambda: self._state is None or not self._state.transcribing),
+                    TRANSCRIPTS_GRACE_S,
+                )
+            except TimeoutError:
+                pending = list(self._state.transcribing) if self._state else []
+                self.log.warning("session.closed.transcripts_pending", items=pending)
 
     async def _expire_later(self) -> None:
         await asyncio.sleep(self.services.max_session_s)

@@ -1,13 +1,20 @@
 """The Litestar edge: `/v1/realtime` (WebSocket) and `/health`, behind an API-key gate."""
 
 import hmac
+import time
 from typing import Any
 from urllib.parse import parse_qs
 
-from litestar import Litestar, WebSocket, get, websocket
+import nats.js.errors
+from litestar import Litestar, Request, Response, WebSocket, get, websocket
+from litestar.exceptions import NotFoundException
+from litestar.params import FromPath, FromQuery
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from vocalis.app.analytics import SummaryStore
 from vocalis.app.connection import ConnectParams, EdgeServices, RealtimeConnection
+from vocalis.domain.analytics import SessionSummary
+from vocalis.domain.transcripts import to_markdown, to_srt, to_vtt
 from vocalis.handlers.models import UnknownModel, is_realtime_model
 from vocalis.protocol.errors import Rejection
 
@@ -41,6 +48,73 @@ def connect_params(socket: WebSocket[Any, Any, Any], services: EdgeServices) -> 
         language=query.get("language") or None,
         rejections=tuple(rejections),
     )
+
+
+# --- meeting analytics over HTTP ------------------------------------------------------------------------------
+
+
+async def _summaries(request: Request[Any, Any, Any]) -> SummaryStore | None:
+    services: EdgeServices = request.app.state.services
+    try:
+        return (await SummaryStore.open(services.bus))[0]
+    except nats.js.errors.BucketNotFoundError:
+        return None  # the analytics worker has not run yet
+
+
+async def _summary(request: Request[Any, Any, Any], session_id: str) -> SessionSummary:
+    store = await _summaries(request)
+    summary = await store.get(session_id) if store else None
+    if summary is None:
+        raise NotFoundException(f"No analytics for session '{session_id}'.")
+    return summary
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@get("/v1/sessions")
+async def list_sessions(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    store = await _summaries(request)
+    summaries = await store.all() if store else []
+    now = _now_ms()
+    return {"object": "list", "data": [s.view(now) for s in summaries]}
+
+
+@get("/v1/sessions/{session_id:str}")
+async def session_summary(request: Request[Any, Any, Any], session_id: FromPath[str]) -> dict[str, Any]:
+    return (await _summary(request, session_id)).view(_now_ms())
+
+
+_TRANSCRIPTS = {
+    "srt": (to_srt, "application/x-subrip"),
+    "vtt": (to_vtt, "text/vtt"),
+    "md": (to_markdown, "text/markdown"),
+}
+
+
+@get("/v1/sessions/{session_id:str}/transcript")
+async def session_transcript(
+    request: Request[Any, Any, Any], session_id: FromPath[str], format: FromQuery[str] = "json"
+) -> Response[Any]:
+    summary = await _summary(request, session_id)
+    if format == "json":
+        utterances = summary.view(_now_ms())["utterances"]
+        return Response({"session_id": session_id, "utterances": utterances})
+    if format not in _TRANSCRIPTS:
+        return Response(
+            {
+                "error": {
+                    "type": "invalid_request_error",
+                    "code": "invalid_value",
+                    "param": "format",
+                    "message": f"Invalid format '{format}': use json, srt, vtt or md.",
+                }
+            },
+            status_code=400,
+        )
+    render, media_type = _TRANSCRIPTS[format]
+    return Response(render(summary), media_type=media_type)
 
 
 @websocket("/v1/realtime")
@@ -102,6 +176,6 @@ class ApiKeyGate:
 
 
 def create_app(services: EdgeServices, api_key: str | None) -> ASGIApp:
-    app = Litestar(route_handlers=[health, realtime])
+    app = Litestar(route_handlers=[health, realtime, list_sessions, session_summary, session_transcript])
     app.state.services = services
     return ApiKeyGate(app, api_key)

@@ -18,6 +18,7 @@ from pathlib import Path
 import structlog
 import uvicorn
 
+from vocalis.app.analytics import AnalyticsWorker
 from vocalis.app.bus import Bus
 from vocalis.app.connection import EdgeServices
 from vocalis.app.edge import create_app
@@ -133,6 +134,7 @@ def edge_services(settings: Settings, bus: Bus) -> EdgeServices:
         default_stt_model=settings.stt_model,
         max_session_s=settings.max_session_s,
         max_frame_bytes=settings.max_frame_bytes,
+        audio_max_age_s=settings.audio_max_age_s,
     )
 
 
@@ -169,27 +171,41 @@ async def run_stt_worker(settings: Settings, url: str, stop: asyncio.Event) -> N
         await bus.close()
 
 
+async def run_analytics(settings: Settings, url: str, stop: asyncio.Event) -> None:
+    bus = await connect(settings, url, "vocalis-analytics")
+    try:
+        await AnalyticsWorker(bus).run(stop)
+    finally:
+        await bus.close()
+
+
 async def serve(settings: Settings) -> None:
-    """Everything in one process: embedded NATS (unless VOCALIS_NATS_URL), the edge, one STT worker."""
+    """Everything in one process: embedded NATS (unless VOCALIS_NATS_URL), the edge, an STT worker and the
+    analytics subscriber."""
     async with nats_url(settings) as url:
         stop = asyncio.Event()
-        worker = asyncio.create_task(run_stt_worker(settings, url, stop))
-        worker.add_done_callback(_report_crash)
+        workers = [
+            asyncio.create_task(run_stt_worker(settings, url, stop)),
+            asyncio.create_task(run_analytics(settings, url, stop)),
+        ]
+        for worker in workers:
+            worker.add_done_callback(_report_crash)
         try:
             await run_edge(settings, url)
         finally:
             stop.set()
-            await asyncio.gather(worker, return_exceptions=True)
+            await asyncio.gather(*workers, return_exceptions=True)
 
 
 def _report_crash(task: "asyncio.Task[None]") -> None:
     if not task.cancelled() and (error := task.exception()) is not None:
-        log.error("stt.worker.crashed", error=repr(error), exc_info=error)
+        log.error("worker.crashed", error=repr(error), exc_info=error)
 
 
-async def worker_until_signalled(settings: Settings, url: str) -> None:
+async def worker_until_signalled(settings: Settings, url: str, kind: str) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    await run_stt_worker(settings, url, stop)
+    run = run_stt_worker if kind == "stt" else run_analytics
+    await run(settings, url, stop)

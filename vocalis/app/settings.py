@@ -31,6 +31,7 @@ class Settings:
     max_frame_bytes: int = 24 << 20
     log_max_age_s: int = 7 * 24 * 3600
     log_max_bytes: int = -1
+    audio_max_age_s: int = 24 * 3600  # audio records expire sooner than the rest of the log
     log_format: str = "auto"  # auto (console on a terminal, else json), json, console
     log_level: str = "info"
     worker_name: str = ""
