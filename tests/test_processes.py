@@ -83,6 +83,23 @@ async def test_serve_runs_everything_and_ctrl_c_stops_it(tmp_path: Path):
     assert not _nats_servers_using(tmp_path / "nats.conf"), "Ctrl-C stops the embedded nats-server too"
 
 
+async def test_serve_joins_an_existing_nats(nats_url: str, tmp_path: Path):
+    port = runner.free_port()
+    data_dir = tmp_path / "serve-data"
+    server = _vocalis("serve", "--port", str(port), "--data-dir", str(data_dir), VOCALIS_NATS_URL=nats_url)
+    try:
+        await _healthy(port, server)
+        assert not (data_dir / "nats.conf").exists() and not (data_dir / "jetstream").exists(), "no embedded NATS"
+        bus = await Bus.connect(nats_url, "vocalis", "test-observer")
+        try:
+            assert (await bus.js.stream_info("VOCALIS_SESSIONS")).config.allow_msg_ttl
+        finally:
+            await bus.close()
+    finally:
+        _stop(server)
+    assert server.returncode == 0
+
+
 @pytest.mark.slow
 async def test_edge_and_two_stt_workers_share_the_turns(nats_url: str, tmp_path: Path):
     port = runner.free_port()
