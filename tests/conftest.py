@@ -8,12 +8,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.fake_llm import FakeLlm
 from vocalis.app import runner
 from vocalis.app.analytics import AnalyticsWorker
 from vocalis.app.bus import Bus
 from vocalis.app.settings import Settings
+from vocalis.handlers.llm import ChatClient
+from vocalis.handlers.llm_worker import LlmWorker
 from vocalis.handlers.stt import Transcriber
 from vocalis.handlers.stt_worker import SttWorker
+from vocalis.handlers.tts import KokoroSynthesizer
+from vocalis.handlers.tts_worker import TtsWorker
 
 MODEL_CACHE = Settings.from_env().models_path
 TEST_STT_MODEL = "whisper-tiny.en"
@@ -33,6 +38,11 @@ async def nats_url(tmp_path: Path) -> AsyncIterator[str]:
 def transcriber() -> Transcriber:
     settings = Settings(model_dir=MODEL_CACHE, stt_model=TEST_STT_MODEL)
     return runner.transcriber(settings)
+
+
+@pytest.fixture(scope="session")
+def synthesizer() -> KokoroSynthesizer:
+    return KokoroSynthesizer(MODEL_CACHE)
 
 
 @dataclasses.dataclass
@@ -91,3 +101,29 @@ async def stack(
         stop.set()
         await asyncio.gather(serving, worker, return_exceptions=True)
         await bus.close()
+
+
+@dataclasses.dataclass
+class Conversation:
+    stack: Stack
+    llm: FakeLlm
+
+    @property
+    def ws_url(self) -> str:
+        return self.stack.ws_url
+
+
+@pytest.fixture
+async def conversation(stack: Stack, synthesizer: KokoroSynthesizer) -> AsyncIterator[Conversation]:
+    """The stack plus an LLM worker on a scripted fake LLM and a TTS worker on the real Kokoro."""
+    async with FakeLlm() as llm:
+        stop = asyncio.Event()
+        workers = [
+            asyncio.create_task(LlmWorker(stack.bus, ChatClient(llm.base_url), "test-llm").run(stop)),
+            asyncio.create_task(TtsWorker(stack.bus, synthesizer, "test-tts").run(stop)),
+        ]
+        try:
+            yield Conversation(stack, llm)
+        finally:
+            stop.set()
+            await asyncio.gather(*workers, return_exceptions=True)

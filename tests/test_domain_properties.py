@@ -150,7 +150,7 @@ def play(actions: Sequence[tuple[Any, ...]], session_type: str = "transcription"
         state = transition.state
         run.events.extend(transition.events)
         run.steps.append((action, transition.events))
-        run.jobs.extend(transition.jobs)
+        run.jobs.extend(j for j in transition.jobs if isinstance(j, TranscribeJob))
         run.states.append(state)
         run.closes.append(transition.close)
         for event in transition.events:

@@ -12,7 +12,7 @@ import pytest
 
 from vocalis.domain import events as ev
 from vocalis.domain import records as rec
-from vocalis.domain.jobs import TranscribeJob
+from vocalis.domain.jobs import GenerateJob, TranscribeJob
 from vocalis.domain.session import SessionState, Transition, open_session, step
 from vocalis.domain.session_config import (
     EAGERNESS_SILENCE_MS,
@@ -228,7 +228,7 @@ def test_vad_turn_event_sequence_and_job() -> None:
     assert stopped.item_id == committed.item_id == added.item.id == done.item.id == item_id
     assert committed.previous_item_id is None and added.previous_item_id is None and done.previous_item_id is None
     assert added.item.role == "user"
-    assert added.item.type == "message"
+    assert isinstance(added.item, ev.MessageItem)
     assert added.item.content == (ev.ContentPart(type="input_audio", transcript=None),)
 
     (job,) = stop.jobs
@@ -277,7 +277,7 @@ def test_prefix_padding_of_the_next_turn_is_clamped_to_the_previous_turn_end() -
     assert sim.jobs[1].start_sample == sim.jobs[0].end_sample == 38912
 
 
-def test_vad_turn_in_realtime_session_without_transcription_has_no_job() -> None:
+def test_vad_turn_in_realtime_session_is_transcribed_silently_and_answered() -> None:
     sim = Sim("realtime", model="gpt-realtime")
     sim.frames(FIRST_TURN)
     assert types(sim.events[1:]) == [
@@ -286,8 +286,14 @@ def test_vad_turn_in_realtime_session_without_transcription_has_no_job() -> None
         "input_audio_buffer.committed",
         "conversation.item.added",
         "conversation.item.done",
+        "response.created",
+        "rate_limits.updated",
     ]
-    assert sim.jobs == []
+    (job,) = sim.jobs  # the LLM needs the words even when the client did not ask for transcription events
+    assert isinstance(job, TranscribeJob) and job.item_id == only(sim.events, ev.AudioCommitted)[0].item_id
+    (generate,) = sim.stt_completed(job.item_id, "hello").jobs  # the request waited for the transcript
+    assert isinstance(generate, GenerateJob)
+    assert generate.messages[-1] == {"role": "user", "content": "hello"}
     assert sim.state.transcribing == ()
 
 
@@ -510,7 +516,7 @@ def test_invalid_realtime_update_is_all_or_nothing(fields: dict[str, object], pa
     assert isinstance(error, ev.ErrorEvent)
     assert error.error.param == param
     assert sim.state.config == before  # the valid fields of the same update were not applied either
-    assert sim.state.config.instructions == ""
+    assert sim.state.config.instructions != "be brief"
 
 
 def test_partial_turn_detection_update_keeps_other_fields() -> None:
@@ -616,12 +622,13 @@ def test_results_for_unknown_items_are_ignored() -> None:
     assert sim.state == state
 
 
-def test_results_for_items_without_a_job_are_ignored() -> None:
-    sim = Sim("realtime", model="gpt-realtime")  # no input transcription
+def test_conversation_transcripts_are_silent_without_input_transcription() -> None:
+    sim = Sim("realtime", model="gpt-realtime")  # no input transcription configured
     sim.update(turn_detection=None)
     item = committed_item(sim)
-    assert sim.jobs == []
+    assert [j.item_id for j in sim.jobs] == [item]
     assert sim.stt_delta(item, "x").events == ()
+    assert sim.stt_completed(item, "x").events == ()  # the transcript goes into the conversation only
     assert sim.stt_completed(item, "x").events == ()
 
 

@@ -28,6 +28,7 @@ def _vocalis(*args: str, **env: str) -> subprocess.Popen[bytes]:
             "VOCALIS_STT_MODEL": TEST_STT_MODEL,
             "VOCALIS_LOG_FORMAT": "json",
             "VOCALIS_NATS_PORT": "0",
+            "VOCALIS_LLM_MODEL": "qwen2.5-coder-0.5b",
         }
         | env
     )

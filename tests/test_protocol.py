@@ -22,7 +22,7 @@ from vocalis.domain.session_config import (
     TurnDetection,
     TurnDetectionUpdate,
 )
-from vocalis.protocol.codec import KNOWN, AudioAppend, decode, render, render_dict
+from vocalis.protocol.codec import KNOWN, SERVED, AudioAppend, ItemWithAudio, decode, render, render_dict
 from vocalis.protocol.errors import Rejection
 
 TD_GA = "session.audio.input.turn_detection"
@@ -391,8 +391,12 @@ def test_known_but_unserved_events_decode_to_unserved_request(dialect: str, kind
     assert result == ev.UnservedRequest(event_type=kind, event_id="u1")
 
 
-def test_spec_unserved_events_are_known() -> None:
-    assert {
+def test_every_client_event_of_the_spec_is_served_or_known() -> None:
+    spec = {
+        "session.update",
+        "input_audio_buffer.append",
+        "input_audio_buffer.commit",
+        "input_audio_buffer.clear",
         "response.create",
         "response.cancel",
         "conversation.item.create",
@@ -400,7 +404,11 @@ def test_spec_unserved_events_are_known() -> None:
         "conversation.item.truncate",
         "conversation.item.delete",
         "output_audio_buffer.clear",
-    } <= KNOWN
+    }
+    for dialect in ("ga", "beta"):
+        assert spec <= SERVED[dialect] | KNOWN
+    assert "transcription_session.update" in SERVED["beta"]
+    assert {"output_audio_buffer.clear"} == KNOWN, "WebRTC only: refused over WebSocket"
 
 
 json_values = st.recursive(
@@ -428,6 +436,13 @@ decoded_types = (
     ev.SessionUpdateRequested,
     ev.AudioCommitRequested,
     ev.AudioClearRequested,
+    ev.ResponseCreateRequested,
+    ev.ResponseCancelRequested,
+    ev.ItemCreateRequested,
+    ev.ItemRetrieveRequested,
+    ev.ItemTruncateRequested,
+    ev.ItemDeleteRequested,
+    ItemWithAudio,
     ev.UnservedRequest,
     Rejection,
 )
@@ -551,7 +566,7 @@ def test_ga_realtime_session_created_defaults() -> None:
     assert session["audio"]["input"]["turn_detection"]["threshold"] == 0.5
     assert session["audio"]["output"] == {
         "format": {"type": "audio/pcm", "rate": 24000},
-        "voice": "alloy",
+        "voice": "jm_kumo",
         "speed": 1.0,
     }
     assert session["tools"] == [] and session["tool_choice"] == "auto"
@@ -595,7 +610,7 @@ def test_beta_realtime_session_is_flat() -> None:
     assert session["input_audio_transcription"] is None
     assert session["temperature"] == 0.8
     assert session["max_response_output_tokens"] == "inf"
-    assert session["voice"] == "alloy"
+    assert session["voice"] == "jm_kumo"
     assert "audio" not in session and "type" not in session and "output_modalities" not in session
 
 
@@ -636,7 +651,7 @@ def test_beta_transcription_session_created_is_session_created() -> None:
     assert body["session"]["object"] == "realtime.transcription_session"
 
 
-ITEM = ev.Item(id="item_1", role="user", content=(ev.ContentPart(type="input_audio", transcript=None),))
+ITEM = ev.MessageItem(id="item_1", role="user", content=(ev.ContentPart(type="input_audio", transcript=None),))
 
 
 def test_item_added_and_done_per_dialect() -> None:
@@ -648,7 +663,7 @@ def test_item_added_and_done_per_dialect() -> None:
     assert ga_added["item"] == {
         "id": "item_1",
         "role": "user",
-        "content": [{"type": "input_audio", "transcript": None}],
+        "content": [{"type": "input_audio", "text": None, "transcript": None}],
         "type": "message",
         "status": "completed",
         "object": "realtime.item",

@@ -3,7 +3,8 @@
 Subjects (prefix `vocalis` by default):
     <prefix>.session.<sid>.in.<edge|client|audio|stt>   the inputs of a session, reduced in stream order
     <prefix>.session.<sid>.out.<event type>             the server events the state machine produced
-    <prefix>.jobs.<stt>                                 work queues of the model workers
+    <prefix>.jobs.<stt|llm|tts>                         work queues of the model workers
+    <prefix>.cancel.<response id>                       core NATS: stop generating and speaking a response
 """
 
 import asyncio
@@ -16,11 +17,12 @@ import structlog
 from nats.aio.client import Client
 from nats.js import JetStreamContext, api
 
-from vocalis.domain.records import AudioReceived, Record
+from vocalis.domain.records import AudioReceived, ItemAudioReceived, Record
 
 log = structlog.get_logger(__name__)
 
 MSG_ID = "Nats-Msg-Id"
+WORKER_KINDS = ("stt", "llm", "tts")
 _records = msgspec.json.Decoder(Record)
 _encode = msgspec.json.Encoder().encode
 
@@ -50,6 +52,9 @@ class Subjects:
 
     def jobs(self, kind: str) -> str:
         return f"{self.prefix}.jobs.{kind}"
+
+    def cancel(self, response_id: str) -> str:
+        return f"{self.prefix}.cancel.{response_id}"
 
 
 class Bus:
@@ -94,17 +99,18 @@ class Bus:
                 duplicate_window=120.0,
             )
         )
-        await self.js.add_consumer(
-            s.jobs_stream,
-            api.ConsumerConfig(
-                durable_name="stt",
-                filter_subject=s.jobs("stt"),
-                ack_policy=api.AckPolicy.EXPLICIT,
-                ack_wait=60.0,
-                max_deliver=3,
-                max_ack_pending=1000,
-            ),
-        )
+        for kind in WORKER_KINDS:
+            await self.js.add_consumer(
+                s.jobs_stream,
+                api.ConsumerConfig(
+                    durable_name=kind,
+                    filter_subject=s.jobs(kind),
+                    ack_policy=api.AckPolicy.EXPLICIT,
+                    ack_wait=60.0,
+                    max_deliver=3,
+                    max_ack_pending=1000,
+                ),
+            )
 
     async def _upsert_stream(self, config: api.StreamConfig) -> None:
         try:
@@ -112,9 +118,9 @@ class Bus:
         except nats.js.errors.BadRequestError:
             await self.js.update_stream(config)
 
-    async def publish(self, subject: str, payload: bytes, msg_id: str) -> api.PubAck:
+    async def publish(self, subject: str, payload: bytes, msg_id: str, ttl_s: float | None = None) -> api.PubAck:
         """Publish and wait for the stream's acknowledgement."""
-        return await self.js.publish(subject, payload, headers={MSG_ID: msg_id})
+        return await self.js.publish(subject, payload, headers={MSG_ID: msg_id}, msg_ttl=ttl_s)
 
     async def publish_pipelined(
         self, subject: str, payload: bytes, msg_id: str, ttl_s: float | None = None
@@ -134,7 +140,9 @@ class Bus:
             deliver_policy=api.DeliverPolicy.ALL,
         )
 
-    async def read_audio(self, session_id: str, first_seq: int, last_seq: int) -> list[AudioReceived]:
+    async def read_audio(
+        self, session_id: str, first_seq: int, last_seq: int
+    ) -> list[AudioReceived | ItemAudioReceived]:
         """The session's audio records with stream sequences first_seq..last_seq."""
         sub = await self.js.subscribe(
             self.subjects.session_input(session_id, "audio"),
@@ -144,12 +152,12 @@ class Bus:
                 opt_start_seq=first_seq,
             ),
         )
-        records: list[AudioReceived] = []
+        records: list[AudioReceived | ItemAudioReceived] = []
         try:
             while True:
                 msg = await sub.next_msg(timeout=10)
                 record = decode_record(msg.data)
-                if isinstance(record, AudioReceived):
+                if isinstance(record, AudioReceived | ItemAudioReceived):
                     records.append(record)
                 if msg.metadata.sequence.stream >= last_seq:
                     return records

@@ -28,8 +28,10 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--host", help="listen address (VOCALIS_HOST, default 127.0.0.1)")
         command.add_argument("--port", type=int, help="listen port (VOCALIS_PORT, default 8000)")
         command.add_argument("--data-dir", type=Path, help="data directory (VOCALIS_DATA_DIR)")
+        command.add_argument("--tls-certfile", type=Path, help="TLS certificate (VOCALIS_TLS_CERTFILE)")
+        command.add_argument("--tls-keyfile", type=Path, help="TLS key (VOCALIS_TLS_KEYFILE)")
     worker = commands.add_parser("worker", help="one worker, against VOCALIS_NATS_URL")
-    worker.add_argument("kind", choices=["stt", "analytics"])
+    worker.add_argument("kind", choices=["stt", "llm", "tts", "analytics"])
     models = commands.add_parser("models", help="bundled models")
     models.add_argument("action", choices=["prepare", "list"])
     models.add_argument("--data-dir", type=Path, help="data directory (VOCALIS_DATA_DIR)")
@@ -55,9 +57,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
-    settings = Settings.from_env(
-        host=getattr(args, "host", None), port=getattr(args, "port", None), data_dir=getattr(args, "data_dir", None)
-    )
+    flags = ("host", "port", "data_dir", "tls_certfile", "tls_keyfile")
+    settings = Settings.from_env(**{flag: getattr(args, flag, None) for flag in flags})
     configure(settings.log_level, settings.log_format)
     log = structlog.get_logger("vocalis")
     try:

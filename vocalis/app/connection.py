@@ -16,21 +16,32 @@ from msgspec import UNSET
 
 from vocalis.app.bus import Bus, decode_record, encode
 from vocalis.domain import records as rec
-from vocalis.domain.events import AnyServerEvent, ClientEvent, ErrorDetail, ErrorEvent, SessionUpdateRequested
+from vocalis.domain.events import (
+    AnyServerEvent,
+    AudioRef,
+    ClientEvent,
+    ErrorDetail,
+    ErrorEvent,
+    ResponseCreateRequested,
+    SessionUpdateRequested,
+)
+from vocalis.domain.jobs import GenerateJob, SynthesizeJob, TranscribeJob
 from vocalis.domain.replay import advance
-from vocalis.domain.session import SessionState, Transition
 from vocalis.domain.session_config import TranscriptionUpdate
+from vocalis.domain.state import CancelResponse, SessionState, Transition
 from vocalis.handlers.audio_input import InputAudio, InvalidAudio, to_pcm16
 from vocalis.handlers.models import ModelRegistry, UnknownModel
+from vocalis.handlers.tts import BUNDLED_VOICES, UnknownVoice, Voices
 from vocalis.handlers.vad import SileroVad, VadStream
 from vocalis.protocol import beta
-from vocalis.protocol.codec import AudioAppend, Dialect, decode, render
+from vocalis.protocol.codec import AudioAppend, Dialect, ItemWithAudio, decode, render
 from vocalis.protocol.errors import Rejection
 
 log = structlog.get_logger(__name__)
 
 # One record holds at most this much audio, so a 15 MiB append never exceeds a NATS payload limit.
 MAX_RECORD_INPUT_SECONDS = 5
+JOB_KINDS = {TranscribeJob: "stt", GenerateJob: "llm", SynthesizeJob: "tts"}
 # How long a session whose client has gone waits for the transcripts of its last turns.
 TRANSCRIPTS_GRACE_S = 60
 
@@ -85,10 +96,10 @@ class RealtimeConnection:
 
     async def _record(self, source: str, record: rec.Record, *, wait: bool = False) -> int | None:
         subject = self.bus.subjects.session_input(self.session_id, source)
-        if wait:
-            ack = await self.bus.publish(subject, encode(record), self._msg_id())
-            return ack.seq
         ttl = self.services.audio_max_age_s if source == "audio" else None
+        if wait:
+            ack = await self.bus.publish(subject, encode(record), self._msg_id(), ttl_s=ttl)
+            return ack.seq
         await self.bus.publish_pipelined(subject, encode(record), self._msg_id(), ttl_s=ttl)
         return None
 
@@ -171,12 +182,22 @@ class RealtimeConnection:
         match decoded:
             case AudioAppend():
                 await self._on_audio(decoded)
+            case ItemWithAudio():
+                await self._on_item_audio(decoded)
             case Rejection():
                 await self._reject(decoded)
             case _:
                 await self._on_client_event(decoded)
 
     async def _on_client_event(self, event: ClientEvent) -> None:
+        voice, where = _requested_voice(event)
+        if voice is not None:
+            try:
+                VOICES.resolve(voice)
+            except UnknownVoice as unknown:
+                param = where if self.params.dialect == "ga" else (beta.param(where) or where)
+                await self._reject(Rejection("invalid_value", str(unknown), param, event.event_id))
+                return
         if isinstance(event, SessionUpdateRequested):
             transcription = event.update.transcription
             if isinstance(transcription, TranscriptionUpdate) and isinstance(transcription.model, str):
@@ -209,6 +230,22 @@ class RealtimeConnection:
                 at_ms=_now_ms(), ticks=ticks, pcm16k=pcm16k, speech_probs=tuple(probabilities), event_id=append.event_id
             )
             await self._record("audio", record)
+
+    async def _on_item_audio(self, request: ItemWithAudio) -> None:
+        """An item's own audio (not the input buffer): recorded at 16 kHz, then the item refers to it."""
+        loop = asyncio.get_running_loop()
+        decoder = InputAudio(self._input.format)
+        try:
+            pieces = await loop.run_in_executor(self.services.executor, decoder.decode, request.audio, 3600)
+        except InvalidAudio as invalid:
+            param = "item.content.audio"
+            await self._reject(Rejection("invalid_value", str(invalid), param, request.event.event_id))
+            return
+        pcm16k = b"".join(to_pcm16(samples) for _, samples in pieces)
+        record = rec.ItemAudioReceived(at_ms=_now_ms(), pcm16k=pcm16k, event_id=request.event.event_id)
+        seq = await self._record("audio", record, wait=True)
+        item = msgspec.structs.replace(request.event.item, audio=AudioRef(seq=seq or 0, samples=len(pcm16k) // 2))
+        await self._on_client_event(msgspec.structs.replace(request.event, item=item))
 
     def _hear(self, payload: bytes) -> list[tuple[int, bytes, list[float]]]:
         """Decode, resample and score one append (in a worker thread), split into records of bounded size."""
@@ -274,7 +311,10 @@ class RealtimeConnection:
                 event.event_id,
             )
         for job in transition.jobs:
-            await self.bus.publish_pipelined(self.bus.subjects.jobs("stt"), encode(job), job.job_id)
+            if isinstance(job, CancelResponse):  # a signal, not work: core NATS, every worker hears it
+                await self.bus.nc.publish(self.bus.subjects.cancel(job.response_id), b"")
+            else:
+                await self.bus.publish_pipelined(self.bus.subjects.jobs(JOB_KINDS[type(job)]), encode(job), job.job_id)
 
     async def _send(self, event: AnyServerEvent) -> None:
         frame = render(event, self.params.dialect)
@@ -297,6 +337,18 @@ class RealtimeConnection:
                 await asyncio.wait_for(self._progress.wait_for(lambda: self._reduced_seq >= seq), seconds)
             except TimeoutError:
                 self.log.warning("session.reduce.lagging", waiting_for=seq, reduced=self._reduced_seq)
+
+
+VOICES = Voices(list(BUNDLED_VOICES))
+
+
+def _requested_voice(event: ClientEvent) -> tuple[str | None, str]:
+    """The voice a client event asks for, and where (GA path) it asked."""
+    if isinstance(event, SessionUpdateRequested) and isinstance(event.update.voice, str):
+        return event.update.voice, "session.audio.output.voice"
+    if isinstance(event, ResponseCreateRequested) and isinstance(event.response.voice, str):
+        return event.response.voice, "response.audio.output.voice"
+    return None, ""
 
 
 def _peek_event_id(frame: str | bytes) -> str | None:

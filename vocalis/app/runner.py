@@ -23,9 +23,13 @@ from vocalis.app.bus import Bus
 from vocalis.app.connection import EdgeServices
 from vocalis.app.edge import create_app
 from vocalis.app.settings import Settings
+from vocalis.handlers.llm import BundledLlmServer, ChatClient
+from vocalis.handlers.llm_worker import LlmWorker
 from vocalis.handlers.models import ModelRegistry
 from vocalis.handlers.stt import SttOptions, Transcriber
 from vocalis.handlers.stt_worker import SttWorker
+from vocalis.handlers.tts import KokoroSynthesizer
+from vocalis.handlers.tts_worker import TtsWorker
 from vocalis.handlers.vad import SileroVad
 
 log = structlog.get_logger(__name__)
@@ -148,6 +152,8 @@ def http_server(settings: Settings, services: EdgeServices) -> uvicorn.Server:
         ws_ping_interval=None,
         log_config=None,
         lifespan="off",
+        ssl_certfile=settings.tls_certfile,
+        ssl_keyfile=settings.tls_keyfile,
     )
     return uvicorn.Server(config)
 
@@ -171,6 +177,34 @@ async def run_stt_worker(settings: Settings, url: str, stop: asyncio.Event) -> N
         await bus.close()
 
 
+async def run_llm_worker(settings: Settings, url: str, stop: asyncio.Event) -> None:
+    """The LLM worker, against VOCALIS_LLM_BASE_URL or the bundled model served in this process."""
+    server: BundledLlmServer | None = None
+    base_url = settings.llm_base_url
+    if base_url is None:
+        server = await asyncio.to_thread(
+            BundledLlmServer, settings.llm_model, settings.models_path, n_ctx=settings.llm_context
+        )
+        base_url = server.base_url
+    bus = await connect(settings, url, f"vocalis-llm-{settings.worker_id}")
+    try:
+        client = ChatClient(base_url, settings.llm_api_key)
+        await LlmWorker(bus, client, settings.worker_id, default_model=settings.llm_model).run(stop)
+    finally:
+        await bus.close()
+        if server is not None:
+            server.stop()
+
+
+async def run_tts_worker(settings: Settings, url: str, stop: asyncio.Event) -> None:
+    synthesizer = await asyncio.to_thread(KokoroSynthesizer, settings.models_path)
+    bus = await connect(settings, url, f"vocalis-tts-{settings.worker_id}")
+    try:
+        await TtsWorker(bus, synthesizer, settings.worker_id).run(stop)
+    finally:
+        await bus.close()
+
+
 async def run_analytics(settings: Settings, url: str, stop: asyncio.Event) -> None:
     bus = await connect(settings, url, "vocalis-analytics")
     try:
@@ -180,14 +214,11 @@ async def run_analytics(settings: Settings, url: str, stop: asyncio.Event) -> No
 
 
 async def serve(settings: Settings) -> None:
-    """Everything in one process: embedded NATS (unless VOCALIS_NATS_URL), the edge, an STT worker and the
-    analytics subscriber."""
+    """Everything in one process: embedded NATS (unless VOCALIS_NATS_URL), the edge, one worker of each kind
+    (STT, LLM, TTS) and the analytics subscriber."""
     async with nats_url(settings) as url:
         stop = asyncio.Event()
-        workers = [
-            asyncio.create_task(run_stt_worker(settings, url, stop)),
-            asyncio.create_task(run_analytics(settings, url, stop)),
-        ]
+        workers = [asyncio.create_task(run(settings, url, stop)) for run in WORKERS.values()]
         for worker in workers:
             worker.add_done_callback(_report_crash)
         try:
@@ -195,6 +226,9 @@ async def serve(settings: Settings) -> None:
         finally:
             stop.set()
             await asyncio.gather(*workers, return_exceptions=True)
+
+
+WORKERS = {"stt": run_stt_worker, "llm": run_llm_worker, "tts": run_tts_worker, "analytics": run_analytics}
 
 
 def _report_crash(task: "asyncio.Task[None]") -> None:
@@ -207,5 +241,4 @@ async def worker_until_signalled(settings: Settings, url: str, kind: str) -> Non
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    run = run_stt_worker if kind == "stt" else run_analytics
-    await run(settings, url, stop)
+    await WORKERS[kind](settings, url, stop)

@@ -27,6 +27,12 @@ class Settings:
     stt_compute_type: str = "int8"  # CTranslate2 compute type; float16 or int8_float16 suit a GPU
     stt_cpu_threads: int = 0
     stt_beam_size: int = 1
+    llm_base_url: str | None = None  # an OpenAI-compatible endpoint; unset: the bundled model, in process
+    llm_api_key: str | None = None
+    llm_model: str = "qwen2.5-coder-1.5b"  # a bundled model, or the endpoint's model name
+    llm_context: int = 4096  # the bundled model's context window, in tokens
+    tls_certfile: Path | None = None  # serve https/wss (the JavaScript SDK always dials wss://)
+    tls_keyfile: Path | None = None
     max_session_s: int = 3600
     max_frame_bytes: int = 24 << 20
     log_max_age_s: int = 7 * 24 * 3600

@@ -1,6 +1,10 @@
 """Work the state machine hands to model workers. Jobs are small: audio is read from the log by sequence."""
 
+from typing import Any
+
 from msgspec import Struct
+
+from vocalis.domain.session_config import AudioFormat
 
 
 class TranscribeJob(Struct, frozen=True, tag="transcribe"):
@@ -23,4 +27,31 @@ class TranscribeJob(Struct, frozen=True, tag="transcribe"):
     prompt: str | None = None
 
 
-Job = TranscribeJob
+class GenerateJob(Struct, frozen=True, tag="generate"):
+    """Stream a chat completion. `messages` and `tools` are in the Chat Completions format."""
+
+    job_id: str
+    session_id: str
+    response_id: str
+    messages: tuple[dict[str, Any], ...]
+    model: str
+    tools: tuple[dict[str, Any], ...] = ()
+    tool_choice: str | dict[str, Any] = "auto"
+    temperature: float | None = None
+    max_tokens: int | None = None
+
+
+class SynthesizeJob(Struct, frozen=True, tag="synthesize"):
+    """Speak one clause of a response, in chunks of at most 100 ms of `audio_format`."""
+
+    job_id: str
+    session_id: str
+    response_id: str
+    clause_index: int
+    text: str
+    voice: str
+    speed: float = 1.0
+    audio_format: AudioFormat = "pcm16"
+
+
+Job = TranscribeJob | GenerateJob | SynthesizeJob

@@ -52,6 +52,13 @@ class AudioReceived(RecordBase, frozen=True, tag="audio.received"):
     event_id: str | None = None
 
 
+class ItemAudioReceived(RecordBase, frozen=True, tag="item.audio"):
+    """The audio of a `conversation.item.create` input_audio part, at 16 kHz; not part of the input buffer."""
+
+    pcm16k: bytes
+    event_id: str | None = None
+
+
 class TranscriptionDeltaProduced(RecordBase, frozen=True, tag="stt.delta"):
     job_id: str
     item_id: str
@@ -76,6 +83,60 @@ class TranscriptionFailed(RecordBase, frozen=True, tag="stt.failed"):
     worker: str
 
 
+class ToolCallDelta(Struct, frozen=True):
+    """A piece of a streamed tool call, as chat completions streams it (`index` identifies the call)."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+class GenerationDelta(RecordBase, frozen=True, tag="llm.delta"):
+    job_id: str
+    response_id: str
+    index: int
+    worker: str
+    text: str = ""
+    tool_calls: tuple[ToolCallDelta, ...] = ()
+
+
+class GenerationDone(RecordBase, frozen=True, tag="llm.done"):
+    job_id: str
+    response_id: str
+    finish_reason: str  # "stop", "length", "tool_calls", ... as the endpoint said
+    worker: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class GenerationFailed(RecordBase, frozen=True, tag="llm.failed"):
+    job_id: str
+    response_id: str
+    message: str
+    worker: str
+
+
+class SpeechSynthesized(RecordBase, frozen=True, tag="tts.audio"):
+    """One chunk (at most 100 ms) of a clause's speech, in the job's output format."""
+
+    job_id: str
+    response_id: str
+    clause_index: int
+    chunk_index: int
+    audio: bytes
+    last: bool
+    worker: str
+
+
+class SpeechFailed(RecordBase, frozen=True, tag="tts.failed"):
+    job_id: str
+    response_id: str
+    clause_index: int
+    message: str
+    worker: str
+
+
 class SessionExpired(RecordBase, frozen=True, tag="session.expired"):
     pass
 
@@ -89,9 +150,15 @@ Record = (
     | ClientEventReceived
     | ClientEventRejected
     | AudioReceived
+    | ItemAudioReceived
     | TranscriptionDeltaProduced
     | TranscriptionCompleted
     | TranscriptionFailed
+    | GenerationDelta
+    | GenerationDone
+    | GenerationFailed
+    | SpeechSynthesized
+    | SpeechFailed
     | SessionExpired
     | SessionClosed
 )

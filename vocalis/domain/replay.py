@@ -9,7 +9,8 @@ from msgspec import Struct
 
 from vocalis.domain.events import AnyServerEvent
 from vocalis.domain.records import SCHEMA_VERSION, Record, SessionOpened
-from vocalis.domain.session import SessionState, Transition, open_session, step
+from vocalis.domain.session import open_session, step
+from vocalis.domain.state import SessionState, Transition
 
 
 class UnsupportedSchema(ValueError):

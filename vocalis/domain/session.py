@@ -1,11 +1,10 @@
 """A session's state and the pure state machine over its records: `step(state, record, seq)`."""
 
 from collections.abc import Sequence
-from typing import Literal
 
 import msgspec
-from msgspec import Struct
 
+from vocalis.domain import conversation
 from vocalis.domain import events as ev
 from vocalis.domain import records as rec
 from vocalis.domain.audio_time import (
@@ -17,81 +16,13 @@ from vocalis.domain.audio_time import (
     ms_from_ticks,
     samples_from_ms,
 )
-from vocalis.domain.ids import derive_id
-from vocalis.domain.jobs import Job, TranscribeJob
+from vocalis.domain.conversation_state import ConvEntry
+from vocalis.domain.jobs import TranscribeJob
 from vocalis.domain.session_config import InvalidUpdate, SessionConfig, Transcription, apply_update
-from vocalis.domain.turns import Speaking, TurnStarted, TurnStopped, advance
+from vocalis.domain.state import AudioMark, Draft, SessionState, Transition
+from vocalis.domain.turns import TurnStarted, TurnStopped, advance
 
 MIN_COMMIT_MS = 100
-
-
-class AudioMark(Struct, frozen=True):
-    """Where one audio record sits: its stream sequence and the 16 kHz sample it starts at."""
-
-    seq: int
-    sample: int
-
-
-class SessionState(Struct, frozen=True):
-    session_id: str
-    session_type: Literal["realtime", "transcription"]
-    config: SessionConfig
-    default_stt_model: str
-    expires_at: int
-    max_duration_s: int
-    next_id: int = 0
-    samples: int = 0  # length of the session's 16 kHz audio stream
-    frames: int = 0  # VAD frames seen
-    buffer_start: int = 0  # 16 kHz sample where the uncommitted input buffer begins
-    buffer_ticks: int = 0  # the uncommitted buffer's length in session time
-    marks: tuple[AudioMark, ...] = ()  # audio records that may still hold uncommitted audio
-    speaking: Speaking | None = None
-    speech_item_id: str | None = None
-    last_item_id: str | None = None
-    transcribing: tuple[str, ...] = ()  # items whose transcript is awaited
-    closed: bool = False
-
-
-class Transition(Struct, frozen=True):
-    state: SessionState
-    events: tuple[ev.AnyServerEvent, ...] = ()
-    jobs: tuple[Job, ...] = ()
-    close: bool = False
-
-
-class _Draft:
-    """The mutable scratch of one step: the new state is built here, the input state is never touched."""
-
-    def __init__(self, state: SessionState) -> None:
-        self.state = state
-        self.events: list[ev.AnyServerEvent] = []
-        self.jobs: list[Job] = []
-        self.close = False
-
-    def update(self, **changes: object) -> None:
-        self.state = msgspec.structs.replace(self.state, **changes)
-
-    def new_id(self, prefix: str) -> str:
-        counter = self.state.next_id
-        self.update(next_id=counter + 1)
-        return derive_id(prefix, self.state.session_id, counter)
-
-    def emit(self, event_type: type[ev.ServerEvent], **fields: object) -> None:
-        self.events.append(event_type(event_id=self.new_id("event"), **fields))  # type: ignore[arg-type]
-
-    def error(
-        self,
-        code: str | None,
-        message: str,
-        param: str | None = None,
-        event_id: str | None = None,
-        error_type: Literal["invalid_request_error", "server_error"] = "invalid_request_error",
-    ) -> None:
-        detail = ev.ErrorDetail(type=error_type, code=code, message=message, param=param, event_id=event_id)
-        self.emit(ev.ErrorEvent, error=detail)
-
-    def finish(self) -> Transition:
-        return Transition(self.state, tuple(self.events), tuple(self.jobs), self.close)
 
 
 def open_session(record: rec.SessionOpened) -> Transition:
@@ -101,6 +32,8 @@ def open_session(record: rec.SessionOpened) -> Transition:
         stt_model = stt_model or record.model or record.default_stt_model
     transcription = Transcription(model=stt_model, language=record.language) if stt_model else None
     config = SessionConfig(type=record.session_type, model=record.model, transcription=transcription)
+    if record.session_type == "realtime":
+        config = msgspec.structs.replace(config, instructions=conversation.DEFAULT_INSTRUCTIONS)
     state = SessionState(
         session_id=record.session_id,
         session_type=record.session_type,
@@ -109,7 +42,7 @@ def open_session(record: rec.SessionOpened) -> Transition:
         expires_at=record.at_ms // 1000 + record.max_duration_s,
         max_duration_s=record.max_duration_s,
     )
-    draft = _Draft(state)
+    draft = Draft(state)
     draft.emit(ev.SessionCreated, session_id=state.session_id, expires_at=state.expires_at, session=config)
     return draft.finish()
 
@@ -118,7 +51,7 @@ def step(state: SessionState, record: rec.Record, seq: int) -> Transition:
     """Reduce one record (stream sequence `seq`) into the session."""
     if state.closed:
         return Transition(state)
-    draft = _Draft(state)
+    draft = Draft(state)
     match record:
         case rec.AudioReceived():
             _on_audio(draft, record, seq)
@@ -127,18 +60,39 @@ def step(state: SessionState, record: rec.Record, seq: int) -> Transition:
         case rec.ClientEventRejected():
             draft.error(record.code, record.message, record.param, record.event_id)
         case rec.TranscriptionDeltaProduced():
-            if record.item_id in state.transcribing:
+            if record.item_id in state.announced:
                 draft.emit(ev.TranscriptDelta, item_id=record.item_id, delta=record.text)
         case rec.TranscriptionCompleted():
             if record.item_id in state.transcribing:
-                draft.update(transcribing=_without(state.transcribing, record.item_id))
-                usage = ev.DurationUsage(seconds=round(record.audio_seconds, 3))
-                draft.emit(ev.TranscriptCompleted, item_id=record.item_id, transcript=record.transcript, usage=usage)
+                _transcribed(draft, record.item_id)
+                conversation.set_transcript(draft, record.item_id, record.transcript)
+                if record.item_id in state.announced:
+                    usage = ev.DurationUsage(seconds=round(record.audio_seconds, 3))
+                    draft.emit(
+                        ev.TranscriptCompleted, item_id=record.item_id, transcript=record.transcript, usage=usage
+                    )
+                conversation.transcript_arrived(draft, record.item_id)
         case rec.TranscriptionFailed():
             if record.item_id in state.transcribing:
-                draft.update(transcribing=_without(state.transcribing, record.item_id))
-                error = ev.TranscriptionError(type="server_error", code="transcription_failed", message=record.message)
-                draft.emit(ev.TranscriptFailed, item_id=record.item_id, error=error)
+                _transcribed(draft, record.item_id)
+                if record.item_id in state.announced:
+                    error = ev.TranscriptionError(
+                        type="server_error", code="transcription_failed", message=record.message
+                    )
+                    draft.emit(ev.TranscriptFailed, item_id=record.item_id, error=error)
+                conversation.transcript_arrived(draft, record.item_id)
+        case rec.GenerationDelta():
+            conversation.on_generation(draft, record)
+        case rec.GenerationDone():
+            conversation.on_generation_done(draft, record)
+        case rec.GenerationFailed():
+            conversation.fail(draft, record.response_id, "llm_failed", record.message)
+        case rec.SpeechSynthesized():
+            conversation.on_speech(draft, record)
+        case rec.SpeechFailed():
+            conversation.fail(draft, record.response_id, "tts_failed", record.message)
+        case rec.ItemAudioReceived():
+            pass  # read by the transcription of the item that refers to it
         case rec.SessionExpired():
             draft.error("session_expired", f"Your session hit the maximum duration of {_duration(state)}.")
             draft.update(closed=True)
@@ -159,10 +113,15 @@ def _without(items: tuple[str, ...], item: str) -> tuple[str, ...]:
     return tuple(i for i in items if i != item)
 
 
+def _transcribed(draft: Draft, item_id: str) -> None:
+    state = draft.state
+    draft.update(transcribing=_without(state.transcribing, item_id), announced=_without(state.announced, item_id))
+
+
 # --- audio and turns ----------------------------------------------------------------------------------------
 
 
-def _on_audio(draft: _Draft, record: rec.AudioReceived, seq: int) -> None:
+def _on_audio(draft: Draft, record: rec.AudioReceived, seq: int) -> None:
     state = draft.state
     start = state.samples
     draft.update(
@@ -181,17 +140,44 @@ def _on_audio(draft: _Draft, record: rec.AudioReceived, seq: int) -> None:
         draft.update(speaking=speaking)
         if isinstance(change, TurnStarted):
             item_id = draft.new_id("item")
-            draft.update(speech_item_id=item_id)
+            draft.update(speech_item_id=item_id, idle_since=None)
             draft.emit(ev.SpeechStarted, item_id=item_id, audio_start_ms=ms_from_samples(change.start_sample))
+            current = conversation.default_response(draft)
+            if current is not None and detection.interrupt_response and state.session_type == "realtime":
+                conversation.cancel(draft, current.id, "turn_detected")  # barge-in
         elif isinstance(change, TurnStopped):
             item_id = draft.state.speech_item_id or draft.new_id("item")
             draft.emit(ev.SpeechStopped, item_id=item_id, audio_end_ms=ms_from_samples(change.end_sample))
             start = before.start_sample if before else draft.state.buffer_start
             _commit(draft, item_id, start, change.end_sample)
+            if state.session_type == "realtime" and detection.create_response:
+                conversation.create_response(draft, ev.ResponseParams())
+    if detection is not None and detection.idle_timeout_ms is not None:
+        _check_idle(draft, detection.idle_timeout_ms)
     _forget_consumed_audio(draft)
 
 
-def _commit(draft: _Draft, item_id: str, start: int, end: int) -> None:
+def _check_idle(draft: Draft, timeout_ms: int) -> None:
+    """The user stayed silent `timeout_ms` after the last answer: commit what there is and answer again."""
+    state = draft.state
+    idle_since = state.idle_since
+    if state.session_type != "realtime" or idle_since is None or state.speaking is not None:
+        return
+    if state.samples - idle_since < samples_from_ms(timeout_ms) or conversation.default_response(draft):
+        return
+    item_id = draft.new_id("item")
+    draft.emit(
+        ev.TimeoutTriggered,
+        item_id=item_id,
+        audio_start_ms=ms_from_samples(idle_since),
+        audio_end_ms=ms_from_samples(state.samples),
+    )
+    if state.samples > state.buffer_start and state.marks:
+        _commit(draft, item_id, state.buffer_start, state.samples)
+    conversation.create_response(draft, ev.ResponseParams())
+
+
+def _commit(draft: Draft, item_id: str, start: int, end: int) -> None:
     """Make samples [start, end) a user item and ask for its transcript."""
     state = draft.state
     previous = state.last_item_id
@@ -203,12 +189,16 @@ def _commit(draft: _Draft, item_id: str, start: int, end: int) -> None:
         last_item_id=item_id,
     )
     draft.emit(ev.AudioCommitted, item_id=item_id, previous_item_id=previous)
-    item = ev.Item(id=item_id, role="user", content=(ev.ContentPart(type="input_audio", transcript=None),))
+    item = ev.MessageItem(id=item_id, role="user", content=(ev.ContentPart(type="input_audio", transcript=None),))
+    if state.session_type == "realtime":
+        previous = conversation.insert(draft, ConvEntry(item=item))
     draft.emit(ev.ItemAdded, previous_item_id=previous, item=item)
     draft.emit(ev.ItemDone, previous_item_id=previous, item=item)
     transcription = state.config.transcription
-    if transcription is None:
+    if transcription is None and state.session_type == "transcription":
         return
+    # A conversation always needs the words for its LLM; the client hears of them only if it asked.
+    model = transcription.model if transcription else state.default_stt_model
     marks = _marks_covering(state.marks, start, end)
     job = TranscribeJob(
         job_id=draft.new_id("job"),
@@ -219,12 +209,13 @@ def _commit(draft: _Draft, item_id: str, start: int, end: int) -> None:
         first_sample=marks[0].sample,
         start_sample=start,
         end_sample=end,
-        model=transcription.model,
-        language=transcription.language,
-        prompt=transcription.prompt,
+        model=model,
+        language=transcription.language if transcription else None,
+        prompt=transcription.prompt if transcription else None,
     )
     draft.jobs.append(job)
-    draft.update(transcribing=(*draft.state.transcribing, item_id))
+    announced = (*draft.state.announced, item_id) if transcription else draft.state.announced
+    draft.update(transcribing=(*draft.state.transcribing, item_id), announced=announced)
 
 
 def _marks_covering(marks: Sequence[AudioMark], start: int, end: int) -> tuple[AudioMark, ...]:
@@ -237,7 +228,7 @@ def _marks_covering(marks: Sequence[AudioMark], start: int, end: int) -> tuple[A
     return tuple(marks[first : last + 1])
 
 
-def _forget_consumed_audio(draft: _Draft) -> None:
+def _forget_consumed_audio(draft: Draft) -> None:
     """Bound what a session holds on to. With turn detection on, silence older than the prefix padding can
     never join a turn, so it leaves the buffer; without it, the client's buffer is kept until it commits or
     clears. Marks of audio before the buffer are dropped."""
@@ -257,10 +248,64 @@ def _forget_consumed_audio(draft: _Draft) -> None:
         draft.update(marks=marks[first:])
 
 
+# --- conversation items -------------------------------------------------------------------------------------
+
+
+def _create_item(draft: Draft, event: ev.ItemCreateRequested) -> None:
+    if draft.state.session_type == "transcription":
+        draft.error(
+            "invalid_value",
+            "'conversation.item.create' is not supported in a transcription session.",
+            "type",
+            event.event_id,
+        )
+        return
+    after = event.previous_item_id
+    if after not in (None, "root") and conversation.find(draft, after) is None:
+        draft.error("invalid_value", f"Item with id '{after}' not found.", "previous_item_id", event.event_id)
+        return
+    try:
+        item = conversation.build_item(draft, event.item)
+    except conversation.ItemError as invalid:
+        draft.error("invalid_value", str(invalid), invalid.param, event.event_id)
+        return
+    previous = conversation.insert(
+        draft,
+        ConvEntry(item=item, audio=event.item.audio),
+        after=None if after == "root" else after,
+        at_root=after == "root",
+    )
+    draft.emit(ev.ItemAdded, previous_item_id=previous, item=item)
+    draft.emit(ev.ItemDone, previous_item_id=previous, item=item)
+    if event.item.audio is not None:
+        conversation.transcribe_item_audio(draft, item.id, event.item.audio)
+
+
+def _item_request(
+    draft: Draft, event: ev.ItemRetrieveRequested | ev.ItemDeleteRequested | ev.ItemTruncateRequested
+) -> None:
+    index = conversation.find(draft, event.item_id)
+    if index is None:
+        draft.error("invalid_value", f"Item with id '{event.item_id}' not found.", "item_id", event.event_id)
+        return
+    match event:
+        case ev.ItemRetrieveRequested():
+            draft.emit(ev.ItemRetrieved, item=draft.state.items[index].item)
+        case ev.ItemDeleteRequested():
+            items = draft.state.items
+            draft.update(items=items[:index] + items[index + 1 :])
+            draft.emit(ev.ItemDeleted, item_id=event.item_id)
+        case ev.ItemTruncateRequested():
+            try:
+                conversation.truncate(draft, event.item_id, event.content_index, event.audio_end_ms)
+            except conversation.ItemError as invalid:
+                draft.error("invalid_value", str(invalid), invalid.param, event.event_id)
+
+
 # --- client events ------------------------------------------------------------------------------------------
 
 
-def _on_client_event(draft: _Draft, event: ev.ClientEvent) -> None:
+def _on_client_event(draft: Draft, event: ev.ClientEvent) -> None:
     state = draft.state
     match event:
         case ev.SessionUpdateRequested():
@@ -268,6 +313,14 @@ def _on_client_event(draft: _Draft, event: ev.ClientEvent) -> None:
                 config = apply_update(state.config, event.update, state.default_stt_model)
             except InvalidUpdate as invalid:
                 draft.error(invalid.code, invalid.message, invalid.param, event.event_id)
+                return
+            if config.voice != state.config.voice and any(e.spoken for e in state.items):
+                draft.error(
+                    "invalid_value",
+                    "Cannot change the voice after the assistant has spoken.",
+                    "session.audio.output.voice",
+                    event.event_id,
+                )
                 return
             if config.turn_detection is None and state.speaking is not None:
                 draft.update(speaking=None, speech_item_id=None)
@@ -292,6 +345,28 @@ def _on_client_event(draft: _Draft, event: ev.ClientEvent) -> None:
             draft.update(buffer_start=state.samples, buffer_ticks=0, speaking=None, speech_item_id=None)
             draft.emit(ev.AudioCleared)
             _forget_consumed_audio(draft)
+        case ev.ResponseCreateRequested() if state.session_type == "transcription":
+            draft.error(
+                "invalid_value",
+                "'response.create' is not supported in a transcription session.",
+                "type",
+                event.event_id,
+            )
+        case ev.ResponseCreateRequested():
+            conversation.create_response(draft, event.response, event.event_id)
+        case ev.ResponseCancelRequested():
+            target = conversation.active(draft, event.response_id) if event.response_id else None
+            target = target or (None if event.response_id else conversation.default_response(draft))
+            if target is None:
+                draft.error(
+                    "response_cancel_not_active", "Cancellation failed: no active response found", None, event.event_id
+                )
+            else:
+                conversation.cancel(draft, target.id, "client_cancelled")
+        case ev.ItemCreateRequested():
+            _create_item(draft, event)
+        case ev.ItemRetrieveRequested() | ev.ItemDeleteRequested() | ev.ItemTruncateRequested():
+            _item_request(draft, event)
         case ev.UnservedRequest():
             where = "a transcription session" if state.session_type == "transcription" else "this server yet"
             draft.error(

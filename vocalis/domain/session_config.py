@@ -60,7 +60,7 @@ class SessionConfig(Struct, frozen=True):
     # Conversation fields: stored and reported here; conversation responses use them.
     instructions: str = ""
     output_modalities: tuple[Literal["audio", "text"], ...] = ("audio",)
-    voice: str = "alloy"
+    voice: str = "jm_kumo"  # the most intelligible bundled Kokoro voice
     output_format: AudioFormat = "pcm16"
     speed: float = 1.0
     tools: tuple[dict[str, Any], ...] = ()

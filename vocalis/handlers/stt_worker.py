@@ -29,7 +29,7 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def turn_audio(job: TranscribeJob, records: list[rec.AudioReceived]) -> np.ndarray:
+def turn_audio(job: TranscribeJob, records: list[rec.AudioReceived | rec.ItemAudioReceived]) -> np.ndarray:
     """The job's samples [start_sample, end_sample), as float32, from the audio records that hold them."""
     pcm = np.frombuffer(b"".join(r.pcm16k for r in records), dtype="<i2")
     begin = job.start_sample - job.first_sample

@@ -5,6 +5,7 @@ from typing import Any, Literal
 import msgspec
 from msgspec import UNSET, Struct, UnsetType
 
+from vocalis.domain import events as ev
 from vocalis.domain.session_config import (
     AudioFormat,
     NoiseReduction,
@@ -52,7 +53,34 @@ class TranscriptionSessionUpdateEvent(_Wire, tag="transcription_session.update",
     event_id: str | None = None
 
 
-ClientEvent = SessionUpdateEvent | TranscriptionSessionUpdateEvent | ga.AppendEvent | ga.CommitEvent | ga.ClearEvent
+class ResponseParams(_Wire):
+    conversation: Literal["auto", "none"] | str = "auto"
+    modalities: tuple[Literal["text", "audio"], ...] | UnsetType = UNSET
+    instructions: str | UnsetType = UNSET
+    voice: str | UnsetType = UNSET
+    output_audio_format: AudioFormat | UnsetType = UNSET
+    tools: tuple[dict[str, Any], ...] | UnsetType = UNSET
+    tool_choice: str | dict[str, Any] | UnsetType = UNSET
+    temperature: float | UnsetType = UNSET
+    max_response_output_tokens: int | Literal["inf"] | UnsetType = UNSET
+    input: tuple[ga.WireItem, ...] | UnsetType = UNSET
+    metadata: dict[str, str] | None = None
+
+
+class ResponseCreateEvent(_Wire, tag="response.create", tag_field="type"):
+    response: ResponseParams = msgspec.field(default_factory=ResponseParams)
+    event_id: str | None = None
+
+
+ClientEvent = (
+    SessionUpdateEvent
+    | TranscriptionSessionUpdateEvent
+    | ga.AppendEvent
+    | ga.CommitEvent
+    | ga.ClearEvent
+    | ResponseCreateEvent
+    | ga.ItemEvent
+)
 decoder = msgspec.json.Decoder(ClientEvent)
 
 
@@ -82,6 +110,25 @@ def to_update(session: TranscriptionSession) -> SessionUpdate:
     return SessionUpdate(**fields)
 
 
+def response_params(params: ResponseParams) -> ev.ResponseParams:
+    modalities = params.modalities
+    if not isinstance(modalities, UnsetType):
+        modalities = ("audio",) if "audio" in modalities else ("text",)
+    return ev.ResponseParams(
+        conversation="none" if params.conversation == "none" else "auto",
+        output_modalities=modalities,
+        instructions=params.instructions,
+        voice=params.voice,
+        output_format=params.output_audio_format,
+        tools=params.tools,
+        tool_choice=params.tool_choice,
+        temperature=params.temperature,
+        max_output_tokens=params.max_response_output_tokens,
+        input=UNSET if isinstance(params.input, UnsetType) else tuple(ga.new_item(i) for i in params.input),
+        metadata=params.metadata,
+    )
+
+
 # GA parameter paths the state machine reports, as a beta client knows them.
 PARAM_PATHS = (
     ("session.audio.input.transcription", "session.input_audio_transcription"),
@@ -92,6 +139,7 @@ PARAM_PATHS = (
     ("session.audio.output.voice", "session.voice"),
     ("session.audio.output.speed", "session.speed"),
     ("session.max_output_tokens", "session.max_response_output_tokens"),
+    ("response.audio.output.voice", "response.voice"),
 )
 
 
@@ -134,3 +182,31 @@ def session(config: SessionConfig, session_id: str, expires_at: int) -> dict[str
         "speed": config.speed,
         "tracing": None,
     }
+
+
+EVENT_NAMES = {
+    "conversation.item.added": "conversation.item.created",
+    "response.output_text.delta": "response.text.delta",
+    "response.output_text.done": "response.text.done",
+    "response.output_audio.delta": "response.audio.delta",
+    "response.output_audio.done": "response.audio.done",
+    "response.output_audio_transcript.delta": "response.audio_transcript.delta",
+    "response.output_audio_transcript.done": "response.audio_transcript.done",
+}
+_CONTENT_TYPES = {"output_text": "text", "output_audio": "audio"}
+
+
+def item(body: dict[str, Any]) -> dict[str, Any]:
+    """A GA item (as builtins) as beta shapes it: assistant content is `text` / `audio`."""
+    if "content" in body:
+        body = body | {"content": [c | {"type": _CONTENT_TYPES.get(c["type"], c["type"])} for c in body["content"]]}
+    return body
+
+
+def response(body: dict[str, Any]) -> dict[str, Any]:
+    shaped = {k: v for k, v in body.items() if k not in ("output_modalities", "output_format")}
+    shaped["object"] = "realtime.response"
+    shaped["modalities"] = ["text", "audio"] if "audio" in body["output_modalities"] else ["text"]
+    shaped["output_audio_format"] = body["output_format"]
+    shaped["output"] = [item(i) for i in body["output"]]
+    return shaped

@@ -11,31 +11,21 @@ from vocalis.protocol.errors import Rejection, from_validation_error, malformed_
 
 Dialect = Literal["ga", "beta"]
 
-SERVED = {
-    "ga": {
-        "session.update",
-        "input_audio_buffer.append",
-        "input_audio_buffer.commit",
-        "input_audio_buffer.clear",
-    },
-    "beta": {
-        "session.update",
-        "transcription_session.update",
-        "input_audio_buffer.append",
-        "input_audio_buffer.commit",
-        "input_audio_buffer.clear",
-    },
-}
-# Client events of the protocol that a session may refuse with an error rather than "unknown event".
-KNOWN = {
+_COMMON = {
+    "session.update",
+    "input_audio_buffer.append",
+    "input_audio_buffer.commit",
+    "input_audio_buffer.clear",
     "response.create",
     "response.cancel",
     "conversation.item.create",
     "conversation.item.retrieve",
     "conversation.item.truncate",
     "conversation.item.delete",
-    "output_audio_buffer.clear",
 }
+SERVED = {"ga": _COMMON, "beta": _COMMON | {"transcription_session.update"}}
+# Client events of the protocol that a WebSocket session refuses with an error rather than "unknown event".
+KNOWN = {"output_audio_buffer.clear"}
 
 
 class AudioAppend(Struct, frozen=True):
@@ -43,7 +33,14 @@ class AudioAppend(Struct, frozen=True):
     event_id: str | None = None
 
 
-Decoded = AudioAppend | ev.ClientEvent | Rejection
+class ItemWithAudio(Struct, frozen=True):
+    """`conversation.item.create` with input audio: the edge records the audio, then the event."""
+
+    event: ev.ItemCreateRequested
+    audio: bytes
+
+
+Decoded = AudioAppend | ItemWithAudio | ev.ClientEvent | Rejection
 
 
 class _Envelope(Struct):
@@ -73,6 +70,29 @@ def decode(frame: str | bytes, dialect: Dialect) -> Decoded:
             return ev.SessionUpdateRequested(update=ga.to_update(wire.session), event_id=wire.event_id)
         case beta.SessionUpdateEvent() | beta.TranscriptionSessionUpdateEvent():
             return ev.SessionUpdateRequested(update=beta.to_update(wire.session), event_id=wire.event_id)
+        case ga.ResponseCreateEvent():
+            return ev.ResponseCreateRequested(response=ga.response_params(wire.response), event_id=wire.event_id)
+        case beta.ResponseCreateEvent():
+            return ev.ResponseCreateRequested(response=beta.response_params(wire.response), event_id=wire.event_id)
+        case ga.ResponseCancelEvent():
+            return ev.ResponseCancelRequested(response_id=wire.response_id, event_id=wire.event_id)
+        case ga.ItemCreateEvent():
+            event = ev.ItemCreateRequested(
+                item=ga.new_item(wire.item), previous_item_id=wire.previous_item_id, event_id=wire.event_id
+            )
+            audio = ga.item_audio(wire.item)
+            return event if audio is None else ItemWithAudio(event, audio)
+        case ga.ItemRetrieveEvent():
+            return ev.ItemRetrieveRequested(item_id=wire.item_id, event_id=wire.event_id)
+        case ga.ItemTruncateEvent():
+            return ev.ItemTruncateRequested(
+                item_id=wire.item_id,
+                content_index=wire.content_index,
+                audio_end_ms=wire.audio_end_ms,
+                event_id=wire.event_id,
+            )
+        case ga.ItemDeleteEvent():
+            return ev.ItemDeleteRequested(item_id=wire.item_id, event_id=wire.event_id)
     assert_never(wire)
 
 
@@ -129,11 +149,14 @@ def render_dict(event: ev.AnyServerEvent, dialect: Dialect) -> dict[str, Any] | 
             "session": shape(event.session, event.session_id, event.expires_at),
         }
     body: dict[str, Any] = msgspec.to_builtins(event)
+    if isinstance(event, ev.ResponseCreated | ev.ResponseDone):
+        body["response"] = (ga.response if dialect == "ga" else beta.response)(body["response"])
     if dialect == "beta":
         if isinstance(event, ev.ItemDone):
             return None
-        if isinstance(event, ev.ItemAdded):
-            body["type"] = "conversation.item.created"
-        elif isinstance(event, ev.ErrorEvent):
+        body["type"] = beta.EVENT_NAMES.get(body["type"], body["type"])
+        if isinstance(event, ev.ErrorEvent):
             body["error"]["param"] = beta.param(event.error.param)
+        if "item" in body:
+            body["item"] = beta.item(body["item"])
     return body

@@ -5,6 +5,7 @@ from typing import Any, Literal
 import msgspec
 from msgspec import UNSET, Struct, UnsetType
 
+from vocalis.domain import events as ev
 from vocalis.domain.session_config import (
     AudioFormat,
     NoiseReduction,
@@ -100,8 +101,130 @@ class ClearEvent(_Wire, tag="input_audio_buffer.clear", tag_field="type"):
     event_id: str | None = None
 
 
-ClientEvent = SessionUpdateEvent | AppendEvent | CommitEvent | ClearEvent
+class WireContent(_Wire):
+    type: Literal["input_text", "input_audio", "output_text", "text", "output_audio", "audio", "item_reference"]
+    text: str | None = None
+    audio: bytes | None = None
+    transcript: str | None = None
+    id: str | None = None
+
+
+class WireItem(_Wire):
+    """A conversation item as GA and beta clients send it (beta's flat item is a superset)."""
+
+    type: Literal["message", "function_call", "function_call_output", "item_reference"]
+    id: str | None = None
+    object: str | None = None
+    status: str | None = None
+    role: Literal["user", "assistant", "system"] | None = None
+    content: tuple[WireContent, ...] = ()
+    call_id: str | None = None
+    name: str | None = None
+    arguments: str | None = None
+    output: str | None = None
+
+
+class ResponseAudioOutput(_Wire):
+    format: Format | UnsetType = UNSET
+    voice: str | Voice | UnsetType = UNSET
+
+
+class ResponseAudio(_Wire):
+    output: ResponseAudioOutput | UnsetType = UNSET
+
+
+class ResponseParams(_Wire):
+    conversation: Literal["auto", "none"] | str = "auto"
+    output_modalities: tuple[Literal["audio", "text"], ...] | UnsetType = UNSET
+    instructions: str | UnsetType = UNSET
+    audio: ResponseAudio | UnsetType = UNSET
+    tools: tuple[dict[str, Any], ...] | UnsetType = UNSET
+    tool_choice: str | dict[str, Any] | UnsetType = UNSET
+    max_output_tokens: int | Literal["inf"] | UnsetType = UNSET
+    input: tuple[WireItem, ...] | UnsetType = UNSET
+    metadata: dict[str, str] | None = None
+    # Accepted for compatibility; not used.
+    prompt: Any = UNSET
+    tracing: Any = UNSET
+    reasoning: Any = UNSET
+    parallel_tool_calls: Any = UNSET
+
+
+class ResponseCreateEvent(_Wire, tag="response.create", tag_field="type"):
+    response: ResponseParams = msgspec.field(default_factory=ResponseParams)
+    event_id: str | None = None
+
+
+class ResponseCancelEvent(_Wire, tag="response.cancel", tag_field="type"):
+    response_id: str | None = None
+    event_id: str | None = None
+
+
+class ItemCreateEvent(_Wire, tag="conversation.item.create", tag_field="type"):
+    item: WireItem
+    previous_item_id: str | None = None
+    event_id: str | None = None
+
+
+class ItemRetrieveEvent(_Wire, tag="conversation.item.retrieve", tag_field="type"):
+    item_id: str
+    event_id: str | None = None
+
+
+class ItemTruncateEvent(_Wire, tag="conversation.item.truncate", tag_field="type"):
+    item_id: str
+    content_index: int
+    audio_end_ms: int
+    event_id: str | None = None
+
+
+class ItemDeleteEvent(_Wire, tag="conversation.item.delete", tag_field="type"):
+    item_id: str
+    event_id: str | None = None
+
+
+ItemEvent = ResponseCancelEvent | ItemCreateEvent | ItemRetrieveEvent | ItemTruncateEvent | ItemDeleteEvent
+ClientEvent = SessionUpdateEvent | AppendEvent | CommitEvent | ClearEvent | ResponseCreateEvent | ItemEvent
 decoder = msgspec.json.Decoder(ClientEvent)
+
+
+def response_params(params: ResponseParams) -> "ev.ResponseParams":
+    audio = params.audio.output if isinstance(params.audio, ResponseAudio) else UNSET
+    output = audio if isinstance(audio, ResponseAudioOutput) else ResponseAudioOutput()
+    voice = output.voice.id if isinstance(output.voice, Voice) else output.voice
+    return ev.ResponseParams(
+        conversation="none" if params.conversation == "none" else "auto",
+        output_modalities=params.output_modalities,
+        instructions=params.instructions,
+        voice=voice,
+        output_format=_format(output.format),
+        tools=params.tools,
+        tool_choice=params.tool_choice,
+        max_output_tokens=params.max_output_tokens,
+        input=UNSET if isinstance(params.input, UnsetType) else tuple(new_item(i) for i in params.input),
+        metadata=params.metadata,
+    )
+
+
+def new_item(item: WireItem) -> "ev.NewItem":
+    """The canonical item; audio inside it is taken out by the edge (see `item_audio`)."""
+    content = tuple(ev.NewContent(type=c.type, text=c.text, transcript=c.transcript) for c in item.content)
+    reference = item.id if item.type == "item_reference" else None
+    return ev.NewItem(
+        type=item.type,
+        id=reference or item.id,
+        role=item.role,
+        content=content,
+        call_id=item.call_id,
+        name=item.name,
+        arguments=item.arguments,
+        output=item.output,
+    )
+
+
+def item_audio(item: WireItem) -> bytes | None:
+    pieces = [c.audio for c in item.content if c.type == "input_audio" and c.audio]
+    return b"".join(pieces) if pieces else None
 
 
 def _format(value: Format | UnsetType) -> AudioFormat | UnsetType:
@@ -200,3 +323,11 @@ def session(config: SessionConfig, session_id: str, expires_at: int) -> dict[str
         "truncation": "auto",
         "prompt": None,
     }
+
+
+def response(body: dict[str, Any]) -> dict[str, Any]:
+    """A canonical response (as builtins) in GA shape."""
+    shaped = {k: v for k, v in body.items() if k not in ("voice", "output_format", "temperature")}
+    shaped["object"] = "realtime.response"
+    shaped["audio"] = {"output": {"format": _FORMAT_WIRE[body["output_format"]], "voice": body["voice"]}}
+    return shaped

@@ -1,0 +1,157 @@
+"""Conversation logic without NATS or models: the LLM request, clause order, truncation, idle timeout."""
+
+import msgspec
+
+from tests.test_domain_session import FIRST_TURN, Sim, only
+from vocalis.domain import conversation
+from vocalis.domain import events as ev
+from vocalis.domain import records as rec
+from vocalis.domain.jobs import GenerateJob, SynthesizeJob
+from vocalis.domain.session_config import TurnDetectionUpdate
+
+AT = 1_700_000_000_000
+
+
+def text_turn(sim: Sim, text: str = "Hi") -> None:
+    item = ev.NewItem(type="message", role="user", content=(ev.NewContent(type="input_text", text=text),))
+    sim.client(ev.ItemCreateRequested(item=item))
+
+
+def respond(sim: Sim) -> str:
+    sim.client(ev.ResponseCreateRequested())
+    return only(sim.events, ev.ResponseCreated)[-1].response.id
+
+
+def llm(sim: Sim, response_id: str, text: str, done: bool = True) -> None:
+    sim.feed(rec.GenerationDelta(at_ms=AT, job_id="j", response_id=response_id, index=0, worker="w", text=text))
+    if done:
+        sim.feed(rec.GenerationDone(at_ms=AT, job_id="j", response_id=response_id, finish_reason="stop", worker="w"))
+
+
+def speech(sim: Sim, response_id: str, clause: int, chunk: int, ms: int, last: bool) -> None:
+    sim.feed(
+        rec.SpeechSynthesized(
+            at_ms=AT,
+            job_id="t",
+            response_id=response_id,
+            clause_index=clause,
+            chunk_index=chunk,
+            audio=bytes(48 * ms),
+            last=last,
+            worker="w",
+        )
+    )
+
+
+def test_chat_messages_map_roles_calls_and_outputs():
+    items = (
+        ev.MessageItem(id="a", role="system", content=(ev.ContentPart(type="input_text", text="Be kind"),)),
+        ev.MessageItem(id="b", role="user", content=(ev.ContentPart(type="input_audio", transcript="weather?"),)),
+        ev.FunctionCallItem(id="c", call_id="call_1", name="w", arguments='{"x":1}'),
+        ev.FunctionCallItem(id="d", call_id="call_2", name="w", arguments="{}"),
+        ev.FunctionCallOutputItem(id="e", call_id="call_1", output="sunny"),
+        ev.MessageItem(id="f", role="user", content=(ev.ContentPart(type="input_audio", transcript=None),)),
+    )
+    messages = conversation.chat_messages("Rules", items)
+    assert messages[0] == {"role": "system", "content": "Rules"}
+    assert messages[1:3] == ({"role": "system", "content": "Be kind"}, {"role": "user", "content": "weather?"})
+    assert [c["id"] for c in messages[3]["tool_calls"]] == ["call_1", "call_2"], "consecutive calls share a message"
+    assert messages[4] == {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}
+    assert len(messages) == 5, "an item with no words yet is left out"
+    assert conversation.chat_tools(({"type": "function", "name": "w", "parameters": {}},)) == (
+        {"type": "function", "function": {"name": "w", "parameters": {}}},
+    )
+
+
+def test_clauses_are_spoken_in_order_whatever_order_their_audio_arrives_in():
+    sim = Sim("realtime")
+    text_turn(sim)
+    response = respond(sim)
+    llm(sim, response, "First clause is here. Second clause follows now.")
+    jobs = [j for j in sim.jobs if isinstance(j, SynthesizeJob)]
+    assert [j.text for j in jobs] == ["First clause is here.", "Second clause follows now."]
+    speech(sim, response, 1, 0, 100, last=True)  # the second clause is ready first
+    assert not only(sim.events, ev.OutputAudioDelta)
+    speech(sim, response, 0, 0, 100, last=False)
+    speech(sim, response, 0, 1, 50, last=True)
+    deltas = [e for e in sim.events if isinstance(e, ev.OutputAudioDelta | ev.OutputAudioTranscriptDelta)]
+    assert [type(e).__name__ for e in deltas] == [
+        "OutputAudioTranscriptDelta",
+        "OutputAudioDelta",
+        "OutputAudioDelta",
+        "OutputAudioTranscriptDelta",
+        "OutputAudioDelta",
+    ]
+    assert [e.delta for e in deltas if isinstance(e, ev.OutputAudioTranscriptDelta)] == [
+        "First clause is here.",
+        " Second clause follows now.",
+    ]
+    (done,) = only(sim.events, ev.ResponseDone)
+    assert done.response.status == "completed"
+    assert done.response.output[0].content[0].transcript == "First clause is here. Second clause follows now."
+
+
+def test_truncation_keeps_the_words_heard():
+    sim = Sim("realtime")
+    text_turn(sim)
+    response = respond(sim)
+    llm(sim, response, "One two three four. Five six seven eight nine ten eleven twelve.")
+    speech(sim, response, 0, 0, 400, last=True)
+    speech(sim, response, 1, 0, 800, last=True)
+    item = only(sim.events, ev.ResponseDone)[0].response.output[0].id
+    sim.client(ev.ItemTruncateRequested(item_id=item, content_index=0, audio_end_ms=800))
+    (truncated,) = only(sim.events, ev.ItemTruncated)
+    assert truncated.audio_end_ms == 800
+    entry = next(e for e in sim.state.items if e.item.id == item)
+    assert entry.item.content[0].transcript == "One two three four. Five six seven eight"  # half of clause two
+    sim.client(ev.ItemTruncateRequested(item_id=item, content_index=0, audio_end_ms=801, event_id="x"))
+    assert only(sim.events, ev.ErrorEvent)[-1].error.param == "audio_end_ms"
+    user = sim.state.items[0].item.id
+    sim.client(ev.ItemTruncateRequested(item_id=user, content_index=0, audio_end_ms=0, event_id="y"))
+    assert only(sim.events, ev.ErrorEvent)[-1].error.param == "item_id"
+
+
+def test_late_results_of_a_cancelled_response_are_ignored():
+    sim = Sim("realtime")
+    text_turn(sim)
+    response = respond(sim)
+    llm(sim, response, "Hello there. More words to come", done=False)
+    sim.client(ev.ResponseCancelRequested())
+    (done,) = only(sim.events, ev.ResponseDone)
+    assert (done.response.status, done.response.status_details) == (
+        "cancelled",
+        {"type": "cancelled", "reason": "client_cancelled"},
+    )
+    assert any(j == conversation.CancelResponse(response_id=response) for j in sim.jobs)
+    before = len(sim.events)
+    speech(sim, response, 0, 0, 100, last=True)
+    llm(sim, response, " and more.")
+    assert len(sim.events) == before
+
+
+def test_idle_timeout_triggers_a_new_response():
+    sim = Sim("realtime")
+    sim.update(turn_detection=TurnDetectionUpdate(type="server_vad", idle_timeout_ms=6000))
+    text_turn(sim)
+    response = respond(sim)
+    llm(sim, response, "")
+    assert only(sim.events, ev.ResponseDone)
+    sim.frames([0.0] * 180)  # 5.8 s of silence: not yet
+    assert not only(sim.events, ev.TimeoutTriggered)
+    sim.frames([0.0] * 12)
+    (triggered,) = only(sim.events, ev.TimeoutTriggered)
+    assert triggered.audio_end_ms - triggered.audio_start_ms >= 6000
+    assert len(only(sim.events, ev.ResponseCreated)) == 2
+    assert msgspec.json.encode(sim.state.config.turn_detection).count(b"6000") == 1
+
+
+def test_a_spoken_turn_during_an_answer_interrupts_it():
+    sim = Sim("realtime")
+    text_turn(sim)
+    response = respond(sim)
+    llm(sim, response, "A long answer that is still going", done=False)
+    sim.frames(FIRST_TURN)
+    kinds = [type(e).__name__ for e in sim.events]
+    assert kinds.index("SpeechStarted") < kinds.index("ResponseDone")
+    assert only(sim.events, ev.ResponseDone)[0].response.status_details["reason"] == "turn_detected"
+    assert any(isinstance(j, GenerateJob) for j in sim.jobs)

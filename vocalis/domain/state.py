@@ -1,0 +1,93 @@
+"""A session's state, and the scratch (`Draft`) one step of the state machine builds the next state in."""
+
+from typing import Literal
+
+import msgspec
+from msgspec import Struct
+
+from vocalis.domain import events as ev
+from vocalis.domain.conversation_state import ConvEntry, ResponseState
+from vocalis.domain.ids import derive_id
+from vocalis.domain.jobs import Job
+from vocalis.domain.session_config import SessionConfig
+from vocalis.domain.turns import Speaking
+
+
+class CancelResponse(Struct, frozen=True, tag="cancel"):
+    """Tell the workers to stop generating and speaking for a response (sent on core NATS, not queued)."""
+
+    response_id: str
+
+
+class AudioMark(Struct, frozen=True):
+    """Where one audio record sits: its stream sequence and the 16 kHz sample it starts at."""
+
+    seq: int
+    sample: int
+
+
+class SessionState(Struct, frozen=True):
+    session_id: str
+    session_type: Literal["realtime", "transcription"]
+    config: SessionConfig
+    default_stt_model: str
+    expires_at: int
+    max_duration_s: int
+    next_id: int = 0
+    samples: int = 0  # length of the session's 16 kHz audio stream
+    frames: int = 0  # VAD frames seen
+    buffer_start: int = 0  # 16 kHz sample where the uncommitted input buffer begins
+    buffer_ticks: int = 0  # the uncommitted buffer's length in session time
+    marks: tuple[AudioMark, ...] = ()  # audio records that may still hold uncommitted audio
+    speaking: Speaking | None = None
+    speech_item_id: str | None = None
+    last_item_id: str | None = None
+    transcribing: tuple[str, ...] = ()  # items whose transcript is awaited
+    announced: tuple[str, ...] = ()  # of those, items whose transcription events the client gets
+    items: tuple[ConvEntry, ...] = ()  # the conversation, in order
+    responses: tuple[ResponseState, ...] = ()  # responses in progress
+    finished_responses: tuple[str, ...] = ()  # recent ones: their late results are ignored
+    idle_since: int | None = None  # 16 kHz sample when the last response ended (idle timeout)
+    closed: bool = False
+
+
+class Transition(Struct, frozen=True):
+    state: SessionState
+    events: tuple[ev.AnyServerEvent, ...] = ()
+    jobs: tuple[Job | CancelResponse, ...] = ()
+    close: bool = False
+
+
+class Draft:
+    """The mutable scratch of one step: the new state is built here, the input state is never touched."""
+
+    def __init__(self, state: SessionState) -> None:
+        self.state = state
+        self.events: list[ev.AnyServerEvent] = []
+        self.jobs: list[Job | CancelResponse] = []
+        self.close = False
+
+    def update(self, **changes: object) -> None:
+        self.state = msgspec.structs.replace(self.state, **changes)
+
+    def new_id(self, prefix: str) -> str:
+        counter = self.state.next_id
+        self.update(next_id=counter + 1)
+        return derive_id(prefix, self.state.session_id, counter)
+
+    def emit(self, event_type: type[ev.ServerEvent], **fields: object) -> None:
+        self.events.append(event_type(event_id=self.new_id("event"), **fields))  # type: ignore[arg-type]
+
+    def error(
+        self,
+        code: str | None,
+        message: str,
+        param: str | None = None,
+        event_id: str | None = None,
+        error_type: Literal["invalid_request_error", "server_error"] = "invalid_request_error",
+    ) -> None:
+        detail = ev.ErrorDetail(type=error_type, code=code, message=message, param=param, event_id=event_id)
+        self.emit(ev.ErrorEvent, error=detail)
+
+    def finish(self) -> Transition:
+        return Transition(self.state, tuple(self.events), tuple(self.jobs), self.close)

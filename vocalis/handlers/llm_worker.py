@@ -1,0 +1,181 @@
+"""The LLM worker: takes generation jobs from the JetStream work queue, streams each chat completion from an
+OpenAI-compatible endpoint, and publishes the pieces to the session's log as they come.
+
+Workers are competing consumers of one durable pull consumer. A record's `Nats-Msg-Id` derives from its job, so a
+redelivered job cannot record the same piece twice (within the stream's duplicate window).
+
+Cancellation is core NATS, not logged: `<prefix>.cancel.<response_id>` reaches every worker; the one streaming that
+response closes the HTTP stream at once (llama.cpp stops generating when its client goes away) and publishes nothing
+more for it. A cancel that arrives before its job is taken makes the job be acknowledged without generating.
+"""
+
+import asyncio
+import time
+from collections import OrderedDict
+
+import msgspec
+import nats.errors
+import structlog
+from nats.aio.msg import Msg
+from nats.js import api
+
+from vocalis.app.bus import Bus, encode
+from vocalis.domain import records as rec
+from vocalis.domain.jobs import GenerateJob
+from vocalis.handlers.llm import DEFAULT_LLM, ChatClient, Finished, LlmError, TextDelta, ToolCallsDelta, resolve_model
+
+log = structlog.get_logger(__name__)
+_jobs = msgspec.json.Decoder(GenerateJob)
+_PROGRESS_EVERY_S = 5.0
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+async def ensure_consumer(bus: Bus, kind: str) -> None:
+    """The durable pull consumer of `<prefix>.jobs.<kind>`, as `Bus.ensure_streams` makes the "stt" one."""
+    await bus.js.add_consumer(
+        bus.subjects.jobs_stream,
+        api.ConsumerConfig(
+            durable_name=kind,
+            filter_subject=bus.subjects.jobs(kind),
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=60.0,
+            max_deliver=3,
+            max_ack_pending=1000,
+        ),
+    )
+
+
+def cancel_subject(bus: Bus, response_id: str) -> str:
+    return f"{bus.subjects.prefix}.cancel.{response_id}"
+
+
+class LlmWorker:
+    def __init__(
+        self,
+        bus: Bus,
+        client: ChatClient,
+        worker_id: str,
+        max_cancelled: int = 10_000,
+        default_model: str = DEFAULT_LLM,
+    ) -> None:
+        self.default_model = default_model  # what OpenAI's realtime model names (and no name) ask for
+        self.bus = bus
+        self.client = client
+        self.worker_id = worker_id
+        self.max_cancelled = max_cancelled
+        self._cancelled: OrderedDict[str, None] = OrderedDict()  # bounded: the oldest ids are forgotten
+        self._streaming: dict[str, asyncio.Task[None]] = {}  # response_id -> its generation
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await ensure_consumer(self.bus, "llm")
+        cancels = await self.bus.nc.subscribe(cancel_subject(self.bus, "*"), cb=self._on_cancel)
+        subscription = await self.bus.job_subscription("llm")
+        log.info("llm.worker.ready", worker=self.worker_id)
+        try:
+            while not stop.is_set():
+                try:
+                    messages = await subscription.fetch(1, timeout=1)
+                except nats.errors.TimeoutError:
+                    continue
+                for message in messages:
+                    try:
+                        await self.handle(message)
+                    except Exception:  # the job stays unacknowledged and is redelivered
+                        log.exception("llm.job.unhandled", worker=self.worker_id)
+        finally:
+            await cancels.unsubscribe()
+            await subscription.unsubscribe()
+
+    def is_cancelled(self, response_id: str) -> bool:
+        return response_id in self._cancelled
+
+    async def _on_cancel(self, message: Msg) -> None:
+        response_id = message.subject.rsplit(".", 1)[-1]
+        self._cancelled[response_id] = None
+        self._cancelled.move_to_end(response_id)
+        while len(self._cancelled) > self.max_cancelled:
+            self._cancelled.popitem(last=False)
+        if (task := self._streaming.get(response_id)) is not None:
+            task.cancel()
+            log.info("llm.job.cancelling", response_id=response_id, worker=self.worker_id)
+
+    async def handle(self, message: Msg) -> None:
+        job = _jobs.decode(message.data)
+        if self.is_cancelled(job.response_id):
+            await message.ack()
+            log.info("llm.job.skipped", job_id=job.job_id, response_id=job.response_id, reason="cancelled")
+            return
+        started = time.perf_counter()
+        generation = asyncio.create_task(self._generate(job, message))
+        self._streaming[job.response_id] = generation
+        outcome = "done"
+        try:
+            outcome = await generation
+        except asyncio.CancelledError:
+            if (current := asyncio.current_task()) is not None and current.cancelling():
+                generation.cancel()
+                raise  # the worker itself is stopping: leave the job to be redelivered
+            outcome = "cancelled"
+        finally:
+            self._streaming.pop(job.response_id, None)
+        await message.ack()
+        log.info(
+            "llm.job.finished",
+            job_id=job.job_id,
+            response_id=job.response_id,
+            outcome=outcome,
+            seconds=round(time.perf_counter() - started, 3),
+        )
+
+    async def _generate(self, job: GenerateJob, message: Msg) -> str:
+        """Stream the completion into the log; the outcome ("done" or "failed") for the log line."""
+        subject = self.bus.subjects.session_input(job.session_id, "llm")
+        index = 0
+        progress_at = time.monotonic()
+        job = msgspec.structs.replace(job, model=resolve_model(job.model, self.default_model))
+        try:
+            async for delta in self.client.stream(job):
+                if isinstance(delta, Finished):
+                    done = rec.GenerationDone(
+                        at_ms=_now_ms(),
+                        job_id=job.job_id,
+                        response_id=job.response_id,
+                        finish_reason=delta.finish_reason,
+                        worker=self.worker_id,
+                        input_tokens=delta.input_tokens,
+                        output_tokens=delta.output_tokens,
+                    )
+                    await self.bus.publish(subject, encode(done), f"{job.job_id}.done")
+                    return "done"
+                record = rec.GenerationDelta(
+                    at_ms=_now_ms(),
+                    job_id=job.job_id,
+                    response_id=job.response_id,
+                    index=index,
+                    worker=self.worker_id,
+                    text=delta.text if isinstance(delta, TextDelta) else "",
+                    tool_calls=delta.tool_calls if isinstance(delta, ToolCallsDelta) else (),
+                )
+                await self.bus.publish(subject, encode(record), f"{job.job_id}.{index}")
+                index += 1
+                if time.monotonic() - progress_at > _PROGRESS_EVERY_S:
+                    progress_at = time.monotonic()
+                    await message.in_progress()
+            raise LlmError("the stream ended without a finish")
+        except Exception as error:
+            if isinstance(error, LlmError):  # the endpoint's fault, said in full by the message
+                log.warning("llm.job.failed", job_id=job.job_id, session_id=job.session_id, error=str(error))
+            else:
+                log.exception("llm.job.failed", job_id=job.job_id, session_id=job.session_id)
+            failed = rec.GenerationFailed(
+                at_ms=_now_ms(),
+                job_id=job.job_id,
+                response_id=job.response_id,
+                message=f"Generation failed: {error}",
+                worker=self.worker_id,
+            )
+            await self.bus.publish(subject, encode(failed), f"{job.job_id}.failed")
+            return "failed"
