@@ -4,11 +4,18 @@ voice, real whisper, real NATS. GA and beta."""
 import asyncio
 import base64
 import json
+import tempfile
+import wave
+from pathlib import Path
 
 import numpy as np
 import soxr
 
 from tests.realtime_client import events_until, pcm24k, sdk, silence, stream, words
+from vocalis.app import log_tools
+from vocalis.app.analytics import summarize
+from vocalis.app.log_reader import read_session
+from vocalis.domain import events as ev
 
 DONE = "response.done"
 ANSWER = "Sure. The weather in Paris is sunny today, with a light breeze and about twenty degrees."
@@ -21,6 +28,24 @@ def audio_of(events, name="response.output_audio.delta") -> bytes:
 def transcribe_back(transcriber, pcm: bytes) -> str:
     samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768
     return "".join(transcriber.transcribe(soxr.resample(samples, 24000, 16000), "whisper-tiny.en"))
+
+
+async def conversation_log_checks(conversation, session_id: str, answer_audio: bytes) -> None:
+    """The log of a conversation replays, exports both sides' audio, and gives the answer's latency."""
+    for _ in range(100):
+        recorded = await read_session(conversation.stack.bus, session_id)
+        if len(recorded.outputs) and isinstance(recorded.outputs[-1], ev.ResponseDone):
+            break
+        await asyncio.sleep(0.1)
+    assert log_tools.replay_recorded(recorded.inputs, recorded.outputs) is None
+    with tempfile.TemporaryDirectory() as folder:
+        paths = [Path(p) for p in log_tools.export(recorded, "wav", Path(folder)).splitlines()]
+        assert [p.name.split("-")[0] for p in paths] == ["user", "assistant"]
+        with wave.open(str(paths[1])) as answer:
+            assert answer.getframerate() == 24000 and answer.readframes(10**9) == answer_audio
+    entries = [e for e in recorded.entries if ".out." in e.subject or e.subject.endswith(".in.edge")]
+    summary = summarize(entries)
+    assert summary is not None and summary.utterances[0].first_audio_latency_ms is not None
 
 
 async def spoken_turn(conn, wav: str = "hello_world.wav") -> None:
@@ -68,7 +93,9 @@ async def test_spoken_turn_answered_in_audio(conversation, transcriber):
     assert deltas and all(len(d) <= 4800 and len(d) % 2 == 0 for d in deltas), "pcm16 chunks of at most 100 ms"
     heard = transcribe_back(transcriber, b"".join(deltas))
     assert len(set(words(heard).split()) & set(words(ANSWER).split())) >= 0.7 * len(set(words(ANSWER).split())), heard
+    await conversation_log_checks(conversation, created.session.id, b"".join(deltas))
     request = conversation.llm.requests[0]
+    assert request["model"] == "qwen2.5-coder-1.5b", "OpenAI's realtime model names mean the default LLM"
     assert request["messages"][0]["role"] == "system"
     assert request["messages"][-1] == {"role": "user", "content": request["messages"][-1]["content"]}
     assert words(request["messages"][-1]["content"]) == "hello world"

@@ -19,10 +19,11 @@ from vocalis.app.bus import Bus, decode_record
 from vocalis.app.log_reader import RecordedSession, read_entries, subject_counts
 from vocalis.domain import records as rec
 from vocalis.domain.audio_time import MODEL_RATE
-from vocalis.domain.events import AnyServerEvent, AudioCommitted
+from vocalis.domain.events import AnyServerEvent, AudioCommitted, OutputAudioDelta, ResponseCreated
 from vocalis.domain.jobs import TranscribeJob
 from vocalis.domain.replay import Divergence, compare, replay, transitions
 from vocalis.domain.transcripts import to_markdown, to_srt, to_vtt
+from vocalis.handlers.audio_input import g711_to_pcm16
 from vocalis.handlers.stt_worker import turn_audio
 
 # --- sessions -----------------------------------------------------------------------------------------------
@@ -209,24 +210,40 @@ def export_text(recorded: RecordedSession, fmt: str) -> str:
     return {"srt": to_srt, "vtt": to_vtt, "md": to_markdown}[fmt](summary)
 
 
+def _write_wav(path: Path, pcm16: bytes, rate: int) -> Path:
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(pcm16)
+    return path
+
+
 def export_wav(recorded: RecordedSession, directory: Path) -> list[Path]:
-    """The user's audio, one 16 kHz WAV per committed turn (what the transcriber heard)."""
-    inputs = recorded.inputs
-    check_replayable(inputs, recorded.outputs)
-    audio = {seq: r for seq, r in inputs if isinstance(r, rec.AudioReceived)}
+    """One WAV per turn: the user's audio as the transcriber heard it (16 kHz), and each answer's audio as the
+    client received it (24 kHz pcm16, or G.711 decoded at 8 kHz)."""
+    inputs, outputs = recorded.inputs, recorded.outputs
+    check_replayable(inputs, outputs)
+    audio = {seq: r for seq, r in inputs if isinstance(r, rec.AudioReceived | rec.ItemAudioReceived)}
     jobs = [job for t in transitions(inputs) for job in t.jobs if isinstance(job, TranscribeJob)]
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     for number, job in enumerate(jobs, 1):
         records = [r for seq, r in audio.items() if job.first_seq <= seq <= job.last_seq]
         samples = turn_audio(job, records)
-        path = directory / f"user-turn-{number:02d}-{job.item_id}.wav"
-        with wave.open(str(path), "wb") as out:
-            out.setnchannels(1)
-            out.setsampwidth(2)
-            out.setframerate(MODEL_RATE)
-            out.writeframes((samples * 32767).astype("<i2").tobytes())
-        written.append(path)
+        pcm = (samples * 32767).astype("<i2").tobytes()
+        written.append(_write_wav(directory / f"user-turn-{number:02d}-{job.item_id}.wav", pcm, MODEL_RATE))
+    formats = {e.response.id: e.response.output_format for e in outputs if isinstance(e, ResponseCreated)}
+    answers: dict[str, bytearray] = {}
+    for event in outputs:
+        if isinstance(event, OutputAudioDelta):
+            answers.setdefault(event.response_id, bytearray()).extend(event.delta)
+    for number, (response_id, payload) in enumerate(answers.items(), 1):
+        fmt = formats.get(response_id, "pcm16")
+        pcm, rate = (
+            (bytes(payload), 24_000) if fmt == "pcm16" else (g711_to_pcm16(bytes(payload), fmt).tobytes(), 8_000)
+        )  # type: ignore[arg-type]
+        written.append(_write_wav(directory / f"assistant-turn-{number:02d}-{response_id}.wav", pcm, rate))
     return written
 
 
