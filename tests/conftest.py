@@ -3,10 +3,12 @@ with the real silero VAD and faster-whisper (tiny.en, loaded once per test run).
 
 import asyncio
 import dataclasses
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from tests.fake_llm import FakeLlm
 from vocalis.app import runner
@@ -21,6 +23,11 @@ from vocalis.handlers.tts import KokoroSynthesizer
 from vocalis.handlers.tts_worker import TtsWorker
 
 MODEL_CACHE = Settings.from_env().models_path
+
+# CI runs the same examples every time (a failure there is reproducible); locally, hypothesis explores.
+settings.register_profile("ci", derandomize=True, deadline=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 TEST_STT_MODEL = "whisper-tiny.en"
 
 

@@ -156,7 +156,9 @@ def play(actions: Sequence[tuple[Any, ...]], session_type: str = "transcription"
         for event in transition.events:
             if isinstance(event, ev.AudioCommitted):
                 items.append(event.item_id)
-                run.transcription_on.append(any(job.item_id == event.item_id for job in transition.jobs))
+                run.transcription_on.append(
+                    any(isinstance(job, TranscribeJob) and job.item_id == event.item_id for job in transition.jobs)
+                )
 
     def item(ref: int | None) -> str:
         return items[ref % len(items)] if ref is not None and items else "item_unknown"
