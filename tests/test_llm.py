@@ -29,7 +29,7 @@ from vocalis.handlers.llm import (
     ToolCallsDelta,
     resolve_model,
 )
-from vocalis.handlers.llm_worker import LlmWorker, cancel_subject
+from vocalis.handlers.llm_worker import LlmWorker
 
 WEATHER_TOOL = {
     "type": "function",
@@ -247,7 +247,7 @@ async def test_worker_cancel_stops_the_stream_mid_reply(bus: Bus, fake_llm: Fake
     async with worker_running(bus, ChatClient(fake_llm.base_url)):
         await submit(bus, make_job("job-c"))
         await records_until(bus, lambda rs: len(deltas_of(rs, "job-c")) >= 3)
-        await bus.nc.publish(cancel_subject(bus, "resp_job-c"))
+        await bus.nc.publish(bus.subjects.cancel("resp_job-c"), b"")
         cancelled_at = time.monotonic()
         while fake_llm.disconnects == 0:  # the worker closes its HTTP stream
             assert time.monotonic() - cancelled_at < 2, "the stream was not closed"
@@ -268,8 +268,8 @@ async def test_worker_cancel_stops_the_stream_mid_reply(bus: Bus, fake_llm: Fake
 async def test_worker_skips_a_job_cancelled_before_it_starts(bus: Bus, fake_llm: FakeLlm) -> None:
     fake_llm.reply("Only the second job.")
     async with worker_running(bus, ChatClient(fake_llm.base_url)) as worker:
-        while not worker.is_cancelled("resp_job-x"):  # until the worker has subscribed to cancels
-            await bus.nc.publish(cancel_subject(bus, "resp_job-x"))
+        while "resp_job-x" not in worker.cancelled:  # until the worker has subscribed to cancels
+            await bus.nc.publish(bus.subjects.cancel("resp_job-x"), b"")
             await asyncio.sleep(0.02)
         await submit(bus, make_job("job-x"))
         await submit(bus, make_job("job-y"))

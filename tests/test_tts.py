@@ -261,7 +261,7 @@ async def wait_for_jobs(bus: Bus) -> None:
 
 
 async def test_cancelled_response_publishes_nothing(bus: Bus, worker: TtsWorker) -> None:
-    await bus.nc.publish(worker.cancel_subject("resp-cancelled"), b"")
+    await bus.nc.publish(bus.subjects.cancel("resp-cancelled"), b"")
     await bus.nc.flush()
     deadline = time.monotonic() + 5
     while "resp-cancelled" not in worker.cancelled and time.monotonic() < deadline:
@@ -297,7 +297,7 @@ async def test_cancel_midway_stops_the_clause(bus: Bus, synthesizer: KokoroSynth
     task = asyncio.create_task(worker.run(stop))
     await submit(bus, SynthesizeJob("job-long", "sess3", "resp-long", 0, TEXT, "alloy"))
     await records_until(bus, "sess3", lambda records: len(records) > 0)
-    await bus.nc.publish(worker.cancel_subject("resp-long"), b"")
+    await bus.nc.publish(bus.subjects.cancel("resp-long"), b"")
     await wait_for_jobs(bus)
     stop.set()
     await asyncio.wait_for(task, 10)

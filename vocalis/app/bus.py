@@ -8,6 +8,7 @@ Subjects (prefix `vocalis` by default):
 """
 
 import asyncio
+import time
 from collections.abc import Awaitable
 from typing import Any
 
@@ -25,6 +26,11 @@ MSG_ID = "Nats-Msg-Id"
 WORKER_KINDS = ("stt", "llm", "tts")
 _records = msgspec.json.Decoder(Record)
 _encode = msgspec.json.Encoder().encode
+
+
+def now_ms() -> int:
+    """Wall-clock epoch milliseconds: the time stamped on every record written."""
+    return time.time_ns() // 1_000_000
 
 
 def encode(value: object) -> bytes:

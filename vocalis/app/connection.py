@@ -4,7 +4,6 @@ reduced in stream order by the pure state machine, become the server's frames.
 
 import asyncio
 import secrets
-import time
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -14,7 +13,7 @@ import structlog
 from litestar import WebSocket
 from msgspec import UNSET
 
-from vocalis.app.bus import Bus, decode_record, encode
+from vocalis.app.bus import Bus, decode_record, encode, now_ms
 from vocalis.domain import records as rec
 from vocalis.domain.events import (
     AnyServerEvent,
@@ -68,10 +67,6 @@ class ConnectParams:
     rejections: tuple[Rejection, ...] = field(default=())
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class RealtimeConnection:
     def __init__(self, socket: WebSocket[Any, Any, Any], services: EdgeServices, params: ConnectParams) -> None:
         self.socket = socket
@@ -109,7 +104,7 @@ class RealtimeConnection:
         subscription = await self.bus.subscribe_session(self.session_id)
         reducer = asyncio.create_task(self._reduce(subscription))
         opened = rec.SessionOpened(
-            at_ms=_now_ms(),
+            at_ms=now_ms(),
             session_id=self.session_id,
             session_type=self.params.session_type,
             dialect=self.params.dialect,
@@ -130,7 +125,7 @@ class RealtimeConnection:
             expiry.cancel()
             if not self._closed_by_server:
                 await self._finish_transcripts()
-                closed = await self._record("edge", rec.SessionClosed(at_ms=_now_ms(), reason="client"), wait=True)
+                closed = await self._record("edge", rec.SessionClosed(at_ms=now_ms(), reason="client"), wait=True)
                 await self._wait_reduced(closed or 0, seconds=5)
             reducer.cancel()
             await asyncio.gather(reducer, return_exceptions=True)
@@ -151,7 +146,7 @@ class RealtimeConnection:
 
     async def _expire_later(self) -> None:
         await asyncio.sleep(self.services.max_session_s)
-        await self._record("edge", rec.SessionExpired(at_ms=_now_ms()))
+        await self._record("edge", rec.SessionExpired(at_ms=now_ms()))
 
     # --- client frames --------------------------------------------------------------------------------------
 
@@ -211,10 +206,10 @@ class RealtimeConnection:
                     return
             if event.update.input_format is not UNSET:
                 # The audio that follows must be decoded in the new format: wait until the session took it.
-                seq = await self._record("client", rec.ClientEventReceived(at_ms=_now_ms(), event=event), wait=True)
+                seq = await self._record("client", rec.ClientEventReceived(at_ms=now_ms(), event=event), wait=True)
                 await self._wait_reduced(seq or 0, seconds=10)
                 return
-        await self._record("client", rec.ClientEventReceived(at_ms=_now_ms(), event=event))
+        await self._record("client", rec.ClientEventReceived(at_ms=now_ms(), event=event))
 
     async def _on_audio(self, append: AudioAppend) -> None:
         if not append.audio:
@@ -227,7 +222,7 @@ class RealtimeConnection:
             return
         for ticks, pcm16k, probabilities in pieces:
             record = rec.AudioReceived(
-                at_ms=_now_ms(), ticks=ticks, pcm16k=pcm16k, speech_probs=tuple(probabilities), event_id=append.event_id
+                at_ms=now_ms(), ticks=ticks, pcm16k=pcm16k, speech_probs=tuple(probabilities), event_id=append.event_id
             )
             await self._record("audio", record)
 
@@ -242,7 +237,7 @@ class RealtimeConnection:
             await self._reject(Rejection("invalid_value", str(invalid), param, request.event.event_id))
             return
         pcm16k = b"".join(to_pcm16(samples) for _, samples in pieces)
-        record = rec.ItemAudioReceived(at_ms=_now_ms(), pcm16k=pcm16k, event_id=request.event.event_id)
+        record = rec.ItemAudioReceived(at_ms=now_ms(), pcm16k=pcm16k, event_id=request.event.event_id)
         seq = await self._record("audio", record, wait=True)
         item = msgspec.structs.replace(request.event.item, audio=AudioRef(seq=seq or 0, samples=len(pcm16k) // 2))
         await self._on_client_event(msgspec.structs.replace(request.event, item=item))
@@ -256,7 +251,7 @@ class RealtimeConnection:
 
     async def _reject(self, rejection: Rejection) -> None:
         record = rec.ClientEventRejected(
-            at_ms=_now_ms(),
+            at_ms=now_ms(),
             code=rejection.code,
             message=rejection.message,
             param=rejection.param,

@@ -11,45 +11,20 @@ more for it. A cancel that arrives before its job is taken makes the job be ackn
 
 import asyncio
 import time
-from collections import OrderedDict
 
 import msgspec
-import nats.errors
 import structlog
 from nats.aio.msg import Msg
-from nats.js import api
 
-from vocalis.app.bus import Bus, encode
+from vocalis.app.bus import Bus, encode, now_ms
 from vocalis.domain import records as rec
 from vocalis.domain.jobs import GenerateJob
+from vocalis.handlers.job_loop import CancelledResponses, serve_jobs
 from vocalis.handlers.llm import DEFAULT_LLM, ChatClient, Finished, LlmError, TextDelta, ToolCallsDelta, resolve_model
 
 log = structlog.get_logger(__name__)
 _jobs = msgspec.json.Decoder(GenerateJob)
 _PROGRESS_EVERY_S = 5.0
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-async def ensure_consumer(bus: Bus, kind: str) -> None:
-    """The durable pull consumer of `<prefix>.jobs.<kind>`, as `Bus.ensure_streams` makes the "stt" one."""
-    await bus.js.add_consumer(
-        bus.subjects.jobs_stream,
-        api.ConsumerConfig(
-            durable_name=kind,
-            filter_subject=bus.subjects.jobs(kind),
-            ack_policy=api.AckPolicy.EXPLICIT,
-            ack_wait=60.0,
-            max_deliver=3,
-            max_ack_pending=1000,
-        ),
-    )
-
-
-def cancel_subject(bus: Bus, response_id: str) -> str:
-    return f"{bus.subjects.prefix}.cancel.{response_id}"
 
 
 class LlmWorker:
@@ -58,53 +33,31 @@ class LlmWorker:
         bus: Bus,
         client: ChatClient,
         worker_id: str,
-        max_cancelled: int = 10_000,
         default_model: str = DEFAULT_LLM,
     ) -> None:
         self.default_model = default_model  # what OpenAI's realtime model names (and no name) ask for
         self.bus = bus
         self.client = client
         self.worker_id = worker_id
-        self.max_cancelled = max_cancelled
-        self._cancelled: OrderedDict[str, None] = OrderedDict()  # bounded: the oldest ids are forgotten
+        self.cancelled = CancelledResponses()
         self._streaming: dict[str, asyncio.Task[None]] = {}  # response_id -> its generation
 
     async def run(self, stop: asyncio.Event) -> None:
-        await ensure_consumer(self.bus, "llm")
-        cancels = await self.bus.nc.subscribe(cancel_subject(self.bus, "*"), cb=self._on_cancel)
-        subscription = await self.bus.job_subscription("llm")
+        cancels = await self.cancelled.listen(self.bus, then=self._stop_generating)
         log.info("llm.worker.ready", worker=self.worker_id)
         try:
-            while not stop.is_set():
-                try:
-                    messages = await subscription.fetch(1, timeout=1)
-                except nats.errors.TimeoutError:
-                    continue
-                for message in messages:
-                    try:
-                        await self.handle(message)
-                    except Exception:  # the job stays unacknowledged and is redelivered
-                        log.exception("llm.job.unhandled", worker=self.worker_id)
+            await serve_jobs(self.bus, "llm", self.handle, stop)
         finally:
             await cancels.unsubscribe()
-            await subscription.unsubscribe()
 
-    def is_cancelled(self, response_id: str) -> bool:
-        return response_id in self._cancelled
-
-    async def _on_cancel(self, message: Msg) -> None:
-        response_id = message.subject.rsplit(".", 1)[-1]
-        self._cancelled[response_id] = None
-        self._cancelled.move_to_end(response_id)
-        while len(self._cancelled) > self.max_cancelled:
-            self._cancelled.popitem(last=False)
+    def _stop_generating(self, response_id: str) -> None:
         if (task := self._streaming.get(response_id)) is not None:
-            task.cancel()
+            task.cancel()  # closes the HTTP stream: the endpoint stops within a token
             log.info("llm.job.cancelling", response_id=response_id, worker=self.worker_id)
 
     async def handle(self, message: Msg) -> None:
         job = _jobs.decode(message.data)
-        if self.is_cancelled(job.response_id):
+        if job.response_id in self.cancelled:
             await message.ack()
             log.info("llm.job.skipped", job_id=job.job_id, response_id=job.response_id, reason="cancelled")
             return
@@ -140,7 +93,7 @@ class LlmWorker:
             async for delta in self.client.stream(job):
                 if isinstance(delta, Finished):
                     done = rec.GenerationDone(
-                        at_ms=_now_ms(),
+                        at_ms=now_ms(),
                         job_id=job.job_id,
                         response_id=job.response_id,
                         finish_reason=delta.finish_reason,
@@ -151,7 +104,7 @@ class LlmWorker:
                     await self.bus.publish(subject, encode(done), f"{job.job_id}.done")
                     return "done"
                 record = rec.GenerationDelta(
-                    at_ms=_now_ms(),
+                    at_ms=now_ms(),
                     job_id=job.job_id,
                     response_id=job.response_id,
                     index=index,
@@ -171,7 +124,7 @@ class LlmWorker:
             else:
                 log.exception("llm.job.failed", job_id=job.job_id, session_id=job.session_id)
             failed = rec.GenerationFailed(
-                at_ms=_now_ms(),
+                at_ms=now_ms(),
                 job_id=job.job_id,
                 response_id=job.response_id,
                 message=f"Generation failed: {error}",

@@ -10,23 +10,20 @@ import time
 from collections.abc import AsyncIterator, Iterator
 
 import msgspec
-import nats.errors
 import numpy as np
 import structlog
+from nats.aio.msg import Msg
 
-from vocalis.app.bus import Bus, encode
+from vocalis.app.bus import Bus, encode, now_ms
 from vocalis.domain import records as rec
 from vocalis.domain.audio_time import MODEL_RATE
 from vocalis.domain.jobs import TranscribeJob
+from vocalis.handlers.job_loop import serve_jobs
 from vocalis.handlers.stt import Transcriber
 
 log = structlog.get_logger(__name__)
 _jobs = msgspec.json.Decoder(TranscribeJob)
 _DONE = object()
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def turn_audio(job: TranscribeJob, records: list[rec.AudioReceived | rec.ItemAudioReceived]) -> np.ndarray:
@@ -43,20 +40,10 @@ class SttWorker:
         self.worker_id = worker_id
 
     async def run(self, stop: asyncio.Event) -> None:
-        subscription = await self.bus.job_subscription("stt")
         log.info("stt.worker.ready", worker=self.worker_id)
-        try:
-            while not stop.is_set():
-                try:
-                    messages = await subscription.fetch(1, timeout=1)
-                except nats.errors.TimeoutError:
-                    continue
-                for message in messages:
-                    await self.handle(message)
-        finally:
-            await subscription.unsubscribe()
+        await serve_jobs(self.bus, "stt", self.handle, stop)
 
-    async def handle(self, message: nats.aio.msg.Msg) -> None:
+    async def handle(self, message: Msg) -> None:
         job = _jobs.decode(message.data)
         subject = self.bus.subjects.session_input(job.session_id, "stt")
         started = time.perf_counter()
@@ -66,7 +53,7 @@ class SttWorker:
             pieces: list[str] = []
             async for piece in self._transcribe(job, audio):
                 delta = rec.TranscriptionDeltaProduced(
-                    at_ms=_now_ms(),
+                    at_ms=now_ms(),
                     job_id=job.job_id,
                     item_id=job.item_id,
                     index=len(pieces),
@@ -77,7 +64,7 @@ class SttWorker:
                 pieces.append(piece)
                 await message.in_progress()
             result: rec.Record = rec.TranscriptionCompleted(
-                at_ms=_now_ms(),
+                at_ms=now_ms(),
                 job_id=job.job_id,
                 item_id=job.item_id,
                 transcript="".join(pieces),
@@ -88,7 +75,7 @@ class SttWorker:
         except Exception as error:
             log.exception("stt.job.failed", job_id=job.job_id, session_id=job.session_id)
             result = rec.TranscriptionFailed(
-                at_ms=_now_ms(),
+                at_ms=now_ms(),
                 job_id=job.job_id,
                 item_id=job.item_id,
                 message=f"Transcription failed: {error}",

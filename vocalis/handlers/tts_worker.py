@@ -14,64 +14,22 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 
 import msgspec
-import nats.errors
 import structlog
 from nats.aio.msg import Msg
-from nats.js import api
 
-from vocalis.app.bus import Bus, encode
+from vocalis.app.bus import Bus, encode, now_ms
 from vocalis.domain import records as rec
 from vocalis.domain.jobs import SynthesizeJob
+from vocalis.handlers.job_loop import CancelledResponses, serve_jobs
 from vocalis.handlers.tts import Synthesizer, UnknownVoice, encode_chunks
 
 log = structlog.get_logger(__name__)
 _jobs = msgspec.json.Decoder(SynthesizeJob)
 _DONE = object()
 _PROGRESS_EVERY = 10  # chunks (about a second of audio) between in-progress signals to JetStream
-MAX_CANCELLED = 10_000
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-async def ensure_consumer(bus: Bus, kind: str) -> None:
-    """The durable pull consumer `kind` on the jobs stream, as `Bus.ensure_streams` makes the "stt" one."""
-    await bus.js.add_consumer(
-        bus.subjects.jobs_stream,
-        api.ConsumerConfig(
-            durable_name=kind,
-            filter_subject=bus.subjects.jobs(kind),
-            ack_policy=api.AckPolicy.EXPLICIT,
-            ack_wait=60.0,
-            max_deliver=3,
-            max_ack_pending=1000,
-        ),
-    )
-
-
-class CancelledResponses:
-    """The most recent `limit` cancelled response ids."""
-
-    def __init__(self, limit: int = MAX_CANCELLED) -> None:
-        self._ids: OrderedDict[str, None] = OrderedDict()
-        self._limit = limit
-
-    def add(self, response_id: str) -> None:
-        self._ids[response_id] = None
-        self._ids.move_to_end(response_id)
-        while len(self._ids) > self._limit:
-            self._ids.popitem(last=False)
-
-    def __contains__(self, response_id: object) -> bool:
-        return response_id in self._ids
-
-    def __len__(self) -> int:
-        return len(self._ids)
 
 
 class TtsWorker:
@@ -82,32 +40,18 @@ class TtsWorker:
         self.cancelled = CancelledResponses()
         self.ready = asyncio.Event()  # set once the worker listens for cancels and jobs
 
-    def cancel_subject(self, response_id: str = ">") -> str:
-        return f"{self.bus.subjects.prefix}.cancel.{response_id}"
-
     async def run(self, stop: asyncio.Event) -> None:
-        await ensure_consumer(self.bus, "tts")
-        cancels = await self.bus.nc.subscribe(self.cancel_subject(), cb=self._on_cancel)
-        subscription = await self.bus.job_subscription("tts")
+        cancels = await self.cancelled.listen(self.bus, then=self._heard_cancel)
         self.ready.set()
         log.info("tts.worker.ready", worker=self.worker_id)
         try:
-            while not stop.is_set():
-                try:
-                    messages = await subscription.fetch(1, timeout=1)
-                except nats.errors.TimeoutError:
-                    continue
-                for message in messages:
-                    await self.handle(message)
+            await serve_jobs(self.bus, "tts", self.handle, stop)
         finally:
-            await subscription.unsubscribe()
             await cancels.unsubscribe()
 
-    async def _on_cancel(self, message: Msg) -> None:
-        response_id = message.subject.removeprefix(self.cancel_subject(""))
-        if response_id:
-            self.cancelled.add(response_id)
-            log.info("tts.response.cancelled", response_id=response_id)
+    @staticmethod
+    def _heard_cancel(response_id: str) -> None:
+        log.info("tts.response.cancelled", response_id=response_id)
 
     async def handle(self, message: Msg) -> None:
         job = _jobs.decode(message.data)
@@ -142,7 +86,7 @@ class TtsWorker:
                 log.exception("tts.job.failed", job_id=job.job_id, session_id=job.session_id)
             outcome = "failed"
             failed = rec.SpeechFailed(
-                at_ms=_now_ms(),
+                at_ms=now_ms(),
                 job_id=job.job_id,
                 response_id=job.response_id,
                 clause_index=job.clause_index,
@@ -163,7 +107,7 @@ class TtsWorker:
 
     async def _publish(self, subject: str, job: SynthesizeJob, index: int, audio: bytes, last: bool) -> None:
         record = rec.SpeechSynthesized(
-            at_ms=_now_ms(),
+            at_ms=now_ms(),
             job_id=job.job_id,
             response_id=job.response_id,
             clause_index=job.clause_index,
