@@ -14,7 +14,9 @@ from vocalis.app.log_reader import read_session
 from vocalis.app.logging import configure
 from vocalis.app.settings import Settings
 from vocalis.domain.replay import UnsupportedSchema
+from vocalis.handlers.llm import BUNDLED_LLMS, bundled_llm_path
 from vocalis.handlers.models import BUNDLED
+from vocalis.handlers.tts import model_path as tts_model_path
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,9 +73,13 @@ def main(argv: list[str] | None = None) -> None:
                 asyncio.run(runner.worker_until_signalled(settings, _required_nats(settings), args.kind))
             case "models":
                 registry = runner.registry(settings)
+                prepare = args.action == "prepare"
                 for name in BUNDLED:
-                    path = registry.prepare(name) if args.action == "prepare" else registry.cache_dir / name
-                    print(f"{name}\t{path}")
+                    print(f"{name}\t{registry.prepare(name) if prepare else registry.cache_dir / name}")
+                for name in BUNDLED_LLMS:
+                    llm = bundled_llm_path(name, settings.models_path) if prepare else settings.models_path / name
+                    print(f"{name}\t{llm}")
+                print(f"kokoro\t{tts_model_path(settings.models_path) if prepare else settings.models_path / 'kokoro'}")
             case "sessions" | "tail" | "replay" | "export":
                 sys.exit(asyncio.run(_log_command(settings, args)))
     except KeyboardInterrupt:
