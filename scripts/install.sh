@@ -10,3 +10,7 @@ extra=""
 .venv/bin/pip install --disable-pip-version-check -q -e ".${extra}"
 .venv/bin/pip install --disable-pip-version-check -q --no-deps -r requirements-nodeps.txt
 .venv/bin/vocalis models prepare
+# The official JavaScript SDK, for its end-to-end test (skipped where Node.js is not installed).
+if [ "${1:-}" = "--dev" ] && command -v npm >/dev/null; then
+    (cd tests/js && npm install --no-audit --no-fund --no-package-lock --silent)
+fi
