@@ -25,7 +25,6 @@ RATE_LIMITS = (
     ev.RateLimit(name="requests", limit=10_000, remaining=9_999, reset_seconds=0.006),
     ev.RateLimit(name="tokens", limit=1_000_000, remaining=1_000_000, reset_seconds=0.0),
 )
-_KEEP_FINISHED = 32  # recent response ids whose late records are ignored
 AUDIO_BYTES_PER_MS = {"pcm16": 48, "g711_ulaw": 8, "g711_alaw": 8}
 
 
@@ -571,10 +570,9 @@ def _maybe_done(draft: Draft, response_id: str) -> None:
 
 def _end(draft: Draft, r: ResponseState, status: str, details: dict[str, Any] | None) -> None:
     draft.emit(ev.ResponseDone, response=_view(draft, r, status, details))
-    finished = (*draft.state.finished_responses, r.id)[-_KEEP_FINISHED:]
     remaining = tuple(x for x in draft.state.responses if x.id != r.id)
     idle = draft.state.samples if r.conversation == "auto" else draft.state.idle_since
-    draft.update(responses=remaining, finished_responses=finished, idle_since=idle)
+    draft.update(responses=remaining, idle_since=idle)
 
 
 def stop(draft: Draft, response_id: str, status: Literal["cancelled", "failed"], details: dict[str, Any]) -> None:
@@ -599,8 +597,3 @@ def cancel(draft: Draft, response_id: str, reason: Literal["client_cancelled", "
 def fail(draft: Draft, response_id: str, code: str, message: str) -> None:
     error = {"type": "server_error", "code": code, "message": message}
     stop(draft, response_id, "failed", {"type": "failed", "error": error})
-
-
-def late(draft: Draft, response_id: str) -> bool:
-    """Results of a response that has ended are ignored (a cancelled one may still trickle in)."""
-    return response_id in draft.state.finished_responses or active(draft, response_id) is None

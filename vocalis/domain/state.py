@@ -46,7 +46,6 @@ class SessionState(Struct, frozen=True):
     announced: tuple[str, ...] = ()  # of those, items whose transcription events the client gets
     items: tuple[ConvEntry, ...] = ()  # the conversation, in order
     responses: tuple[ResponseState, ...] = ()  # responses in progress
-    finished_responses: tuple[str, ...] = ()  # recent ones: their late results are ignored
     idle_since: int | None = None  # 16 kHz sample when the last response ended (idle timeout)
     closed: bool = False
 

@@ -59,7 +59,3 @@ class InputAudio:
 
 def to_pcm16(samples: np.ndarray) -> bytes:
     return (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
-
-
-def from_pcm16(payload: bytes) -> np.ndarray:
-    return np.frombuffer(payload, dtype="<i2").astype(np.float32) / 32768.0
