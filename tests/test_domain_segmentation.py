@@ -10,7 +10,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from vocalis.domain.segmentation import MAX_WORDS, Segmenter, feed, flush
+from vocalis.domain.segmentation import FIRST_CLAUSE_MAX_WORDS, MAX_WORDS, Segmenter, feed, flush
 
 
 def segment(chunks: Sequence[str]) -> list[str]:
@@ -87,7 +87,7 @@ def test_feeding_nothing_changes_nothing() -> None:
     ],
 )
 def test_marks_inside_numbers_and_words_are_not_cut(text: str) -> None:
-    assert segment([text]) == [text]
+    assert segment(["Okay. " + text]) == ["Okay.", text]  # after the first clause, which has a length cap
 
 
 @pytest.mark.parametrize(
@@ -103,7 +103,7 @@ def test_marks_inside_numbers_and_words_are_not_cut(text: str) -> None:
     ],
 )
 def test_abbreviations_are_not_sentence_ends(text: str) -> None:
-    assert segment([text]) == [text]
+    assert segment(["Okay. " + text]) == ["Okay.", text]
 
 
 def test_initials_are_not_sentence_ends() -> None:
@@ -192,22 +192,29 @@ def test_later_clauses_are_cut_at_any_sentence_end() -> None:
 
 def test_a_long_run_without_marks_is_cut_at_the_last_space() -> None:
     words = [f"w{index}" for index in range(100)]
-    expected = [" ".join(words[:40]), " ".join(words[40:80]), " ".join(words[80:])]
+    expected = ["Okay.", " ".join(words[:40]), " ".join(words[40:80]), " ".join(words[80:])]
     assert MAX_WORDS == 40
-    assert segment([" ".join(words)]) == expected
-    assert segment([f"{word} " for word in words]) == expected
+    assert segment(["Okay. " + " ".join(words)]) == expected
+    assert segment(["Okay. ", *(f"{word} " for word in words)]) == expected
 
 
 def test_a_long_run_is_cut_before_the_next_word_arrives_in_full() -> None:
-    segmenter, clauses = fed(" ".join(["word"] * 40) + " ")
-    assert clauses == ()  # a 41st word may not follow
+    segmenter, clauses = fed("Okay. " + " ".join(["word"] * 40) + " ")
+    assert clauses == ("Okay.",)  # a 41st word may not follow
     segmenter, clauses = feed(segmenter, "n")
     assert clauses == (" ".join(["word"] * 40),)
     assert segmenter.pending == "n"
 
 
 def test_a_long_cjk_run_is_cut_after_forty_ideographs() -> None:
-    assert segment(["字" * 90]) == ["字" * 40, "字" * 40, "字" * 10]
+    assert segment(["好。" + "字" * 90]) == ["好。", "字" * 40, "字" * 40, "字" * 10]
+
+
+def test_the_first_clause_ends_after_six_words_even_without_a_mark() -> None:
+    answer = "This quote is a famous part of the American Declaration of Independence, yes."
+    assert FIRST_CLAUSE_MAX_WORDS == 6
+    assert segment([answer]) == ["This quote is a famous part", "of the American Declaration of Independence,", "yes."]
+    assert segment(list(answer)) == segment([answer]), "whatever the chunking"
 
 
 # --- markdown -------------------------------------------------------------------------------------------------

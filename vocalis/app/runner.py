@@ -183,7 +183,11 @@ async def run_llm_worker(settings: Settings, url: str, stop: asyncio.Event) -> N
     base_url = settings.llm_base_url
     if base_url is None:
         server = await asyncio.to_thread(
-            BundledLlmServer, settings.llm_model, settings.models_path, n_ctx=settings.llm_context
+            BundledLlmServer,
+            settings.llm_model,
+            settings.models_path,
+            n_ctx=settings.llm_context,
+            threads=settings.llm_threads,
         )
         base_url = server.base_url
     bus = await connect(settings, url, f"vocalis-llm-{settings.worker_id}")

@@ -31,6 +31,7 @@ class Settings:
     llm_api_key: str | None = None
     llm_model: str = "qwen2.5-coder-1.5b"  # a bundled model, or the endpoint's model name
     llm_context: int = 4096  # the bundled model's context window, in tokens
+    llm_threads: int = 0  # threads for the bundled model; 0: every core
     tls_certfile: Path | None = None  # serve https/wss (the JavaScript SDK always dials wss://)
     tls_keyfile: Path | None = None
     max_session_s: int = 3600

@@ -1,9 +1,10 @@
 """Cutting an LLM's streamed answer into clauses for text-to-speech.
 
 Each clause is synthesised as soon as it is complete, while the LLM is still generating. The first clause is
-cut early (two words before a comma are enough) so the first audio comes quickly; later clauses run on to at
-least six words before a comma is taken, for natural prosody. Sentence ends and newlines always cut, and a run
-without punctuation is cut after `MAX_WORDS` words so synthesis never waits on an unbounded clause.
+cut early (two words before a comma are enough, and six words end it even without one) so the first audio
+comes quickly; later clauses run on to at least six words before a comma is taken, for natural prosody.
+Sentence ends and newlines always cut, and a later run without punctuation is cut after `MAX_WORDS` words so
+synthesis never waits on an unbounded clause.
 
 A cut is decided only from text already received, so an answer gives the same clauses however it is chunked.
 """
@@ -21,6 +22,8 @@ CJK_MARKS = frozenset("。！？、，；：")  # noqa: RUF001 (full-width marks
 CLOSERS = frozenset("\"'”’)]}»」』）*_")  # noqa: RUF001 (full-width marks on purpose)
 ABBREVIATIONS = ("mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "vs", "etc", "e.g", "i.e")
 FIRST_CLAUSE_MIN_WORDS = 2
+# Without punctuation, the first clause still ends after this many words: its audio is what the user waits for.
+FIRST_CLAUSE_MAX_WORDS = 6
 CLAUSE_MIN_WORDS = 6
 MAX_WORDS = 40
 
@@ -62,6 +65,7 @@ def _next_cut(text: str, first: bool) -> int | None:
 
     Newlines cut before themselves, so a clause starts either at the start of the answer or of a line, or
     somewhere inside a line (after a mark or a long run): `_clean` relies on that to find line-start markers."""
+    limit = FIRST_CLAUSE_MAX_WORDS if first else MAX_WORDS
     words = 0
     run_start: int | None = None  # where the current run of non-space, non-ideograph characters started
     run_counted = False  # runs of bare symbols ("-", "**", "...") are not words
@@ -75,7 +79,7 @@ def _next_cut(text: str, first: bool) -> int | None:
         elif char.isspace():
             run_start = None
         elif _is_ideograph(char):
-            if words >= MAX_WORDS:
+            if words >= limit:
                 return index
             words += 1
             run_start = None
@@ -83,7 +87,7 @@ def _next_cut(text: str, first: bool) -> int | None:
             if run_start is None:
                 run_start, run_counted = index, False
             if char.isalnum() and not run_counted:
-                if words >= MAX_WORDS:
+                if words >= limit:
                     return run_start
                 words += 1
                 run_counted = True
