@@ -1,7 +1,7 @@
 """Transcription latency: from `speech_stopped` to `...transcription.completed`, measured by a client.
 
 Drives a running Vocalis (`vocalis serve`) exactly as a client would: the official SDK, the shared speech paced
-in real time in 100 ms appends. Prints a table and writes bench/results/transcription_latency.json.
+in real time in 100 ms appends. Prints a table and writes bench/results/transcription_latency_silence<N>ms.json.
 
     .venv/bin/python bench/transcription_latency.py --url ws://127.0.0.1:8000/v1 --runs 5
 """
@@ -18,7 +18,7 @@ from openai import AsyncOpenAI
 
 from tests.realtime_client import chunks, pcm24k, silence
 
-RESULTS = Path(__file__).parent / "results" / "transcription_latency.json"
+RESULTS = Path(__file__).parent / "results"
 COMPLETED = "conversation.item.input_audio_transcription.completed"
 
 
@@ -84,15 +84,16 @@ async def main() -> None:
         print(
             f"{model:<18}{args.wav:<18}{len(latencies):>6}{row['p50_s']:>9.3f}{min(latencies):>9.3f}{max(latencies):>9.3f}"
         )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"transcription_latency_silence{args.silence_ms}ms.json"
+    RESULTS.mkdir(parents=True, exist_ok=True)
     machine = {"platform": platform.platform(), "processor": platform.processor(), "cpus": __import__("os").cpu_count()}
-    RESULTS.write_text(
+    out.write_text(
         json.dumps(
             {"measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine, "results": results},
             indent=2,
         )
     )
-    print(f"saved {RESULTS}")
+    print(f"saved {out}")
 
 
 if __name__ == "__main__":

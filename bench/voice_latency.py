@@ -4,7 +4,7 @@ Starts `vocalis serve` (its own data directory and NATS) once per LLM: the scrip
 (instant replies) and the bundled model. Streams jfk.wav in real time as one turn (silence_duration_ms 1500) and
 reads the stages from the session's records on the log:
 
-    transcription      speech_stopped -> the transcript (stt.completed)
+    transcription      speech_stopped -> the transcript the answer used (zero when it was ready before)
     first token        the transcript -> the LLM's first token (llm.delta)
     first clause       the first token -> the first clause's first audio (tts.audio)
     send               that audio -> the response.output_audio.delta on the log
@@ -67,18 +67,24 @@ async def stages(bus: Bus, session_id: str) -> dict[str, float]:
     for _ in range(50):
         entries = (await read_session(bus, session_id)).entries
         at: dict[str, int] = {}
+        transcripts: list[int] = []
         for entry in entries:
             kind = json.loads(entry.data).get("kind") or json.loads(entry.data).get("type")
+            if kind == "stt.completed":
+                transcripts.append(entry.at_ms)
             key = {
                 "input_audio_buffer.speech_stopped": "stopped",
-                "stt.completed": "transcript",
                 "llm.delta": "token",
                 "tts.audio": "audio",
                 "response.output_audio.delta": "sent",
             }.get(kind)
             if key and key not in at:
                 at[key] = entry.at_ms
-        if len(at) == 5:
+        if len(at) == 4:
+            # The transcript the answer used is the last one before its first token; a speculative transcription
+            # (started in the turn's silence) may be ready before speech_stopped: then this stage is zero.
+            used = max((t for t in transcripts if t <= at["token"]), default=at["stopped"])
+            at["transcript"] = max(used, at["stopped"])
             return {
                 "transcription_s": (at["transcript"] - at["stopped"]) / 1000,
                 "first_token_s": (at["token"] - at["transcript"]) / 1000,

@@ -231,13 +231,16 @@ def test_vad_turn_event_sequence_and_job() -> None:
     assert isinstance(added.item, ev.MessageItem)
     assert added.item.content == (ev.ContentPart(type="input_audio", transcript=None),)
 
-    (job,) = stop.jobs
+    # The transcription started 200 ms into the turn's silence (last voice at frame 60, 30720; seven silent
+    # frames later, 34304), before the stop was decided; the commit takes it over.
+    assert stop.jobs == ()
+    (job,) = sim.jobs
     assert job.item_id == item_id
     assert job.session_id == SID
     assert job.model == DEFAULT_STT
     assert job.job_id.startswith("job_")
-    assert (job.start_sample, job.end_sample) == (15680, 38912)
-    assert (job.first_seq, job.last_seq, job.first_sample) == (8, 19, 14336)
+    assert (job.start_sample, job.end_sample) == (15680, 34304)
+    assert (job.first_seq, job.last_seq, job.first_sample) == (8, 17, 14336)
     sim.assert_job_covered(job)
     assert sim.state.transcribing == (item_id,)
     assert sim.state.speaking is None
@@ -260,7 +263,7 @@ def test_audio_offsets_are_cumulative_session_time_across_turns() -> None:
     assert started[0].item_id != started[1].item_id
     assert committed[1].previous_item_id == committed[0].item_id
     jobs = sim.jobs
-    assert [(j.start_sample, j.end_sample) for j in jobs] == [(15680, 38912), (64832, 82944)]
+    assert [(j.start_sample, j.end_sample) for j in jobs] == [(15680, 34304), (64832, 78336)]
     for job in jobs:
         sim.assert_job_covered(job)
 
@@ -274,7 +277,7 @@ def test_prefix_padding_of_the_next_turn_is_clamped_to_the_previous_turn_end() -
     stopped = only(sim.events, ev.SpeechStopped)
     assert [e.audio_start_ms for e in started] == [980, 2432]
     assert started[1].audio_start_ms == stopped[0].audio_end_ms
-    assert sim.jobs[1].start_sample == sim.jobs[0].end_sample == 38912
+    assert sim.jobs[1].start_sample == 38912
 
 
 def test_vad_turn_in_realtime_session_is_transcribed_silently_and_answered() -> None:
@@ -814,3 +817,54 @@ def test_larger_prefix_padding_after_silence_reaches_back_only_to_the_buffer() -
     assert started.audio_start_ms == (80 * FRAME - FRAME) // 16  # the buffer kept one frame at padding 0
     (job,) = sim.jobs
     sim.assert_job_covered(job)
+
+
+# --- speculative transcription ---------------------------------------------------------------------------------
+
+
+def test_results_of_the_speculative_transcription_wait_for_the_commit():
+    sim = Sim("transcription")
+    sim.frames(FIRST_TURN[:68])  # speech, then 200 ms of silence: the transcription starts
+    (job,) = sim.jobs
+    assert not only(sim.events, ev.AudioCommitted)
+    early = sim.feed(
+        rec.TranscriptionDeltaProduced(
+            at_ms=AT_MS, job_id=job.job_id, item_id=job.item_id, index=0, text="hello", worker="w"
+        )
+    )
+    early_done = sim.feed(
+        rec.TranscriptionCompleted(
+            at_ms=AT_MS, job_id=job.job_id, item_id=job.item_id, transcript="hello", audio_seconds=1.2, worker="w"
+        )
+    )
+    assert early.events == () and early_done.events == (), "nothing before the item exists"
+    stop = sim.frames(FIRST_TURN[68:])[-1]
+    assert types(stop.events) == [
+        "input_audio_buffer.speech_stopped",
+        "input_audio_buffer.committed",
+        "conversation.item.added",
+        "conversation.item.done",
+        "conversation.item.input_audio_transcription.delta",
+        "conversation.item.input_audio_transcription.completed",
+    ]
+    assert stop.jobs == () and sim.state.transcribing == () and sim.state.speculation is None
+
+
+def test_speech_that_resumes_drops_the_speculative_transcription():
+    sim = Sim("transcription")
+    sim.frames(FIRST_TURN[:68] + [0.9] * 4 + [0.0] * 20)
+    first, second = sim.jobs
+    assert first.item_id == second.item_id and first.end_sample < second.end_sample
+    assert sim.state.dropped_jobs == (first.job_id,)
+    late = sim.feed(
+        rec.TranscriptionCompleted(
+            at_ms=AT_MS, job_id=first.job_id, item_id=first.item_id, transcript="half", audio_seconds=1.0, worker="w"
+        )
+    )
+    assert late.events == ()
+    done = sim.feed(
+        rec.TranscriptionCompleted(
+            at_ms=AT_MS, job_id=second.job_id, item_id=second.item_id, transcript="whole", audio_seconds=2.0, worker="w"
+        )
+    )
+    assert [e.transcript for e in only(done.events, ev.TranscriptCompleted)] == ["whole"]

@@ -18,8 +18,8 @@ from vocalis.app.analytics import LogEntry, entry_of, session_of, summarize
 from vocalis.app.bus import Bus, decode_record
 from vocalis.app.log_reader import RecordedSession, read_entries, subject_counts
 from vocalis.domain import records as rec
-from vocalis.domain.audio_time import MODEL_RATE
-from vocalis.domain.events import AnyServerEvent, AudioCommitted, OutputAudioDelta, ResponseCreated
+from vocalis.domain.audio_time import MODEL_RATE, SAMPLES_PER_MS
+from vocalis.domain.events import AnyServerEvent, AudioCommitted, OutputAudioDelta, ResponseCreated, SpeechStopped
 from vocalis.domain.jobs import TranscribeJob
 from vocalis.domain.replay import Divergence, compare, replay, transitions
 from vocalis.domain.transcripts import to_markdown, to_srt, to_vtt
@@ -220,18 +220,27 @@ def _write_wav(path: Path, pcm16: bytes, rate: int) -> Path:
 
 
 def export_wav(recorded: RecordedSession, directory: Path) -> list[Path]:
-    """One WAV per turn: the user's audio as the transcriber heard it (16 kHz), and each answer's audio as the
-    client received it (24 kHz pcm16, or G.711 decoded at 8 kHz)."""
+    """One WAV per turn: the user's committed audio (16 kHz, as the models hear it), and each answer's audio as
+    the client received it (24 kHz pcm16, or G.711 decoded at 8 kHz)."""
     inputs, outputs = recorded.inputs, recorded.outputs
     check_replayable(inputs, outputs)
     audio = {seq: r for seq, r in inputs if isinstance(r, rec.AudioReceived | rec.ItemAudioReceived)}
-    jobs = [job for t in transitions(inputs) for job in t.jobs if isinstance(job, TranscribeJob)]
+    committed: list[str] = []
+    heard: dict[str, TranscribeJob] = {}  # the last job of an item is the one whose transcript counts
+    for transition in transitions(inputs):
+        committed += [e.item_id for e in transition.events if isinstance(e, AudioCommitted)]
+        heard |= {job.item_id: job for job in transition.jobs if isinstance(job, TranscribeJob)}
+    jobs = [heard[item] for item in committed if item in heard]
     directory.mkdir(parents=True, exist_ok=True)
     written = []
+    stream = b"".join(r.pcm16k for r in audio.values() if isinstance(r, rec.AudioReceived))
+    # A VAD turn runs to its speech_stopped; its transcription may have started before, in its silence.
+    stopped = {e.item_id: e.audio_end_ms * SAMPLES_PER_MS for e in outputs if isinstance(e, SpeechStopped)}
     for number, job in enumerate(jobs, 1):
-        records = [r for seq, r in audio.items() if job.first_seq <= seq <= job.last_seq]
-        samples = turn_audio(job, records)
-        pcm = (samples * 32767).astype("<i2").tobytes()
+        if isinstance(audio.get(job.first_seq), rec.ItemAudioReceived):
+            pcm = (turn_audio(job, [audio[job.first_seq]]) * 32767).astype("<i2").tobytes()
+        else:
+            pcm = stream[2 * job.start_sample : 2 * stopped.get(job.item_id, job.end_sample)]
         written.append(_write_wav(directory / f"user-turn-{number:02d}-{job.item_id}.wav", pcm, MODEL_RATE))
     formats = {e.response.id: e.response.output_format for e in outputs if isinstance(e, ResponseCreated)}
     answers: dict[str, bytearray] = {}

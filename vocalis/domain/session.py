@@ -19,8 +19,8 @@ from vocalis.domain.audio_time import (
 from vocalis.domain.conversation_state import ConvEntry
 from vocalis.domain.jobs import TranscribeJob
 from vocalis.domain.session_config import InvalidUpdate, SessionConfig, Transcription, apply_update
-from vocalis.domain.state import AudioMark, Draft, SessionState, Transition
-from vocalis.domain.turns import TurnStarted, TurnStopped, advance
+from vocalis.domain.state import AudioMark, Draft, SessionState, Speculation, Transition
+from vocalis.domain.turns import Speaking, TurnStarted, TurnStopped, advance
 
 MIN_COMMIT_MS = 100
 
@@ -59,28 +59,23 @@ def step(state: SessionState, record: rec.Record, seq: int) -> Transition:
             _on_client_event(draft, event)
         case rec.ClientEventRejected():
             draft.error(record.code, record.message, record.param, record.event_id)
+        case rec.TranscriptionDeltaProduced() | rec.TranscriptionCompleted() | rec.TranscriptionFailed() if (
+            record.job_id in state.dropped_jobs
+        ):
+            pass  # a speculative transcription of a turn that went on
+        case rec.TranscriptionDeltaProduced() | rec.TranscriptionCompleted() | rec.TranscriptionFailed() if (
+            state.speculation is not None and record.job_id == state.speculation.job_id
+        ):
+            _keep_for_commit(draft, state.speculation, record)
         case rec.TranscriptionDeltaProduced():
             if record.item_id in state.announced:
                 draft.emit(ev.TranscriptDelta, item_id=record.item_id, delta=record.text)
         case rec.TranscriptionCompleted():
             if record.item_id in state.transcribing:
-                _transcribed(draft, record.item_id)
-                conversation.set_transcript(draft, record.item_id, record.transcript)
-                if record.item_id in state.announced:
-                    usage = ev.DurationUsage(seconds=round(record.audio_seconds, 3))
-                    draft.emit(
-                        ev.TranscriptCompleted, item_id=record.item_id, transcript=record.transcript, usage=usage
-                    )
-                conversation.transcript_arrived(draft, record.item_id)
+                _transcript(draft, record.item_id, record.transcript, record.audio_seconds)
         case rec.TranscriptionFailed():
             if record.item_id in state.transcribing:
-                _transcribed(draft, record.item_id)
-                if record.item_id in state.announced:
-                    error = ev.TranscriptionError(
-                        type="server_error", code="transcription_failed", message=record.message
-                    )
-                    draft.emit(ev.TranscriptFailed, item_id=record.item_id, error=error)
-                conversation.transcript_arrived(draft, record.item_id)
+                _transcription_failed(draft, record.item_id, record.message)
         case rec.GenerationDelta():
             conversation.on_generation(draft, record)
         case rec.GenerationDone():
@@ -118,6 +113,80 @@ def _transcribed(draft: Draft, item_id: str) -> None:
     draft.update(transcribing=_without(state.transcribing, item_id), announced=_without(state.announced, item_id))
 
 
+def _transcript(draft: Draft, item_id: str, transcript: str, seconds: float) -> None:
+    announced = item_id in draft.state.announced
+    _transcribed(draft, item_id)
+    conversation.set_transcript(draft, item_id, transcript)
+    if announced:
+        usage = ev.DurationUsage(seconds=round(seconds, 3))
+        draft.emit(ev.TranscriptCompleted, item_id=item_id, transcript=transcript, usage=usage)
+    conversation.transcript_arrived(draft, item_id)
+
+
+def _transcription_failed(draft: Draft, item_id: str, message: str) -> None:
+    announced = item_id in draft.state.announced
+    _transcribed(draft, item_id)
+    if announced:
+        error = ev.TranscriptionError(type="server_error", code="transcription_failed", message=message)
+        draft.emit(ev.TranscriptFailed, item_id=item_id, error=error)
+    conversation.transcript_arrived(draft, item_id)
+
+
+# --- speculative transcription --------------------------------------------------------------------------------
+
+# A turn's transcription starts once its silence has lasted this long, before `silence_duration_ms` decides the
+# turn is over: the transcript is then ready about that much sooner. If speech resumes, the job is dropped.
+SPECULATE_AFTER_MS = 200
+_KEEP_DROPPED = 16
+
+
+def _keep_for_commit(
+    draft: Draft,
+    speculation: Speculation,
+    record: rec.TranscriptionDeltaProduced | rec.TranscriptionCompleted | rec.TranscriptionFailed,
+) -> None:
+    match record:
+        case rec.TranscriptionDeltaProduced():
+            kept = msgspec.structs.replace(speculation, deltas=(*speculation.deltas, record.text))
+        case rec.TranscriptionCompleted():
+            kept = msgspec.structs.replace(speculation, transcript=record.transcript, seconds=record.audio_seconds)
+        case rec.TranscriptionFailed():
+            kept = msgspec.structs.replace(speculation, failure=record.message)
+    draft.update(speculation=kept)
+
+
+def _drop_speculation(draft: Draft) -> None:
+    speculation = draft.state.speculation
+    if speculation is not None:
+        dropped = (*draft.state.dropped_jobs, speculation.job_id)[-_KEEP_DROPPED:]
+        draft.update(speculation=None, dropped_jobs=dropped)
+
+
+def _speculate(draft: Draft, speaking: Speaking, frame_end: int) -> None:
+    """Follow the silence inside a turn: transcribe early once it lasts, drop that when speech resumes."""
+    state = draft.state
+    silent_for = frame_end - speaking.last_voice_sample
+    if silent_for == 0:
+        _drop_speculation(draft)
+    elif state.speculation is None and silent_for >= samples_from_ms(SPECULATE_AFTER_MS) and state.speech_item_id:
+        job = _transcription_job(draft, state.speech_item_id, speaking.start_sample, frame_end)
+        if job is not None:
+            draft.jobs.append(job)
+            draft.update(speculation=Speculation(item_id=job.item_id, job_id=job.job_id))
+
+
+def _take_over(draft: Draft, speculation: Speculation) -> None:
+    """The turn ended as speculated: its early transcription becomes the item's, results kept so far included."""
+    draft.update(speculation=None)
+    if speculation.item_id in draft.state.announced:
+        for delta in speculation.deltas:
+            draft.emit(ev.TranscriptDelta, item_id=speculation.item_id, delta=delta)
+    if speculation.transcript is not None:
+        _transcript(draft, speculation.item_id, speculation.transcript, speculation.seconds)
+    elif speculation.failure is not None:
+        _transcription_failed(draft, speculation.item_id, speculation.failure)
+
+
 # --- audio and turns ----------------------------------------------------------------------------------------
 
 
@@ -138,6 +207,8 @@ def _on_audio(draft: Draft, record: rec.AudioReceived, seq: int) -> None:
         before = draft.state.speaking
         speaking, change = advance(before, frame_end, probability, detection, floor=draft.state.buffer_start)
         draft.update(speaking=speaking)
+        if speaking is not None and change is None:
+            _speculate(draft, speaking, frame_end)
         if isinstance(change, TurnStarted):
             item_id = draft.new_id("item")
             draft.update(speech_item_id=item_id, idle_since=None)
@@ -149,7 +220,7 @@ def _on_audio(draft: Draft, record: rec.AudioReceived, seq: int) -> None:
             item_id = draft.state.speech_item_id or draft.new_id("item")
             draft.emit(ev.SpeechStopped, item_id=item_id, audio_end_ms=ms_from_samples(change.end_sample))
             start = before.start_sample if before else draft.state.buffer_start
-            _commit(draft, item_id, start, change.end_sample)
+            _commit(draft, item_id, start, change.end_sample, speculated=True)
             if state.session_type == "realtime" and detection.create_response:
                 conversation.create_response(draft, ev.ResponseParams())
     if detection is not None and detection.idle_timeout_ms is not None:
@@ -177,9 +248,14 @@ def _check_idle(draft: Draft, timeout_ms: int) -> None:
     conversation.create_response(draft, ev.ResponseParams())
 
 
-def _commit(draft: Draft, item_id: str, start: int, end: int) -> None:
-    """Make samples [start, end) a user item and ask for its transcript."""
+def _commit(draft: Draft, item_id: str, start: int, end: int, speculated: bool = False) -> None:
+    """Make samples [start, end) a user item and ask for its transcript (or take over the transcription that
+    started when the turn's silence began, when the VAD ends the turn as speculated)."""
     state = draft.state
+    speculation = state.speculation if speculated and state.speculation else None
+    if speculation is None or speculation.item_id != item_id:
+        _drop_speculation(draft)
+        speculation = None
     previous = state.last_item_id
     draft.update(
         buffer_start=end,
@@ -197,10 +273,27 @@ def _commit(draft: Draft, item_id: str, start: int, end: int) -> None:
     transcription = state.config.transcription
     if transcription is None and state.session_type == "transcription":
         return
+    if speculation is None:
+        job = _transcription_job(draft, item_id, start, end)
+        if job is None:
+            return
+        draft.jobs.append(job)
+    announced = (*draft.state.announced, item_id) if transcription else draft.state.announced
+    draft.update(transcribing=(*draft.state.transcribing, item_id), announced=announced)
+    if speculation is not None:
+        _take_over(draft, speculation)
+
+
+def _transcription_job(draft: Draft, item_id: str, start: int, end: int) -> TranscribeJob | None:
+    """The job that transcribes samples [start, end), or None where nothing is to be transcribed."""
+    state = draft.state
+    transcription = state.config.transcription
+    if transcription is None and state.session_type == "transcription":
+        return None
     # A conversation always needs the words for its LLM; the client hears of them only if it asked.
     model = transcription.model if transcription else state.default_stt_model
     marks = _marks_covering(state.marks, start, end)
-    job = TranscribeJob(
+    return TranscribeJob(
         job_id=draft.new_id("job"),
         session_id=state.session_id,
         item_id=item_id,
@@ -213,9 +306,6 @@ def _commit(draft: Draft, item_id: str, start: int, end: int) -> None:
         language=transcription.language if transcription else None,
         prompt=transcription.prompt if transcription else None,
     )
-    draft.jobs.append(job)
-    announced = (*draft.state.announced, item_id) if transcription else draft.state.announced
-    draft.update(transcribing=(*draft.state.transcribing, item_id), announced=announced)
 
 
 def _marks_covering(marks: Sequence[AudioMark], start: int, end: int) -> tuple[AudioMark, ...]:
@@ -323,6 +413,7 @@ def _on_client_event(draft: Draft, event: ev.ClientEvent) -> None:
                 )
                 return
             if config.turn_detection is None and state.speaking is not None:
+                _drop_speculation(draft)
                 draft.update(speaking=None, speech_item_id=None)
             draft.update(config=config)
             draft.emit(ev.SessionUpdated, session_id=state.session_id, expires_at=state.expires_at, session=config)
@@ -342,6 +433,7 @@ def _on_client_event(draft: Draft, event: ev.ClientEvent) -> None:
             start = state.speaking.start_sample if state.speaking else state.buffer_start
             _commit(draft, item_id, start, state.samples)
         case ev.AudioClearRequested():
+            _drop_speculation(draft)
             draft.update(buffer_start=state.samples, buffer_ticks=0, speaking=None, speech_item_id=None)
             draft.emit(ev.AudioCleared)
             _forget_consumed_audio(draft)

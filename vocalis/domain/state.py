@@ -26,6 +26,18 @@ class AudioMark(Struct, frozen=True):
     sample: int
 
 
+class Speculation(Struct, frozen=True):
+    """A turn's transcription started when its silence began, before `speech_stopped` is decided. Results that
+    arrive first wait here; the commit takes them over, or speech resumes and the job is dropped."""
+
+    item_id: str
+    job_id: str
+    deltas: tuple[str, ...] = ()
+    transcript: str | None = None
+    seconds: float = 0.0
+    failure: str | None = None
+
+
 class SessionState(Struct, frozen=True):
     session_id: str
     session_type: Literal["realtime", "transcription"]
@@ -43,6 +55,8 @@ class SessionState(Struct, frozen=True):
     speech_item_id: str | None = None
     last_item_id: str | None = None
     transcribing: tuple[str, ...] = ()  # items whose transcript is awaited
+    speculation: Speculation | None = None
+    dropped_jobs: tuple[str, ...] = ()  # speculative jobs whose turn went on: their results are ignored
     announced: tuple[str, ...] = ()  # of those, items whose transcription events the client gets
     items: tuple[ConvEntry, ...] = ()  # the conversation, in order
     responses: tuple[ResponseState, ...] = ()  # responses in progress
