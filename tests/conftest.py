@@ -4,6 +4,7 @@ with the real silero VAD and faster-whisper (tiny.en, loaded once per test run).
 import asyncio
 import dataclasses
 import os
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -134,3 +135,33 @@ async def conversation(stack: Stack, synthesizer: KokoroSynthesizer) -> AsyncIte
         finally:
             stop.set()
             await asyncio.gather(*workers, return_exceptions=True)
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key (PEM), for wss:// clients."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key

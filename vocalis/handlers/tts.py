@@ -28,7 +28,7 @@ import soxr
 import structlog
 
 from vocalis.domain.session_config import AudioFormat
-from vocalis.handlers.models import ChecksumMismatch, _package_dir, _sha256
+from vocalis.handlers.models import Bundled, _package_dir, assemble
 
 log = structlog.get_logger(__name__)
 
@@ -95,34 +95,7 @@ class Voices:
 
 def model_path(cache_dir: Path) -> Path:
     """The assembled Kokoro model in `cache_dir`, joining and checking the parts on first use."""
-    target = cache_dir / "kokoro"
-    model = target / MODEL_FILE
-    stamp = target / f"{MODEL_FILE}.sha256"
-    if stamp.exists() and stamp.read_text().strip() == MODEL_SHA256 and model.exists():
-        return model
-    parts = [_package_dir(package) / inner for package, inner in MODEL_PARTS]
-    target.mkdir(parents=True, exist_ok=True)
-    total = sum(p.stat().st_size for p in parts)
-    log.info("tts.model.assembling", parts=len(parts), megabytes=round(total / 2**20))
-    partial = target / f"{MODEL_FILE}.partial"
-    done = 0
-    with partial.open("wb") as out:
-
-        def write(chunk: bytes) -> None:
-            nonlocal done
-            out.write(chunk)
-            before, done = done, done + len(chunk)
-            if done * 4 // total != before * 4 // total:
-                log.info("tts.model.assembling.progress", percent=done * 100 // total)
-
-        digest = _sha256(parts, write)
-    if digest != MODEL_SHA256:
-        partial.unlink()
-        raise ChecksumMismatch(f"kokoro: {MODEL_FILE} has sha256 {digest}, expected {MODEL_SHA256}")
-    partial.replace(model)
-    stamp.write_text(MODEL_SHA256)
-    log.info("tts.model.ready", path=str(model))
-    return model
+    return assemble(Bundled("kokoro", MODEL_SHA256, MODEL_PARTS, filename=MODEL_FILE), cache_dir)
 
 
 def voices_path() -> Path:
