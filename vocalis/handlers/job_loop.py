@@ -1,8 +1,10 @@
 """What every model worker shares: pulling its jobs one at a time, and hearing which responses were cancelled."""
 
 import asyncio
+import threading
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import TypeVar
 
 import nats.errors
 import structlog
@@ -12,6 +14,8 @@ from vocalis.app.bus import Bus
 
 log = structlog.get_logger(__name__)
 MAX_CANCELLED = 10_000
+T = TypeVar("T")
+_DONE = object()
 
 
 async def serve_jobs(bus: Bus, kind: str, handle: Callable[[Msg], Awaitable[None]], stop: asyncio.Event) -> None:
@@ -62,3 +66,31 @@ class CancelledResponses:
                     then(response_id)
 
         return await bus.nc.subscribe(bus.subjects.cancel(">"), cb=heard)
+
+
+async def in_thread(make: Callable[[], Iterator[T]]) -> AsyncIterator[T]:
+    """Run a blocking generator (model inference) in a thread and hand over each item as soon as it is made, so
+    the event loop never waits on a model. When the consumer stops early, the thread stops after the item in hand."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[object] = asyncio.Queue()
+    abandon = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in make():
+                if abandon.is_set():
+                    break
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+        except Exception as error:
+            loop.call_soon_threadsafe(queue.put_nowait, error)
+        loop.call_soon_threadsafe(queue.put_nowait, _DONE)
+
+    producer = loop.run_in_executor(None, produce)
+    try:
+        while (item := await queue.get()) is not _DONE:
+            if isinstance(item, Exception):
+                raise item
+            yield item  # type: ignore[misc]
+    finally:
+        abandon.set()
+        await producer

@@ -6,8 +6,8 @@ record's `Nats-Msg-Id` derives from its job, so a redelivered job cannot record 
 """
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator
 
 import msgspec
 import numpy as np
@@ -18,12 +18,11 @@ from vocalis.app.bus import Bus, encode, now_ms
 from vocalis.domain import records as rec
 from vocalis.domain.audio_time import MODEL_RATE
 from vocalis.domain.jobs import TranscribeJob
-from vocalis.handlers.job_loop import serve_jobs
+from vocalis.handlers.job_loop import in_thread, serve_jobs
 from vocalis.handlers.stt import Transcriber
 
 log = structlog.get_logger(__name__)
 _jobs = msgspec.json.Decoder(TranscribeJob)
-_DONE = object()
 
 
 def turn_audio(job: TranscribeJob, records: list[rec.AudioReceived | rec.ItemAudioReceived]) -> np.ndarray:
@@ -51,18 +50,20 @@ class SttWorker:
             records = await self.bus.read_audio(job.session_id, job.first_seq, job.last_seq)
             audio = turn_audio(job, records)
             pieces: list[str] = []
-            async for piece in self._transcribe(job, audio):
-                delta = rec.TranscriptionDeltaProduced(
-                    at_ms=now_ms(),
-                    job_id=job.job_id,
-                    item_id=job.item_id,
-                    index=len(pieces),
-                    text=piece,
-                    worker=self.worker_id,
-                )
-                await self.bus.publish(subject, encode(delta), f"{job.job_id}.delta.{len(pieces)}")
-                pieces.append(piece)
-                await message.in_progress()
+            decoding = in_thread(lambda: self.transcriber.transcribe(audio, job.model, job.language, job.prompt))
+            async with contextlib.aclosing(decoding) as transcript:
+                async for piece in transcript:
+                    delta = rec.TranscriptionDeltaProduced(
+                        at_ms=now_ms(),
+                        job_id=job.job_id,
+                        item_id=job.item_id,
+                        index=len(pieces),
+                        text=piece,
+                        worker=self.worker_id,
+                    )
+                    await self.bus.publish(subject, encode(delta), f"{job.job_id}.delta.{len(pieces)}")
+                    pieces.append(piece)
+                    await message.in_progress()
             result: rec.Record = rec.TranscriptionCompleted(
                 at_ms=now_ms(),
                 job_id=job.job_id,
@@ -90,26 +91,3 @@ class SttWorker:
             seconds=round(time.perf_counter() - started, 3),
             kind=result.__struct_config__.tag,
         )
-
-    async def _transcribe(self, job: TranscribeJob, audio: np.ndarray) -> AsyncIterator[str]:
-        """Decode in a thread; hand each piece over as soon as whisper yields it."""
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[object] = asyncio.Queue()
-
-        def produce() -> None:
-            try:
-                pieces: Iterator[str] = self.transcriber.transcribe(audio, job.model, job.language, job.prompt)
-                for piece in pieces:
-                    loop.call_soon_threadsafe(queue.put_nowait, piece)
-            except Exception as error:
-                loop.call_soon_threadsafe(queue.put_nowait, error)
-            loop.call_soon_threadsafe(queue.put_nowait, _DONE)
-
-        producer = loop.run_in_executor(None, produce)
-        try:
-            while (item := await queue.get()) is not _DONE:
-                if isinstance(item, Exception):
-                    raise item
-                yield str(item)
-        finally:
-            await producer

@@ -12,9 +12,7 @@ The worker checks before synthesising a job and between chunks; a cancelled resp
 
 import asyncio
 import contextlib
-import threading
 import time
-from collections.abc import AsyncIterator
 
 import msgspec
 import structlog
@@ -23,12 +21,11 @@ from nats.aio.msg import Msg
 from vocalis.app.bus import Bus, encode, now_ms
 from vocalis.domain import records as rec
 from vocalis.domain.jobs import SynthesizeJob
-from vocalis.handlers.job_loop import CancelledResponses, serve_jobs
+from vocalis.handlers.job_loop import CancelledResponses, in_thread, serve_jobs
 from vocalis.handlers.tts import Synthesizer, UnknownVoice, encode_chunks
 
 log = structlog.get_logger(__name__)
 _jobs = msgspec.json.Decoder(SynthesizeJob)
-_DONE = object()
 _PROGRESS_EVERY = 10  # chunks (about a second of audio) between in-progress signals to JetStream
 
 
@@ -61,12 +58,13 @@ class TtsWorker:
         outcome = "cancelled"
         try:
             if job.response_id not in self.cancelled:
-                abandon = threading.Event()
                 pending: bytes | None = None
-                async with contextlib.aclosing(self._synthesize(job, abandon)) as chunks:
+                speech = in_thread(
+                    lambda: encode_chunks(self.synthesizer.synthesize(job.text, job.voice, job.speed), job.audio_format)
+                )
+                async with contextlib.aclosing(speech) as chunks:  # leaving it stops the synthesis thread
                     async for chunk in chunks:
                         if job.response_id in self.cancelled:
-                            abandon.set()
                             break
                         if pending is not None:
                             await self._publish(subject, job, sent, pending, last=False)
@@ -117,31 +115,3 @@ class TtsWorker:
             worker=self.worker_id,
         )
         await self.bus.publish(subject, encode(record), f"{job.job_id}.{index}")
-
-    async def _synthesize(self, job: SynthesizeJob, abandon: threading.Event) -> AsyncIterator[bytes]:
-        """Synthesise in a thread; hand each chunk over as soon as it is encoded. Setting `abandon` stops the
-        thread after the chunk (or Kokoro batch) in hand."""
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[object] = asyncio.Queue()
-
-        def produce() -> None:
-            try:
-                pcm = self.synthesizer.synthesize(job.text, job.voice, job.speed)
-                for chunk in encode_chunks(pcm, job.audio_format):
-                    if abandon.is_set():
-                        break
-                    loop.call_soon_threadsafe(queue.put_nowait, chunk)
-            except Exception as error:
-                loop.call_soon_threadsafe(queue.put_nowait, error)
-            loop.call_soon_threadsafe(queue.put_nowait, _DONE)
-
-        producer = loop.run_in_executor(None, produce)
-        try:
-            while (item := await queue.get()) is not _DONE:
-                if isinstance(item, Exception):
-                    raise item
-                assert isinstance(item, bytes)
-                yield item
-        finally:
-            abandon.set()
-            await producer
