@@ -76,6 +76,30 @@ async def events_until(connection: Any, done: Callable[[Any], bool], timeout: fl
     return received
 
 
+class Turns:
+    """The committed items of a session and their transcripts, followed from its events; calling it makes it a
+    predicate for `events_until`: true once at least `at_least` turns are committed and each has its transcript."""
+
+    def __init__(self, at_least: int = 1) -> None:
+        self.at_least = at_least
+        self.committed: set[str] = set()
+        self.completed: list[str] = []  # a list, so that a second transcript for a turn shows
+
+    def see(self, event: Any) -> None:
+        if event.type == "input_audio_buffer.committed":
+            self.committed.add(event.item_id)
+        if event.type == "conversation.item.input_audio_transcription.completed":
+            self.completed.append(event.item_id)
+
+    @property
+    def all_transcribed(self) -> bool:
+        return len(self.committed) >= self.at_least and set(self.completed) == self.committed
+
+    def __call__(self, event: Any) -> bool:
+        self.see(event)
+        return self.all_transcribed
+
+
 class RawClient:
     """A bare WebSocket client, for frames the SDK would never send."""
 

@@ -12,7 +12,7 @@ import httpx
 import msgspec
 import pytest
 
-from tests.realtime_client import events_until, pcm24k, sdk, silence, stream, words
+from tests.realtime_client import Turns, events_until, pcm24k, sdk, silence, stream, words
 from vocalis.app import log_tools
 from vocalis.app.analytics import SummaryStore, summarize
 from vocalis.app.log_reader import read_session
@@ -35,17 +35,7 @@ async def record_session(
         await stream(conn, pcm24k(wav) + silence(1000))
         if manual:
             await conn.input_audio_buffer.commit()
-        committed: set[str] = set()
-        completed: set[str] = set()
-
-        def done(event) -> bool:
-            if event.type == "input_audio_buffer.committed":
-                committed.add(event.item_id)
-            if event.type == COMPLETED:
-                completed.add(event.item_id)
-            return bool(committed) and completed == committed
-
-        events = await events_until(conn, done, timeout=90)
+        events = await events_until(conn, Turns(), timeout=90)
     await wait_closed(stack, session_id)
     return session_id, events
 
@@ -245,23 +235,14 @@ async def test_analytics_survives_restarts_and_rebuilds_from_the_log(stack):
         session_id = (await conn.recv()).session.id
         lecture = pcm24k("lecture_60s.wav") + silence(1000)
         half = len(lecture) // 2 // 4800 * 4800
-        committed: set[str] = set()
-        completed: set[str] = set()
-
-        def done(event) -> bool:
-            if event.type == "input_audio_buffer.committed":
-                committed.add(event.item_id)
-            if event.type == COMPLETED:
-                completed.add(event.item_id)
-            return False
-
-        reader = asyncio.create_task(events_until(conn, done, timeout=120))
+        turns = Turns()
+        reader = asyncio.create_task(events_until(conn, lambda event: turns.see(event) or False, timeout=120))
         await stream(conn, lecture[:half], pace=8)
         stack.analytics.cancel()  # killed mid-session, possibly between storing and acknowledging
         await asyncio.gather(stack.analytics, return_exceptions=True)
         stack.start_analytics()
         await stream(conn, lecture[half:], pace=8)
-        while not committed or completed != committed:
+        while not turns.all_transcribed:
             await asyncio.sleep(0.1)
         reader.cancel()
     await wait_closed(stack, session_id)
@@ -271,13 +252,13 @@ async def test_analytics_survives_restarts_and_rebuilds_from_the_log(stack):
     async def settled():
         for _ in range(100):
             summary = await store.get(session_id)
-            if summary and summary.state == "ended" and len(summary.utterances) == len(committed):
+            if summary and summary.state == "ended" and len(summary.utterances) == len(turns.committed):
                 return summary
             await asyncio.sleep(0.1)
         raise AssertionError(f"analytics did not settle: {summary}")
 
     live = await settled()
-    assert sorted(u.item_id for u in live.utterances) == sorted(committed), "each turn counted once"
+    assert sorted(u.item_id for u in live.utterances) == sorted(turns.committed), "each turn counted once"
     from_log = summarize(
         e
         for e in (await read_session(stack.bus, session_id)).entries

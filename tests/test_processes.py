@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.conftest import MODEL_CACHE, TEST_STT_MODEL
-from tests.realtime_client import events_until, pcm24k, sdk, silence, stream, words
+from tests.realtime_client import Turns, events_until, pcm24k, sdk, silence, stream, words
 from vocalis.app import runner
 from vocalis.app.bus import Bus
 from vocalis.app.log_reader import read_session
@@ -118,18 +118,9 @@ async def test_edge_and_two_stt_workers_share_the_turns(nats_url: str, tmp_path:
         async with sdk(f"ws://127.0.0.1:{port}/v1").realtime.connect(extra_query={"intent": "transcription"}) as conn:
             created = await conn.recv()
             await stream(conn, pcm24k("lecture_60s.wav") + silence(1000))
-            committed: set[str] = set()
-            completed: list[str] = []
-
-            def done(event) -> bool:
-                if event.type == "input_audio_buffer.committed":
-                    committed.add(event.item_id)
-                if event.type == COMPLETED:
-                    completed.append(event.item_id)
-                return len(committed) >= 4 and set(completed) == committed
-
-            await events_until(conn, done, timeout=120)
-        assert len(completed) == len(set(completed)), "each turn completed once"
+            turns = Turns(at_least=4)
+            await events_until(conn, turns, timeout=120)
+        assert len(turns.completed) == len(set(turns.completed)), "each turn completed once"
         results = [
             r
             for _, r in (await read_session(bus, created.session.id)).inputs
@@ -138,7 +129,7 @@ async def test_edge_and_two_stt_workers_share_the_turns(nats_url: str, tmp_path:
         # Every job is done once, by one worker; a turn may also have had a speculative job (started in its
         # silence) that speech overtook, but it gets exactly one transcript (the client saw one completed each).
         assert len({r.job_id for r in results}) == len(results), "each job transcribed exactly once"
-        assert {r.item_id for r in results} == set(committed)
+        assert {r.item_id for r in results} == turns.committed
         assert {r.worker for r in results} == {"w1", "w2"}, "the turns are shared between the workers"
     finally:
         await bus.close()

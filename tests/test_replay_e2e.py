@@ -7,7 +7,7 @@ from pathlib import Path
 
 import msgspec
 
-from tests.realtime_client import events_until, pcm24k, sdk, silence, stream
+from tests.realtime_client import Turns, events_until, pcm24k, sdk, silence, stream
 from vocalis.app.log_reader import RecordedSession, read_session
 from vocalis.domain import records as rec
 from vocalis.domain.replay import replay
@@ -37,17 +37,7 @@ async def test_replaying_the_lecture_reproduces_every_event(stack):
             }
         )
         await stream(conn, pcm24k("lecture_60s.wav") + silence(1000))
-        committed: set[str] = set()
-        completed: set[str] = set()
-
-        def done(event) -> bool:
-            if event.type == "input_audio_buffer.committed":
-                committed.add(event.item_id)
-            if event.type == COMPLETED:
-                completed.add(event.item_id)
-            return len(committed) >= 3 and completed == committed
-
-        received = [created, *await events_until(conn, done, timeout=120)]
+        received = [created, *await events_until(conn, Turns(at_least=3), timeout=120)]
 
     recorded = await _recorded(stack.bus, created.session.id, len(received))
     assert [e.event_id for e in recorded.outputs] == [e.event_id for e in received]
