@@ -6,6 +6,7 @@ from typing import Any
 
 import msgspec
 from hypothesis import HealthCheck, Phase, example, given, settings
+from hypothesis import event as hypothesis_event
 from hypothesis import strategies as st
 
 from vocalis.domain import events as ev
@@ -64,7 +65,12 @@ client_actions = st.one_of(
     st.tuples(st.just("unserved"), st.sampled_from(["response.create", "conversation.item.create"]), event_id),
     st.tuples(st.just("rejected"), event_id),
 )
+# A decode of one of the live jobs so far: words from a small vocabulary (so that decodes agree), spread evenly
+# over the job's audio, or shifted back by up to a second.
+vocabulary = st.lists(st.sampled_from(["ask", "not", "what", "your", "Country,", "..."]), max_size=6)
+words_action = st.tuples(st.just("words"), st.integers(0, 20), vocabulary, st.integers(0, 16_000))
 stt_actions = st.one_of(
+    words_action,
     st.tuples(st.just("delta"), item_ref, st.text(max_size=4)),
     st.tuples(st.just("completed"), item_ref, st.text(max_size=4), st.floats(0.0, 30.0)),
     st.tuples(st.just("failed"), item_ref),
@@ -192,6 +198,25 @@ def play(actions: Sequence[tuple[Any, ...]], session_type: str = "transcription"
             record = rec.ClientEventReceived(at_ms=AT_MS, event=ev.UnservedRequest(action[1], action[2]))
         elif kind == "rejected":
             record = rec.ClientEventRejected(at_ms=AT_MS, code="invalid_json", message="m", event_id=action[1])
+        elif kind == "words":
+            _, ref, texts, shift = action
+            live = [j for j in run.jobs if j.words]
+            job = live[ref % len(live)] if live else None
+            start, end = (job.start_sample, job.end_sample) if job else (0, 1)
+            width = (end - start) // max(len(texts), 1)
+            words = tuple(
+                rec.Word(text=f" {t}", start=max(0, start + i * width - shift), end=start + (i + 1) * width)
+                for i, t in enumerate(texts)
+            )
+            record = rec.WordsDecoded(
+                at_ms=AT_MS,
+                job_id=job.job_id if job else "j",
+                item_id=job.item_id if job else "item_unknown",
+                start_sample=start,
+                end_sample=end,
+                words=words,
+                worker="w",
+            )
         elif kind == "delta":
             record = rec.TranscriptionDeltaProduced(
                 at_ms=AT_MS, job_id="j", item_id=item(action[1]), index=0, text=action[2], worker="w"
@@ -324,13 +349,14 @@ def test_audio_offsets_and_ranges_are_ordered(actions: list[tuple[Any, ...]], se
             assert event.audio_end_ms >= starts[event.item_id]
             assert event.audio_end_ms >= last_end
             last_end = event.audio_end_ms
-    # Committed audio ranges follow each other without overlap; every job is for a committed item.
+    # Whole-item jobs are for committed items, their ranges in order without overlap; decodes of a live turn lie
+    # within their turn.
     committed = [e.item_id for e in run.events if isinstance(e, ev.AudioCommitted)]
-    # Speculative transcriptions that speech overtook, or that still wait for their turn to end, do not count.
-    dropped = {job_id for state in run.states for job_id in state.dropped_jobs}
-    pending = {run.states[-1].speculation.job_id} if run.states and run.states[-1].speculation else set()
     previous_end = 0
-    for job in (j for j in run.jobs if j.job_id not in dropped | pending):
+    for job in run.jobs:
+        if job.words:
+            assert job.item_id in starts and starts[job.item_id] * 16 <= job.start_sample < job.end_sample
+            continue
         assert job.item_id in committed
         assert previous_end <= job.start_sample < job.end_sample
         previous_end = job.end_sample
@@ -347,6 +373,7 @@ def test_commits_chain_items_and_results_are_final(actions: list[tuple[Any, ...]
     previous: str | None = None
     finished: set[str] = set()
     awaited: set[str] = set()
+    live: set[str] = set()
     for index, event in enumerate(run.events):
         if isinstance(event, ev.AudioCommitted):
             assert event.previous_item_id == previous
@@ -357,8 +384,12 @@ def test_commits_chain_items_and_results_are_final(actions: list[tuple[Any, ...]
             previous = event.item_id
             if any(job.item_id == event.item_id for job in run.jobs):
                 awaited.add(event.item_id)
+        elif isinstance(event, ev.SpeechStarted):
+            live.add(event.item_id)
         elif isinstance(event, ev.TranscriptDelta | ev.TranscriptCompleted | ev.TranscriptFailed):
-            assert event.item_id in awaited, "result for an item without a job"
+            # Deltas of a live turn may come before its commit; the end of a transcription never does.
+            in_time = event.item_id in awaited or (isinstance(event, ev.TranscriptDelta) and event.item_id in live)
+            assert in_time, "result for an item without a job"
             assert event.item_id not in finished, "result after completed/failed"
             assert event.content_index == 0
             if not isinstance(event, ev.TranscriptDelta):
@@ -438,3 +469,18 @@ def test_marks_stay_bounded_over_long_audio(segments: list[tuple[int, int]], com
     # Between turns only the prefix-padding window is kept: 300 ms + one frame spans at most 5 records.
     idle = [len(s.marks) for s in run.states if s.speaking is None]
     assert max(idle) <= 5
+
+
+@SETTINGS
+@given(actions=sequences(audio_action, silence_action, speech_action, words_action, words_action, words_action))
+def test_the_deltas_of_a_live_turn_add_up_to_its_transcript(actions: list[tuple[Any, ...]]) -> None:
+    run = play(actions)
+    hypothesis_event(f"completed live turns: {min(2, sum(isinstance(e, ev.TranscriptCompleted) for e in run.events))}")
+    deltas: dict[str, str] = {}
+    for event in run.events:
+        if isinstance(event, ev.TranscriptDelta):
+            deltas[event.item_id] = deltas.get(event.item_id, "") + event.delta
+        elif isinstance(event, ev.TranscriptCompleted) and any(
+            j.words and j.item_id == event.item_id for j in run.jobs
+        ):
+            assert deltas.get(event.item_id, "") == event.transcript

@@ -128,6 +128,33 @@ class Sim:
             rec.TranscriptionFailed(at_ms=AT_MS, job_id="job_x", item_id=item_id, message=message, worker="w")
         )
 
+    def words(self, job: TranscribeJob, text: str, language: str | None = "en", as_said: bool = False) -> Transition:
+        """A decode of a live turn's job: the words of `text`, evenly spread over the job's audio, or where
+        `SPOKEN` says they were said (`as_said`)."""
+        spoken = text.split()
+        step = (job.end_sample - job.start_sample) // max(len(spoken), 1)
+        if not as_said:
+            spans = [(job.start_sample + i * step, job.start_sample + (i + 1) * step) for i in range(len(spoken))]
+        else:
+            first = SPOKEN.index(spoken[0]) if spoken else 0
+            spans = [(20480 + (first + i) * WORD, 20480 + (first + i + 1) * WORD) for i in range(len(spoken))]
+        words = tuple(rec.Word(text=f" {w}", start=s, end=e) for w, (s, e) in zip(spoken, spans, strict=True))
+        return self.decoded(job, words, language)
+
+    def decoded(self, job: TranscribeJob, words: tuple[rec.Word, ...], language: str | None = "en") -> Transition:
+        return self.feed(
+            rec.WordsDecoded(
+                at_ms=AT_MS,
+                job_id=job.job_id,
+                item_id=job.item_id,
+                start_sample=job.start_sample,
+                end_sample=job.end_sample,
+                words=words,
+                worker="w",
+                language=language,
+            )
+        )
+
     def assert_job_covered(self, job: TranscribeJob) -> None:
         """The audio records first_seq..last_seq, read in order, start at first_sample and hold the job's range."""
         seqs = [s for s in sorted(self.audio) if job.first_seq <= s <= job.last_seq]
@@ -231,19 +258,23 @@ def test_vad_turn_event_sequence_and_job() -> None:
     assert isinstance(added.item, ev.MessageItem)
     assert added.item.content == (ev.ContentPart(type="input_audio", transcript=None),)
 
-    # The transcription started 200 ms into the turn's silence (last voice at frame 60, 30720; seven silent
-    # frames later, 34304), before the stop was decided; the commit takes it over.
+    # While the user spoke, one decode of the turn's first 800 ms (to the end of frame 56, 28672); 150 ms into
+    # the silence (last voice at frame 60, 30720; frame 65 ends at 33280), the closing decode of the whole turn.
+    # The commit waits for that one rather than asking again.
     assert stop.jobs == ()
-    (job,) = sim.jobs
-    assert job.item_id == item_id
-    assert job.session_id == SID
-    assert job.model == DEFAULT_STT
-    assert job.job_id.startswith("job_")
-    assert (job.start_sample, job.end_sample) == (15680, 34304)
-    assert (job.first_seq, job.last_seq, job.first_sample) == (8, 17, 14336)
-    sim.assert_job_covered(job)
+    partial, closing = sim.jobs
+    for job in (partial, closing):
+        assert job.item_id == item_id and job.words
+        assert job.session_id == SID
+        assert job.model == DEFAULT_STT
+        assert job.job_id.startswith("job_")
+        sim.assert_job_covered(job)
+    assert (partial.start_sample, partial.end_sample) == (15680, 28672)
+    assert (closing.start_sample, closing.end_sample) == (15680, 33280)
+    assert (closing.first_seq, closing.last_seq, closing.first_sample) == (8, 17, 14336)
     assert sim.state.transcribing == (item_id,)
     assert sim.state.speaking is None
+    assert sim.state.live is None and [t.awaited for t in sim.state.finishing] == [closing.job_id]
 
 
 def test_audio_offsets_are_cumulative_session_time_across_turns() -> None:
@@ -262,8 +293,10 @@ def test_audio_offsets_are_cumulative_session_time_across_turns() -> None:
     assert [s.item_id for s in started] == [s.item_id for s in stopped] == [c.item_id for c in committed]
     assert started[0].item_id != started[1].item_id
     assert committed[1].previous_item_id == committed[0].item_id
+    # Turn 1: a decode while speaking and the closing one; turn 2 (320 ms of speech) only the closing one, 150 ms
+    # after its last voice (74752 + 2400 -> frame 151 ends at 77312).
     jobs = sim.jobs
-    assert [(j.start_sample, j.end_sample) for j in jobs] == [(15680, 34304), (64832, 78336)]
+    assert [(j.start_sample, j.end_sample) for j in jobs] == [(15680, 28672), (15680, 33280), (64832, 77312)]
     for job in jobs:
         sim.assert_job_covered(job)
 
@@ -277,7 +310,7 @@ def test_prefix_padding_of_the_next_turn_is_clamped_to_the_previous_turn_end() -
     stopped = only(sim.events, ev.SpeechStopped)
     assert [e.audio_start_ms for e in started] == [980, 2432]
     assert started[1].audio_start_ms == stopped[0].audio_end_ms
-    assert sim.jobs[1].start_sample == 38912
+    assert sim.jobs[-1].start_sample == 38912
 
 
 def test_vad_turn_in_realtime_session_is_transcribed_silently_and_answered() -> None:
@@ -819,52 +852,148 @@ def test_larger_prefix_padding_after_silence_reaches_back_only_to_the_buffer() -
     sim.assert_job_covered(job)
 
 
-# --- speculative transcription ---------------------------------------------------------------------------------
+# --- live transcription ---------------------------------------------------------------------------------------
+
+# An utterance for the live decodes: nine words of 175 ms from sample 20480 (frame 40) on; speech frames 40..93
+# (to 48128).
+SPOKEN = ["ask", "not", "what", "your", "country", "can", "do", "for", "you"]
+WORD = 2800
+LIVE_TURN = [0.0] * 40 + [0.9] * 54 + [0.0] * 20
 
 
-def test_results_of_the_speculative_transcription_wait_for_the_commit():
+def heard(job: TranscribeJob) -> str:
+    """What a decode of the job's audio hears: the words that lie wholly inside it."""
+    return " ".join(
+        w
+        for i, w in enumerate(SPOKEN)
+        if job.start_sample <= 20480 + i * WORD and 20480 + (i + 1) * WORD <= job.end_sample
+    )
+
+
+def speak(sim: Sim, probs: Sequence[float], answer: bool = True) -> list[ev.ServerEvent]:
+    """Feed frames a record at a time; each decode is answered as soon as it is asked for (if `answer`)."""
+    events: list[ev.ServerEvent] = []
+    for i in range(0, len(probs), 4):
+        asked = len(sim.jobs)
+        events += sim.frames(probs[i : i + 4])[0].events
+        for job in sim.jobs[asked:]:
+            if answer and job.words:
+                events += sim.words(job, heard(job), as_said=True).events
+    return events
+
+
+def test_words_two_decodes_agree_on_go_out_while_the_user_speaks():
     sim = Sim("transcription")
-    sim.frames(FIRST_TURN[:68])  # speech, then 200 ms of silence: the transcription starts
-    (job,) = sim.jobs
-    assert not only(sim.events, ev.AudioCommitted)
-    early = sim.feed(
-        rec.TranscriptionDeltaProduced(
-            at_ms=AT_MS, job_id=job.job_id, item_id=job.item_id, index=0, text="hello", worker="w"
-        )
-    )
-    early_done = sim.feed(
-        rec.TranscriptionCompleted(
-            at_ms=AT_MS, job_id=job.job_id, item_id=job.item_id, transcript="hello", audio_seconds=1.2, worker="w"
-        )
-    )
-    assert early.events == () and early_done.events == (), "nothing before the item exists"
-    stop = sim.frames(FIRST_TURN[68:])[-1]
-    assert types(stop.events) == [
+    events = speak(sim, LIVE_TURN)
+    kinds = types(events)
+    stopped_at = kinds.index("input_audio_buffer.speech_stopped")
+    deltas = [e.delta for e in only(events, ev.TranscriptDelta)]
+    early = [e.delta for e in only(events[:stopped_at], ev.TranscriptDelta)]
+    assert len(early) >= 3, "stable words go out while the user speaks"
+    (completed,) = only(events, ev.TranscriptCompleted)
+    assert completed.transcript == " ".join(SPOKEN)
+    assert "".join(deltas) == completed.transcript
+    assert not deltas[0].startswith(" ") and all(d.startswith(" ") for d in deltas[1:])
+    # The closing decode came back before the VAD ended the turn: the transcript completes with the stop.
+    assert kinds[stopped_at:] == [
         "input_audio_buffer.speech_stopped",
         "input_audio_buffer.committed",
         "conversation.item.added",
         "conversation.item.done",
+        *(["conversation.item.input_audio_transcription.delta"] * (len(deltas) - len(early))),
+        "conversation.item.input_audio_transcription.completed",
+    ]
+    assert all(job.words for job in sim.jobs) and sim.state.finishing == () and sim.state.transcribing == ()
+
+
+def test_a_decode_is_asked_for_only_when_the_last_one_is_back():
+    sim = Sim("transcription")
+    speak(sim, LIVE_TURN[:80], answer=False)
+    (partial,) = sim.jobs  # speech goes on, but the first decode is still out
+    sim.words(partial, heard(partial))
+    speak(sim, LIVE_TURN[80:84], answer=False)
+    assert len(sim.jobs) == 2
+
+
+def test_the_commit_waits_for_the_closing_decode_and_ignores_older_ones():
+    sim = Sim("transcription")
+    speak(sim, LIVE_TURN[:88], answer=False)
+    speak(sim, LIVE_TURN[88:], answer=False)  # silence: the closing decode; then the stop
+    partial, closing = sim.jobs
+    assert only(sim.events, ev.AudioCommitted) and not only(sim.events, ev.TranscriptDelta)
+    assert sim.words(partial, heard(partial)).events == ()  # overtaken by the closing decode
+    done = sim.words(closing, heard(closing))
+    assert [e.delta for e in only(done.events, ev.TranscriptDelta)] == [" ".join(SPOKEN)]
+    assert [e.transcript for e in only(done.events, ev.TranscriptCompleted)] == [" ".join(SPOKEN)]
+
+
+def test_words_made_up_in_the_closing_silence_are_dropped():
+    sim = Sim("transcription")
+    speak(sim, LIVE_TURN, answer=False)
+    closing = sim.jobs[-1]
+    # A word after the last voice (frame 93 ends at 48128), as whisper invents them in silence.
+    made_up = rec.Word(text=" thanks", start=50000, end=50600)
+    words = (rec.Word(text=" ask", start=20480, end=23280), made_up)
+    done = sim.decoded(closing, words)
+    assert [e.transcript for e in only(done.events, ev.TranscriptCompleted)] == ["ask"]
+
+
+def test_speech_that_resumes_after_the_closing_decode_is_decoded_again():
+    sim = Sim("transcription")
+    # Speech, 320 ms of silence (the closing decode goes out), speech again, then the end of the turn.
+    speak(sim, [0.0] * 40 + [0.9] * 20 + [0.0] * 10 + [0.9] * 10 + [0.0] * 20, answer=False)
+    assert len(only(sim.events, ev.SpeechStarted)) == 1
+    *_, first_closing, second_closing = sim.jobs
+    assert first_closing.end_sample < second_closing.end_sample
+    assert [t.awaited for t in sim.state.finishing] == [second_closing.job_id]
+    assert sim.words(first_closing, "ask not").events == ()
+    done = sim.words(second_closing, "ask not what")
+    assert [e.transcript for e in only(done.events, ev.TranscriptCompleted)] == ["ask not what"]
+
+
+def test_without_incremental_decoding_only_the_closing_decode_runs():
+    sim = Sim("transcription")
+    sim.update(transcription=TranscriptionUpdate(incremental=False))
+    events = speak(sim, LIVE_TURN)
+    (job,) = sim.jobs
+    assert (job.start_sample, job.words) == (15680, True)
+    assert types(events)[-2:] == [
         "conversation.item.input_audio_transcription.delta",
         "conversation.item.input_audio_transcription.completed",
     ]
-    assert stop.jobs == () and sim.state.transcribing == () and sim.state.speculation is None
+    assert only(events, ev.TranscriptCompleted)[0].transcript == " ".join(SPOKEN)
 
 
-def test_speech_that_resumes_drops_the_speculative_transcription():
+def test_a_cleared_turn_ignores_its_decodes():
     sim = Sim("transcription")
-    sim.frames(FIRST_TURN[:68] + [0.9] * 4 + [0.0] * 20)
-    first, second = sim.jobs
-    assert first.item_id == second.item_id and first.end_sample < second.end_sample
-    assert sim.state.dropped_jobs == (first.job_id,)
-    late = sim.feed(
-        rec.TranscriptionCompleted(
-            at_ms=AT_MS, job_id=first.job_id, item_id=first.item_id, transcript="half", audio_seconds=1.0, worker="w"
-        )
+    speak(sim, LIVE_TURN[:80], answer=False)
+    (partial,) = sim.jobs
+    sim.clear()
+    assert sim.state.live is None
+    assert sim.words(partial, heard(partial)).events == ()
+
+
+def test_the_language_of_the_first_stable_words_is_kept_for_later_decodes():
+    sim = Sim("transcription")
+    speak(sim, LIVE_TURN[:80], answer=False)
+    first = sim.jobs[0]
+    assert first.language is None
+    sim.words(first, heard(first), language="de")  # nothing stable yet: no language kept
+    assert sim.state.heard_language is None
+    speak(sim, LIVE_TURN[80:84], answer=False)
+    second = sim.jobs[1]
+    sim.words(second, heard(second), language="en")
+    assert sim.state.heard_language == "en"
+    speak(sim, LIVE_TURN[84:], answer=False)
+    assert sim.jobs[-1].language == "en"
+
+
+def test_a_failed_closing_decode_fails_the_item():
+    sim = Sim("transcription")
+    speak(sim, LIVE_TURN, answer=False)
+    closing = sim.jobs[-1]
+    failed = sim.feed(
+        rec.TranscriptionFailed(at_ms=AT_MS, job_id=closing.job_id, item_id=closing.item_id, message="boom", worker="w")
     )
-    assert late.events == ()
-    done = sim.feed(
-        rec.TranscriptionCompleted(
-            at_ms=AT_MS, job_id=second.job_id, item_id=second.item_id, transcript="whole", audio_seconds=2.0, worker="w"
-        )
-    )
-    assert [e.transcript for e in only(done.events, ev.TranscriptCompleted)] == ["whole"]
+    assert types(failed.events) == ["conversation.item.input_audio_transcription.failed"]
+    assert sim.state.transcribing == () and sim.state.finishing == ()

@@ -122,12 +122,10 @@ async def test_edge_and_two_stt_workers_share_the_turns(nats_url: str, tmp_path:
             await events_until(conn, turns, timeout=120)
         assert len(turns.completed) == len(set(turns.completed)), "each turn completed once"
         results = [
-            r
-            for _, r in (await read_session(bus, created.session.id)).inputs
-            if isinstance(r, rec.TranscriptionCompleted)
+            r for _, r in (await read_session(bus, created.session.id)).inputs if isinstance(r, rec.WordsDecoded)
         ]
-        # Every job is done once, by one worker; a turn may also have had a speculative job (started in its
-        # silence) that speech overtook, but it gets exactly one transcript (the client saw one completed each).
+        # Every decode is done once, by one worker; a turn has several (while it is spoken, and when its silence
+        # begins), but it gets exactly one transcript (the client saw one completed each).
         assert len({r.job_id for r in results}) == len(results), "each job transcribed exactly once"
         assert {r.item_id for r in results} == turns.committed
         assert {r.worker for r in results} == {"w1", "w2"}, "the turns are shared between the workers"

@@ -635,7 +635,12 @@ def test_beta_transcription_session_updated() -> None:
     session = body["session"]
     assert session["object"] == "realtime.transcription_session"
     assert session["input_audio_format"] == "pcm16"
-    assert session["input_audio_transcription"] == {"model": "whisper-base", "language": "en", "prompt": None}
+    assert session["input_audio_transcription"] == {
+        "model": "whisper-base",
+        "language": "en",
+        "prompt": None,
+        "incremental": True,
+    }
     assert session["turn_detection"]["threshold"] == 0.6
     assert session["client_secret"] == {"value": "", "expires_at": 1234}  # required by the beta SDK model
     assert "audio" not in session and "type" not in session

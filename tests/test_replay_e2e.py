@@ -42,7 +42,7 @@ async def test_replaying_the_lecture_reproduces_every_event(stack):
     recorded = await _recorded(stack.bus, created.session.id, len(received))
     assert [e.event_id for e in recorded.outputs] == [e.event_id for e in received]
     kinds = {type(r) for _, r in recorded.inputs}
-    assert {rec.SessionOpened, rec.ClientEventReceived, rec.AudioReceived, rec.TranscriptionCompleted} <= kinds
+    assert {rec.SessionOpened, rec.ClientEventReceived, rec.AudioReceived, rec.WordsDecoded} <= kinds
     assert all(r.v == rec.SCHEMA_VERSION for _, r in recorded.inputs)
 
     replayed = replay(recorded.inputs)

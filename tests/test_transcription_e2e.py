@@ -67,6 +67,40 @@ async def test_ga_jfk_sequence_and_transcript(stack):
     assert 11_500 <= events[2].audio_end_ms <= 13_000  # end of speech (about 11 s) plus 1.5 s of silence
 
 
+async def test_deltas_arrive_while_the_user_speaks_and_add_up_to_the_transcript(stack):
+    async with sdk(stack.ws_url).realtime.connect(extra_query={"intent": "transcription"}) as conn:
+        await conn.session.update(session={"type": "transcription", "audio": {"input": {"turn_detection": ONE_TURN}}})
+        await stream(conn, pcm24k("jfk.wav") + silence(2000), pace=1.0)  # a live speaker: decoded as they speak
+        events = await events_until(conn, lambda e: e.type == COMPLETED)
+
+    kinds = types(events)
+    stopped = kinds.index("input_audio_buffer.speech_stopped")
+    started = next(e for e in events if e.type == "input_audio_buffer.speech_started")
+    early = [e for e in events[:stopped] if e.type == DELTA]
+    assert len(early) >= 2, "stable words go out before the turn ends"
+    assert all(e.item_id == started.item_id for e in early), "with the item id of speech_started"
+    completed = events[-1]
+    deltas = "".join(e.delta for e in events if e.type == DELTA)
+    assert deltas == completed.transcript
+    assert word_error_rate(JFK, completed.transcript) <= 0.15
+
+
+async def test_incremental_false_sends_the_transcript_only_once_the_turn_ends(stack):
+    async with sdk(stack.ws_url).realtime.connect(extra_query={"intent": "transcription"}) as conn:
+        transcription = {"model": "whisper-tiny.en", "incremental": False}
+        audio_input = {"turn_detection": ONE_TURN, "transcription": transcription}
+        await conn.session.update(session={"type": "transcription", "audio": {"input": audio_input}})
+        await stream(conn, pcm24k("jfk.wav") + silence(2000), pace=1.0)
+        events = await events_until(conn, lambda e: e.type == COMPLETED)
+
+    updated = next(e for e in events if e.type == "session.updated")
+    assert updated.session.audio.input.transcription.model_extra == {"incremental": False}
+    kinds = types(events)
+    assert kinds.index(DELTA) > kinds.index("input_audio_buffer.speech_stopped")
+    assert kinds.count(DELTA) == 1
+    assert word_error_rate(JFK, events[-1].transcript) <= 0.15
+
+
 async def test_beta_jfk_with_transcription_session_update(stack):
     client = sdk(stack.ws_url)
     async with client.beta.realtime.connect(model="whisper-1", extra_query={"intent": "transcription"}) as conn:

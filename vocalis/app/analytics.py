@@ -117,7 +117,7 @@ class AnalyticsWorker:
             while not stop.is_set():
                 try:
                     messages = await subscription.fetch(200, timeout=1)
-                except nats.errors.TimeoutError:
+                except TimeoutError:  # nats.errors.TimeoutError, or asyncio's when a batch times out
                     continue
                 changed: dict[str, SessionSummary] = {}
                 for message in messages:

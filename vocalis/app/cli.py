@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import signal
 import sys
 import time
 from pathlib import Path
@@ -63,6 +64,9 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings.from_env(**{flag: getattr(args, flag, None) for flag in flags})
     configure(settings.log_level, settings.log_format)
     log = structlog.get_logger("vocalis")
+    # SIGTERM stops the way Ctrl-C does, so the embedded nats-server is stopped too (uvicorn re-raises the signal
+    # once it has shut down; with the default action the process would die before that).
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         match args.command:
             case "serve":
@@ -84,6 +88,10 @@ def main(argv: list[str] | None = None) -> None:
                 sys.exit(asyncio.run(_log_command(settings, args)))
     except KeyboardInterrupt:
         log.info("stopped")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 async def _log_command(settings: Settings, args: argparse.Namespace) -> int:

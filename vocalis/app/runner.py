@@ -123,6 +123,7 @@ def transcriber(settings: Settings) -> Transcriber:
         compute_type=settings.stt_compute_type,
         cpu_threads=settings.stt_cpu_threads,
         beam_size=settings.stt_beam_size,
+        window=settings.stt_window,
     )
     stt = Transcriber(registry(settings), options)
     stt.model(settings.stt_model)  # load now: the first turn should not wait for it

@@ -27,6 +27,7 @@ class Settings:
     stt_compute_type: str = "int8"  # CTranslate2 compute type; float16 or int8_float16 suit a GPU
     stt_cpu_threads: int = 0
     stt_beam_size: int = 1
+    stt_window: str = "trimmed"  # whisper encodes the audio and 3 s of padding; "full": its whole 30 s window
     llm_base_url: str | None = None  # an OpenAI-compatible endpoint; unset: the bundled model, in process
     llm_api_key: str | None = None
     llm_model: str = "qwen2.5-coder-1.5b"  # a bundled model, or the endpoint's model name

@@ -11,7 +11,8 @@ class TranscribeJob(Struct, frozen=True, tag="transcribe"):
     """Transcribe 16 kHz samples [start_sample, end_sample) of a session's audio stream.
 
     The audio lies in the session's `audio.received` records with stream sequences first_seq..last_seq; the
-    first of them begins at sample `first_sample`.
+    first of them begins at sample `first_sample`. With `words`, the result is one `stt.words` record (a decode
+    of a turn in progress) instead of transcript deltas and `stt.completed`.
     """
 
     job_id: str
@@ -25,6 +26,7 @@ class TranscribeJob(Struct, frozen=True, tag="transcribe"):
     model: str
     language: str | None = None
     prompt: str | None = None
+    words: bool = False
 
 
 class GenerateJob(Struct, frozen=True, tag="generate"):

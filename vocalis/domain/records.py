@@ -76,6 +76,28 @@ class TranscriptionCompleted(RecordBase, frozen=True, tag="stt.completed"):
     language: str | None = None
 
 
+class Word(Struct, frozen=True, array_like=True):
+    """A decoded word: its text as whisper writes it (with its leading space) and where it lies in the session's
+    16 kHz audio stream."""
+
+    text: str
+    start: int
+    end: int
+
+
+class WordsDecoded(RecordBase, frozen=True, tag="stt.words"):
+    """One decode of a turn's samples [start_sample, end_sample), word by word (a decode of a turn that may
+    still be growing: the state machine decides which words are stable)."""
+
+    job_id: str
+    item_id: str
+    start_sample: int
+    end_sample: int
+    words: tuple[Word, ...]
+    worker: str
+    language: str | None = None  # as given, or as whisper detected it
+
+
 class TranscriptionFailed(RecordBase, frozen=True, tag="stt.failed"):
     job_id: str
     item_id: str
@@ -153,6 +175,7 @@ Record = (
     | ItemAudioReceived
     | TranscriptionDeltaProduced
     | TranscriptionCompleted
+    | WordsDecoded
     | TranscriptionFailed
     | GenerationDelta
     | GenerationDone

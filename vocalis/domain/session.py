@@ -1,10 +1,8 @@
 """A session's state and the pure state machine over its records: `step(state, record, seq)`."""
 
-from collections.abc import Sequence
-
 import msgspec
 
-from vocalis.domain import conversation
+from vocalis.domain import conversation, transcription
 from vocalis.domain import events as ev
 from vocalis.domain import records as rec
 from vocalis.domain.audio_time import (
@@ -17,10 +15,9 @@ from vocalis.domain.audio_time import (
     samples_from_ms,
 )
 from vocalis.domain.conversation_state import ConvEntry
-from vocalis.domain.jobs import TranscribeJob
 from vocalis.domain.session_config import InvalidUpdate, SessionConfig, Transcription, apply_update
-from vocalis.domain.state import AudioMark, Draft, SessionState, Speculation, Transition
-from vocalis.domain.turns import Speaking, TurnStarted, TurnStopped, advance
+from vocalis.domain.state import AudioMark, Draft, SessionState, Transition
+from vocalis.domain.turns import TurnStarted, TurnStopped, advance
 
 MIN_COMMIT_MS = 100
 
@@ -59,23 +56,17 @@ def step(state: SessionState, record: rec.Record, seq: int) -> Transition:
             _on_client_event(draft, event)
         case rec.ClientEventRejected():
             draft.error(record.code, record.message, record.param, record.event_id)
-        case rec.TranscriptionDeltaProduced() | rec.TranscriptionCompleted() | rec.TranscriptionFailed() if (
-            record.job_id in state.dropped_jobs
-        ):
-            pass  # a speculative transcription of a turn that went on
-        case rec.TranscriptionDeltaProduced() | rec.TranscriptionCompleted() | rec.TranscriptionFailed() if (
-            state.speculation is not None and record.job_id == state.speculation.job_id
-        ):
-            _keep_for_commit(draft, state.speculation, record)
+        case rec.WordsDecoded():
+            transcription.on_words(draft, record)
+        case rec.TranscriptionFailed() if transcription.is_live_job(state, record.job_id):
+            transcription.on_failure(draft, record)
         case rec.TranscriptionDeltaProduced():
             if record.item_id in state.announced:
                 draft.emit(ev.TranscriptDelta, item_id=record.item_id, delta=record.text)
         case rec.TranscriptionCompleted():
-            if record.item_id in state.transcribing:
-                _transcript(draft, record.item_id, record.transcript, record.audio_seconds)
+            transcription.complete(draft, record.item_id, record.transcript, record.audio_seconds)
         case rec.TranscriptionFailed():
-            if record.item_id in state.transcribing:
-                _transcription_failed(draft, record.item_id, record.message)
+            transcription.fail(draft, record.item_id, record.message)
         case rec.GenerationDelta():
             conversation.on_generation(draft, record)
         case rec.GenerationDone():
@@ -104,89 +95,6 @@ def _duration(state: SessionState) -> str:
     return f"{seconds // 60} minutes" if seconds % 60 == 0 else f"{seconds} seconds"
 
 
-def _without(items: tuple[str, ...], item: str) -> tuple[str, ...]:
-    return tuple(i for i in items if i != item)
-
-
-def _transcribed(draft: Draft, item_id: str) -> None:
-    state = draft.state
-    draft.update(transcribing=_without(state.transcribing, item_id), announced=_without(state.announced, item_id))
-
-
-def _transcript(draft: Draft, item_id: str, transcript: str, seconds: float) -> None:
-    announced = item_id in draft.state.announced
-    _transcribed(draft, item_id)
-    conversation.set_transcript(draft, item_id, transcript)
-    if announced:
-        usage = ev.DurationUsage(seconds=round(seconds, 3))
-        draft.emit(ev.TranscriptCompleted, item_id=item_id, transcript=transcript, usage=usage)
-    conversation.transcript_arrived(draft, item_id)
-
-
-def _transcription_failed(draft: Draft, item_id: str, message: str) -> None:
-    announced = item_id in draft.state.announced
-    _transcribed(draft, item_id)
-    if announced:
-        error = ev.TranscriptionError(type="server_error", code="transcription_failed", message=message)
-        draft.emit(ev.TranscriptFailed, item_id=item_id, error=error)
-    conversation.transcript_arrived(draft, item_id)
-
-
-# --- speculative transcription --------------------------------------------------------------------------------
-
-# A turn's transcription starts once its silence has lasted this long, before `silence_duration_ms` decides the
-# turn is over: the transcript is then ready about that much sooner. If speech resumes, the job is dropped.
-SPECULATE_AFTER_MS = 200
-_KEEP_DROPPED = 16
-
-
-def _keep_for_commit(
-    draft: Draft,
-    speculation: Speculation,
-    record: rec.TranscriptionDeltaProduced | rec.TranscriptionCompleted | rec.TranscriptionFailed,
-) -> None:
-    match record:
-        case rec.TranscriptionDeltaProduced():
-            kept = msgspec.structs.replace(speculation, deltas=(*speculation.deltas, record.text))
-        case rec.TranscriptionCompleted():
-            kept = msgspec.structs.replace(speculation, transcript=record.transcript, seconds=record.audio_seconds)
-        case rec.TranscriptionFailed():
-            kept = msgspec.structs.replace(speculation, failure=record.message)
-    draft.update(speculation=kept)
-
-
-def _drop_speculation(draft: Draft) -> None:
-    speculation = draft.state.speculation
-    if speculation is not None:
-        dropped = (*draft.state.dropped_jobs, speculation.job_id)[-_KEEP_DROPPED:]
-        draft.update(speculation=None, dropped_jobs=dropped)
-
-
-def _speculate(draft: Draft, speaking: Speaking, frame_end: int) -> None:
-    """Follow the silence inside a turn: transcribe early once it lasts, drop that when speech resumes."""
-    state = draft.state
-    silent_for = frame_end - speaking.last_voice_sample
-    if silent_for == 0:
-        _drop_speculation(draft)
-    elif state.speculation is None and silent_for >= samples_from_ms(SPECULATE_AFTER_MS) and state.speech_item_id:
-        job = _transcription_job(draft, state.speech_item_id, speaking.start_sample, frame_end)
-        if job is not None:
-            draft.jobs.append(job)
-            draft.update(speculation=Speculation(item_id=job.item_id, job_id=job.job_id))
-
-
-def _take_over(draft: Draft, speculation: Speculation) -> None:
-    """The turn ended as speculated: its early transcription becomes the item's, results kept so far included."""
-    draft.update(speculation=None)
-    if speculation.item_id in draft.state.announced:
-        for delta in speculation.deltas:
-            draft.emit(ev.TranscriptDelta, item_id=speculation.item_id, delta=delta)
-    if speculation.transcript is not None:
-        _transcript(draft, speculation.item_id, speculation.transcript, speculation.seconds)
-    elif speculation.failure is not None:
-        _transcription_failed(draft, speculation.item_id, speculation.failure)
-
-
 # --- audio and turns ----------------------------------------------------------------------------------------
 
 
@@ -208,11 +116,12 @@ def _on_audio(draft: Draft, record: rec.AudioReceived, seq: int) -> None:
         speaking, change = advance(before, frame_end, probability, detection, floor=draft.state.buffer_start)
         draft.update(speaking=speaking)
         if speaking is not None and change is None:
-            _speculate(draft, speaking, frame_end)
+            transcription.follow(draft, speaking, frame_end)
         if isinstance(change, TurnStarted):
             item_id = draft.new_id("item")
             draft.update(speech_item_id=item_id, idle_since=None)
             draft.emit(ev.SpeechStarted, item_id=item_id, audio_start_ms=ms_from_samples(change.start_sample))
+            transcription.start_turn(draft, item_id, change.start_sample)
             current = conversation.default_response(draft)
             if current is not None and detection.interrupt_response and state.session_type == "realtime":
                 conversation.cancel(draft, current.id, "turn_detected")  # barge-in
@@ -220,7 +129,7 @@ def _on_audio(draft: Draft, record: rec.AudioReceived, seq: int) -> None:
             item_id = draft.state.speech_item_id or draft.new_id("item")
             draft.emit(ev.SpeechStopped, item_id=item_id, audio_end_ms=ms_from_samples(change.end_sample))
             start = before.start_sample if before else draft.state.buffer_start
-            _commit(draft, item_id, start, change.end_sample, speculated=True)
+            _commit(draft, item_id, start, change.end_sample, before.last_voice_sample if before else None)
             if state.session_type == "realtime" and detection.create_response:
                 conversation.create_response(draft, ev.ResponseParams())
     if detection is not None and detection.idle_timeout_ms is not None:
@@ -248,14 +157,10 @@ def _check_idle(draft: Draft, timeout_ms: int) -> None:
     conversation.create_response(draft, ev.ResponseParams())
 
 
-def _commit(draft: Draft, item_id: str, start: int, end: int, speculated: bool = False) -> None:
-    """Make samples [start, end) a user item and ask for its transcript (or take over the transcription that
-    started when the turn's silence began, when the VAD ends the turn as speculated)."""
+def _commit(draft: Draft, item_id: str, start: int, end: int, voice_until: int | None = None) -> None:
+    """Make samples [start, end) a user item (with speech up to `voice_until`, the end unless the VAD knows
+    better) and ask for its transcript, or let the turn's live transcription complete it."""
     state = draft.state
-    speculation = state.speculation if speculated and state.speculation else None
-    if speculation is None or speculation.item_id != item_id:
-        _drop_speculation(draft)
-        speculation = None
     previous = state.last_item_id
     draft.update(
         buffer_start=end,
@@ -270,52 +175,13 @@ def _commit(draft: Draft, item_id: str, start: int, end: int, speculated: bool =
         previous = conversation.insert(draft, ConvEntry(item=item))
     draft.emit(ev.ItemAdded, previous_item_id=previous, item=item)
     draft.emit(ev.ItemDone, previous_item_id=previous, item=item)
-    transcription = state.config.transcription
-    if transcription is None and state.session_type == "transcription":
+    if not transcription.wants_transcript(state):
+        transcription.drop_turn(draft)
         return
-    if speculation is None:
-        job = _transcription_job(draft, item_id, start, end)
-        if job is None:
-            return
-        draft.jobs.append(job)
-    announced = (*draft.state.announced, item_id) if transcription else draft.state.announced
+    announced = (*draft.state.announced, item_id) if state.config.transcription else draft.state.announced
     draft.update(transcribing=(*draft.state.transcribing, item_id), announced=announced)
-    if speculation is not None:
-        _take_over(draft, speculation)
-
-
-def _transcription_job(draft: Draft, item_id: str, start: int, end: int) -> TranscribeJob | None:
-    """The job that transcribes samples [start, end), or None where nothing is to be transcribed."""
-    state = draft.state
-    transcription = state.config.transcription
-    if transcription is None and state.session_type == "transcription":
-        return None
-    # A conversation always needs the words for its LLM; the client hears of them only if it asked.
-    model = transcription.model if transcription else state.default_stt_model
-    marks = _marks_covering(state.marks, start, end)
-    return TranscribeJob(
-        job_id=draft.new_id("job"),
-        session_id=state.session_id,
-        item_id=item_id,
-        first_seq=marks[0].seq,
-        last_seq=marks[-1].seq,
-        first_sample=marks[0].sample,
-        start_sample=start,
-        end_sample=end,
-        model=model,
-        language=transcription.language if transcription else None,
-        prompt=transcription.prompt if transcription else None,
-    )
-
-
-def _marks_covering(marks: Sequence[AudioMark], start: int, end: int) -> tuple[AudioMark, ...]:
-    first = 0
-    while first + 1 < len(marks) and marks[first + 1].sample <= start:
-        first += 1
-    last = first
-    while last + 1 < len(marks) and marks[last + 1].sample < end:
-        last += 1
-    return tuple(marks[first : last + 1])
+    if not transcription.end_turn(draft, item_id, end, end if voice_until is None else voice_until):
+        draft.jobs.append(transcription.job(draft, item_id, start, end))
 
 
 def _forget_consumed_audio(draft: Draft) -> None:
@@ -413,7 +279,7 @@ def _on_client_event(draft: Draft, event: ev.ClientEvent) -> None:
                 )
                 return
             if config.turn_detection is None and state.speaking is not None:
-                _drop_speculation(draft)
+                transcription.drop_turn(draft)
                 draft.update(speaking=None, speech_item_id=None)
             draft.update(config=config)
             draft.emit(ev.SessionUpdated, session_id=state.session_id, expires_at=state.expires_at, session=config)
@@ -433,7 +299,7 @@ def _on_client_event(draft: Draft, event: ev.ClientEvent) -> None:
             start = state.speaking.start_sample if state.speaking else state.buffer_start
             _commit(draft, item_id, start, state.samples)
         case ev.AudioClearRequested():
-            _drop_speculation(draft)
+            transcription.drop_turn(draft)
             draft.update(buffer_start=state.samples, buffer_ticks=0, speaking=None, speech_item_id=None)
             draft.emit(ev.AudioCleared)
             _forget_consumed_audio(draft)

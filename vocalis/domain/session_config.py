@@ -40,6 +40,7 @@ class Transcription(Struct, frozen=True):
     model: str
     language: str | None = None
     prompt: str | None = None
+    incremental: bool = True  # a Vocalis extension: transcript deltas while the user speaks (server VAD turns)
 
 
 class NoiseReduction(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
@@ -73,6 +74,7 @@ class TranscriptionUpdate(Struct, frozen=True, forbid_unknown_fields=True):
     model: str | UnsetType = UNSET
     language: str | None | UnsetType = UNSET
     prompt: str | None | UnsetType = UNSET
+    incremental: bool | UnsetType = UNSET
 
 
 class TurnDetectionUpdate(Struct, frozen=True, forbid_unknown_fields=True):

@@ -9,6 +9,7 @@ from vocalis.domain import events as ev
 from vocalis.domain.conversation_state import ConvEntry, ResponseState
 from vocalis.domain.ids import derive_id
 from vocalis.domain.jobs import Job
+from vocalis.domain.records import Word
 from vocalis.domain.session_config import SessionConfig
 from vocalis.domain.turns import Speaking
 
@@ -26,16 +27,22 @@ class AudioMark(Struct, frozen=True):
     sample: int
 
 
-class Speculation(Struct, frozen=True):
-    """A turn's transcription started when its silence began, before `speech_stopped` is decided. Results that
-    arrive first wait here; the commit takes them over, or speech resumes and the job is dropped."""
+class LiveTurn(Struct, frozen=True):
+    """A server-VAD turn's transcription, decoded while the turn grows (`vocalis.domain.transcription`). Once
+    committed, it waits for the decode that completes its transcript (`awaited`)."""
 
     item_id: str
-    job_id: str
-    deltas: tuple[str, ...] = ()
-    transcript: str | None = None
-    seconds: float = 0.0
-    failure: str | None = None
+    start: int  # the turn's first 16 kHz sample
+    asked_to: int  # where the latest decode asked for ends
+    stable: str = ""  # the text sent as transcript deltas; never revised
+    stable_tail: tuple[Word, ...] = ()  # its last words
+    stable_end: int = 0  # where its last word ends
+    pending: tuple[Word, ...] = ()  # the latest decode's words after the stable ones
+    decoded_to: int = 0  # where the latest decode's audio ends
+    asked: tuple[str, ...] = ()  # decodes in flight
+    end: int = 0  # the committed turn's end
+    voice_until: int = 0  # and the end of its speech: whisper makes up words in the silence after
+    awaited: str | None = None
 
 
 class SessionState(Struct, frozen=True):
@@ -55,8 +62,9 @@ class SessionState(Struct, frozen=True):
     speech_item_id: str | None = None
     last_item_id: str | None = None
     transcribing: tuple[str, ...] = ()  # items whose transcript is awaited
-    speculation: Speculation | None = None
-    dropped_jobs: tuple[str, ...] = ()  # speculative jobs whose turn went on: their results are ignored
+    live: LiveTurn | None = None  # the transcription of the turn in progress
+    finishing: tuple[LiveTurn, ...] = ()  # committed turns waiting for their last decode
+    heard_language: str | None = None  # detected on the first decode whose words became stable
     announced: tuple[str, ...] = ()  # of those, items whose transcription events the client gets
     items: tuple[ConvEntry, ...] = ()  # the conversation, in order
     responses: tuple[ResponseState, ...] = ()  # responses in progress

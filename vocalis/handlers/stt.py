@@ -1,6 +1,12 @@
 """faster-whisper behind a small interface: audio in, transcript pieces out, lazily.
 
 Models stay loaded for the life of the worker: one instance per model name, loaded on first use.
+
+Whisper always encodes a 30 s window, the audio padded with silence; for a 2 s turn that is 15 times the work
+the audio needs. With `window="trimmed"` (the default) the encoder gets the audio and `TRIMMED_PADDING_FRAMES` of
+that padding only (CTranslate2 accepts the shorter input): on a 2-core CPU, whisper-base encodes an 11 s turn in
+about a fifth of the time, with the same words on the shared test speech (`window="full"` restores whisper's
+window).
 """
 
 import os
@@ -8,6 +14,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import ctranslate2
 import numpy as np
 import structlog
 from faster_whisper import WhisperModel
@@ -15,6 +22,8 @@ from faster_whisper import WhisperModel
 from vocalis.handlers.models import ModelRegistry
 
 log = structlog.get_logger(__name__)
+TRIMMED_PADDING_FRAMES = 300  # 3 s: whisper still hears the audio end in silence, so it does not run on
+WORDS_PER_SECOND_LIMIT = 8  # a decode of a turn in progress stops here: a repetition loop cannot run long
 
 
 @dataclass(frozen=True)
@@ -23,6 +32,19 @@ class SttOptions:
     compute_type: str = "int8"
     cpu_threads: int = 0  # 0: every core
     beam_size: int = 1
+    window: str = "trimmed"  # or "full": whisper's 30 s window
+
+
+class TrimmedWhisper(WhisperModel):
+    """Encodes the audio and a little of the padding, not the whole 30 s window (see the module's docstring)."""
+
+    def encode(self, features: np.ndarray) -> ctranslate2.StorageView:
+        if features.ndim == 2:  # one window: its padding columns are exactly zero
+            content = np.flatnonzero(np.any(features != 0, axis=0))
+            end = int(content[-1]) + 1 if len(content) else 0
+            frames = -(-(end + TRIMMED_PADDING_FRAMES) // 100) * 100  # whole seconds: few distinct shapes
+            features = features[:, : min(frames, features.shape[-1])]
+        return super().encode(features)
 
 
 class Transcriber:
@@ -38,7 +60,8 @@ class Transcriber:
             if canonical not in self._models:
                 path = self._registry.path(canonical)
                 log.info("stt.model.loading", model=canonical, path=str(path))
-                self._models[canonical] = WhisperModel(
+                kind = TrimmedWhisper if self._options.window == "trimmed" else WhisperModel
+                self._models[canonical] = kind(
                     str(path),
                     device=self._options.device,
                     compute_type=self._options.compute_type,
@@ -65,3 +88,26 @@ class Transcriber:
             if text:
                 first = False
                 yield text
+
+    def words(
+        self, audio: np.ndarray, model: str, language: str | None = None, prompt: str | None = None
+    ) -> tuple[list[tuple[str, float, float]], str]:
+        """The words of 16 kHz float32 `audio`, each with its leading space and its start and end in seconds, and
+        the language (as given, or detected).
+
+        A decode of a turn in progress: one pass at temperature 0 (the agreement of later decodes catches what a
+        fallback would), its length bounded."""
+        seconds = len(audio) / 16_000
+        segments, info = self.model(model).transcribe(
+            audio,
+            language=language,
+            initial_prompt=prompt,
+            beam_size=self._options.beam_size,
+            temperature=0.0,
+            condition_on_previous_text=False,
+            word_timestamps=True,
+            vad_filter=False,
+            max_new_tokens=min(200, 16 + round(WORDS_PER_SECOND_LIMIT * seconds)),
+        )
+        words = [(word.word, word.start, word.end) for segment in segments for word in segment.words or ()]
+        return words, info.language

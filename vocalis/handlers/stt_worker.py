@@ -49,30 +49,10 @@ class SttWorker:
         try:
             records = await self.bus.read_audio(job.session_id, job.first_seq, job.last_seq)
             audio = turn_audio(job, records)
-            pieces: list[str] = []
-            decoding = in_thread(lambda: self.transcriber.transcribe(audio, job.model, job.language, job.prompt))
-            async with contextlib.aclosing(decoding) as transcript:
-                async for piece in transcript:
-                    delta = rec.TranscriptionDeltaProduced(
-                        at_ms=now_ms(),
-                        job_id=job.job_id,
-                        item_id=job.item_id,
-                        index=len(pieces),
-                        text=piece,
-                        worker=self.worker_id,
-                    )
-                    await self.bus.publish(subject, encode(delta), f"{job.job_id}.delta.{len(pieces)}")
-                    pieces.append(piece)
-                    await message.in_progress()
-            result: rec.Record = rec.TranscriptionCompleted(
-                at_ms=now_ms(),
-                job_id=job.job_id,
-                item_id=job.item_id,
-                transcript="".join(pieces),
-                audio_seconds=len(audio) / MODEL_RATE,
-                worker=self.worker_id,
-                language=job.language,
-            )
+            if job.words:
+                result = await self._decode_words(job, audio)
+            else:
+                result = await self._transcribe(job, audio, subject, message)
         except Exception as error:
             log.exception("stt.job.failed", job_id=job.job_id, session_id=job.session_id)
             result = rec.TranscriptionFailed(
@@ -90,4 +70,50 @@ class SttWorker:
             item_id=job.item_id,
             seconds=round(time.perf_counter() - started, 3),
             kind=result.__struct_config__.tag,
+        )
+
+    async def _decode_words(self, job: TranscribeJob, audio: np.ndarray) -> rec.Record:
+        """One decode of a turn in progress, its word times as positions in the session's audio stream."""
+        decoded, language = await asyncio.to_thread(self.transcriber.words, audio, job.model, job.language, job.prompt)
+        at = job.start_sample
+        words = tuple(
+            rec.Word(text=text, start=at + round(start * MODEL_RATE), end=at + round(end * MODEL_RATE))
+            for text, start, end in decoded
+        )
+        return rec.WordsDecoded(
+            at_ms=now_ms(),
+            job_id=job.job_id,
+            item_id=job.item_id,
+            start_sample=job.start_sample,
+            end_sample=job.end_sample,
+            words=words,
+            worker=self.worker_id,
+            language=language,
+        )
+
+    async def _transcribe(self, job: TranscribeJob, audio: np.ndarray, subject: str, message: Msg) -> rec.Record:
+        """A whole item's transcript, published piece by piece as it is decoded."""
+        pieces: list[str] = []
+        decoding = in_thread(lambda: self.transcriber.transcribe(audio, job.model, job.language, job.prompt))
+        async with contextlib.aclosing(decoding) as transcript:
+            async for piece in transcript:
+                delta = rec.TranscriptionDeltaProduced(
+                    at_ms=now_ms(),
+                    job_id=job.job_id,
+                    item_id=job.item_id,
+                    index=len(pieces),
+                    text=piece,
+                    worker=self.worker_id,
+                )
+                await self.bus.publish(subject, encode(delta), f"{job.job_id}.delta.{len(pieces)}")
+                pieces.append(piece)
+                await message.in_progress()
+        return rec.TranscriptionCompleted(
+            at_ms=now_ms(),
+            job_id=job.job_id,
+            item_id=job.item_id,
+            transcript="".join(pieces),
+            audio_seconds=len(audio) / MODEL_RATE,
+            worker=self.worker_id,
+            language=job.language,
         )
