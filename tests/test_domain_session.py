@@ -271,6 +271,7 @@ def test_vad_turn_event_sequence_and_job() -> None:
         sim.assert_job_covered(job)
     assert (partial.start_sample, partial.end_sample) == (15680, 28672)
     assert (closing.start_sample, closing.end_sample) == (15680, 33280)
+    assert partial.partial and not closing.partial, "the closing decode goes before partial decodes of other turns"
     assert (closing.first_seq, closing.last_seq, closing.first_sample) == (8, 17, 14336)
     assert sim.state.transcribing == (item_id,)
     assert sim.state.speaking is None

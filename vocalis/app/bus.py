@@ -3,7 +3,7 @@
 Subjects (prefix `vocalis` by default):
     <prefix>.session.<sid>.in.<edge|client|audio|stt>   the inputs of a session, reduced in stream order
     <prefix>.session.<sid>.out.<event type>             the server events the state machine produced
-    <prefix>.jobs.<stt|llm|tts>                         work queues of the model workers
+    <prefix>.jobs.<stt|stt-partial|llm|tts>             work queues of the model workers
     <prefix>.cancel.<response id>                       core NATS: stop generating and speaking a response
 """
 
@@ -23,7 +23,7 @@ from vocalis.domain.records import AudioReceived, ItemAudioReceived, Record
 log = structlog.get_logger(__name__)
 
 MSG_ID = "Nats-Msg-Id"
-WORKER_KINDS = ("stt", "llm", "tts")
+WORKER_KINDS = ("stt", "stt-partial", "llm", "tts")
 _records = msgspec.json.Decoder(Record)
 _encode = msgspec.json.Encoder().encode
 

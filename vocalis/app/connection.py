@@ -309,7 +309,8 @@ class RealtimeConnection:
             if isinstance(job, CancelResponse):  # a signal, not work: core NATS, every worker hears it
                 await self.bus.nc.publish(self.bus.subjects.cancel(job.response_id), b"")
             else:
-                await self.bus.publish_pipelined(self.bus.subjects.jobs(JOB_KINDS[type(job)]), encode(job), job.job_id)
+                queue = "stt-partial" if isinstance(job, TranscribeJob) and job.partial else JOB_KINDS[type(job)]
+                await self.bus.publish_pipelined(self.bus.subjects.jobs(queue), encode(job), job.job_id)
 
     async def _send(self, event: AnyServerEvent) -> None:
         frame = render(event, self.params.dialect)

@@ -27,6 +27,7 @@ class TranscribeJob(Struct, frozen=True, tag="transcribe"):
     language: str | None = None
     prompt: str | None = None
     words: bool = False
+    partial: bool = False  # a decode while the user speaks: it waits for the transcripts already due
 
 
 class GenerateJob(Struct, frozen=True, tag="generate"):

@@ -44,7 +44,9 @@ def wants_transcript(state: SessionState) -> bool:
     return state.config.transcription is not None or state.session_type == "realtime"
 
 
-def job(draft: Draft, item_id: str, start: int, end: int, words: bool = False, context: str = "") -> TranscribeJob:
+def job(
+    draft: Draft, item_id: str, start: int, end: int, words: bool = False, context: str = "", partial: bool = False
+) -> TranscribeJob:
     """The job that transcribes samples [start, end) of the session's audio stream; `context` is what was said
     just before (whisper reads it as the prompt, after the session's own)."""
     state = draft.state
@@ -65,6 +67,7 @@ def job(draft: Draft, item_id: str, start: int, end: int, words: bool = False, c
         language=language or (state.heard_language if words else None),
         prompt=" ".join(p for p in (transcription.prompt if transcription else None, context) if p) or None,
         words=words,
+        partial=partial,
     )
 
 
@@ -129,7 +132,7 @@ def follow(draft: Draft, speaking: Speaking, frame_end: int) -> None:
     silent_for = frame_end - speaking.last_voice_sample
     if silent_for >= samples_from_ms(CLOSE_AFTER_MS):
         if live.asked_to < speaking.last_voice_sample + samples_from_ms(CLOSE_AFTER_MS):
-            draft.update(live=_ask(draft, live, frame_end))
+            draft.update(live=_ask(draft, live, frame_end, partial=False))
     elif (
         silent_for == 0
         and _incremental(draft.state)
@@ -137,7 +140,7 @@ def follow(draft: Draft, speaking: Speaking, frame_end: int) -> None:
         and frame_end - live.start >= samples_from_ms(FIRST_PARTIAL_MS)
         and frame_end - live.asked_to >= samples_from_ms(PARTIAL_EVERY_MS)
     ):
-        draft.update(live=_ask(draft, live, frame_end))
+        draft.update(live=_ask(draft, live, frame_end, partial=True))
 
 
 def end_turn(draft: Draft, item_id: str, end: int, voice_until: int) -> bool:
@@ -153,7 +156,7 @@ def end_turn(draft: Draft, item_id: str, end: int, voice_until: int) -> bool:
         _finish(draft, live, live.pending)
         return True
     if not (live.asked and live.asked_to >= covering):
-        live = _ask(draft, live, end)
+        live = _ask(draft, live, end, partial=False)
     draft.update(finishing=(*draft.state.finishing, msgspec.structs.replace(live, awaited=live.asked[-1])))
     return True
 
@@ -199,12 +202,12 @@ def _incremental(state: SessionState) -> bool:
     return transcription is not None and transcription.incremental
 
 
-def _ask(draft: Draft, live: LiveTurn, end: int) -> LiveTurn:
+def _ask(draft: Draft, live: LiveTurn, end: int, partial: bool) -> LiveTurn:
     """Decode the turn up to `end`, from a little before its stable text ends; the stable words before that are
     the prompt."""
     start = max(live.start, live.stable_end - samples_from_ms(CONTEXT_MS)) if live.stable else live.start
     context = text_of([w for w in live.stable_tail if w.end <= start]).lstrip()
-    decode = job(draft, live.item_id, start, end, words=True, context=context)
+    decode = job(draft, live.item_id, start, end, words=True, context=context, partial=partial)
     draft.jobs.append(decode)
     return msgspec.structs.replace(live, asked=(*live.asked, decode.job_id), asked_to=end)
 

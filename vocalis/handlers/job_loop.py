@@ -1,9 +1,11 @@
-"""What every model worker shares: pulling its jobs one at a time, and hearing which responses were cancelled."""
+"""What every model worker shares: pulling its jobs one at a time (by priority), and hearing which responses were
+cancelled."""
 
 import asyncio
+import contextlib
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import TypeVar
 
 import nats.errors
@@ -18,22 +20,58 @@ T = TypeVar("T")
 _DONE = object()
 
 
-async def serve_jobs(bus: Bus, kind: str, handle: Callable[[Msg], Awaitable[None]], stop: asyncio.Event) -> None:
-    """Handle `kind` jobs from the work queue until `stop`; a job whose handler raises is left for redelivery."""
-    subscription = await bus.job_subscription(kind)
+async def serve_jobs(
+    bus: Bus, kinds: Sequence[str], handle: Callable[[Msg], Awaitable[None]], stop: asyncio.Event
+) -> None:
+    """Handle jobs from the work queues `kinds` until `stop`, one at a time, earlier queues first.
+
+    Each queue has at most one job fetched and waiting here, so a job of the first queue waits at most for the job
+    in hand, and the jobs this worker cannot start yet stay in the stream for the other workers. A job whose
+    handler raises is left for redelivery; jobs still waiting at `stop` are handed back at once.
+    """
+    subscriptions = [await bus.job_subscription(kind) for kind in kinds]
+    waiting: list[Msg | None] = [None] * len(kinds)
+    arrived = asyncio.Event()
+    taken = [asyncio.Event() for _ in kinds]
+
+    async def fetch(index: int) -> None:
+        while True:
+            if waiting[index] is not None:
+                await taken[index].wait()
+                taken[index].clear()
+                continue
+            try:
+                (waiting[index],) = await subscriptions[index].fetch(1, timeout=1)
+            except TimeoutError:  # nats.errors.TimeoutError
+                continue
+            arrived.set()
+
+    fetchers = [asyncio.create_task(fetch(index)) for index in range(len(kinds))]
     try:
         while not stop.is_set():
-            try:
-                messages = await subscription.fetch(1, timeout=1)
-            except nats.errors.TimeoutError:
-                continue
-            for message in messages:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(arrived.wait(), 1)
+            arrived.clear()
+            while not stop.is_set() and (index := _first_waiting(waiting)) is not None:
+                message, waiting[index] = waiting[index], None
+                taken[index].set()
                 try:
                     await handle(message)
                 except Exception:
-                    log.exception("job.unhandled", kind=kind)
+                    log.exception("job.unhandled", kind=kinds[index])
     finally:
-        await subscription.unsubscribe()
+        for fetcher in fetchers:
+            fetcher.cancel()
+        await asyncio.gather(*fetchers, return_exceptions=True)
+        for message in waiting:
+            if message is not None:
+                await message.nak()
+        for subscription in subscriptions:
+            await subscription.unsubscribe()
+
+
+def _first_waiting(waiting: Sequence[Msg | None]) -> int | None:
+    return next((index for index, message in enumerate(waiting) if message is not None), None)
 
 
 class CancelledResponses:

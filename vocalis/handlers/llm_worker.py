@@ -46,7 +46,7 @@ class LlmWorker:
         cancels = await self.cancelled.listen(self.bus, then=self._stop_generating)
         log.info("llm.worker.ready", worker=self.worker_id)
         try:
-            await serve_jobs(self.bus, "llm", self.handle, stop)
+            await serve_jobs(self.bus, ("llm",), self.handle, stop)
         finally:
             await cancels.unsubscribe()
 

@@ -40,7 +40,7 @@ class SttWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("stt.worker.ready", worker=self.worker_id)
-        await serve_jobs(self.bus, "stt", self.handle, stop)
+        await serve_jobs(self.bus, ("stt", "stt-partial"), self.handle, stop)  # a transcript before a partial
 
     async def handle(self, message: Msg) -> None:
         job = _jobs.decode(message.data)

@@ -42,7 +42,7 @@ class TtsWorker:
         self.ready.set()
         log.info("tts.worker.ready", worker=self.worker_id)
         try:
-            await serve_jobs(self.bus, "tts", self.handle, stop)
+            await serve_jobs(self.bus, ("tts",), self.handle, stop)
         finally:
             await cancels.unsubscribe()
 
