@@ -16,24 +16,30 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import signal
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 from openai import AsyncOpenAI
 
+from bench.report import figure, save
 from tests.fake_llm import FakeLlm
 from tests.realtime_client import chunks, pcm24k, silence
 from vocalis.app.bus import Bus
 from vocalis.app.log_reader import read_session
 from vocalis.app.runner import free_port
 
-RESULTS = Path(__file__).parent / "results" / "voice_latency.json"
+STAGES = (
+    ("transcription_s", "transcription"),
+    ("first_token_s", "first token"),
+    ("first_clause_s", "first clause spoken"),
+    ("send_s", "sent"),
+)
 ANSWER = "Sure. Kennedy asked what you can do for your country, not the other way round."
 
 
@@ -70,7 +76,7 @@ async def stages(bus: Bus, session_id: str) -> dict[str, float]:
         transcripts: list[int] = []
         for entry in entries:
             kind = json.loads(entry.data).get("kind") or json.loads(entry.data).get("type")
-            if kind == "stt.completed":
+            if kind in ("stt.completed", "stt.words"):  # a whole item's transcript, or a decode of a VAD turn
                 transcripts.append(entry.at_ms)
             key = {
                 "input_audio_buffer.speech_stopped": "stopped",
@@ -81,8 +87,8 @@ async def stages(bus: Bus, session_id: str) -> dict[str, float]:
             if key and key not in at:
                 at[key] = entry.at_ms
         if len(at) == 4:
-            # The transcript the answer used is the last one before its first token; a speculative transcription
-            # (started in the turn's silence) may be ready before speech_stopped: then this stage is zero.
+            # The transcript the answer used is the last decode before its first token; the closing decode starts
+            # in the turn's silence and may be back before speech_stopped: then this stage is zero.
             used = max((t for t in transcripts if t <= at["token"]), default=at["stopped"])
             at["transcript"] = max(used, at["stopped"])
             return {
@@ -150,11 +156,20 @@ async def main() -> None:
             f"{r['llm']:<30}{m['total_s']:>8.3f}{m['transcription_s']:>8.3f}{m['first_token_s']:>8.3f}"
             f"{m['first_clause_s']:>8.3f}{m['send_s']:>8.3f}"
         )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    machine = {"platform": platform.platform(), "cpus": os.cpu_count()}
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    RESULTS.write_text(json.dumps({"measured_at": stamp, "machine": machine, "results": results}, indent=2))
-    print(f"saved {RESULTS}")
+    save("voice_latency", results, plot(results), runs=args.runs)
+
+
+def plot(results: list[dict[str, Any]]) -> Any:
+    """One stacked bar per LLM: the median of each stage."""
+    fig, axes = figure("Voice to voice: speech_stopped -> first audio delta (medians)", "", "seconds")
+    names = [r["llm"] for r in results]
+    bottom = [0.0] * len(results)
+    for key, label in STAGES:
+        values = [r["median"][key] for r in results]
+        axes.bar(names, values, bottom=bottom, label=label)
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    axes.legend()
+    return fig
 
 
 if __name__ == "__main__":

@@ -258,7 +258,7 @@ def test_vad_turn_event_sequence_and_job() -> None:
     assert isinstance(added.item, ev.MessageItem)
     assert added.item.content == (ev.ContentPart(type="input_audio", transcript=None),)
 
-    # While the user spoke, one decode of the turn's first 800 ms (to the end of frame 56, 28672); 150 ms into
+    # While the user spoke, one decode of the turn's first 600 ms (to the end of frame 49, 25600); 150 ms into
     # the silence (last voice at frame 60, 30720; frame 65 ends at 33280), the closing decode of the whole turn.
     # The commit waits for that one rather than asking again.
     assert stop.jobs == ()
@@ -269,7 +269,7 @@ def test_vad_turn_event_sequence_and_job() -> None:
         assert job.model == DEFAULT_STT
         assert job.job_id.startswith("job_")
         sim.assert_job_covered(job)
-    assert (partial.start_sample, partial.end_sample) == (15680, 28672)
+    assert (partial.start_sample, partial.end_sample) == (15680, 25600)
     assert (closing.start_sample, closing.end_sample) == (15680, 33280)
     assert partial.partial and not closing.partial, "the closing decode goes before partial decodes of other turns"
     assert (closing.first_seq, closing.last_seq, closing.first_sample) == (8, 17, 14336)
@@ -294,10 +294,11 @@ def test_audio_offsets_are_cumulative_session_time_across_turns() -> None:
     assert [s.item_id for s in started] == [s.item_id for s in stopped] == [c.item_id for c in committed]
     assert started[0].item_id != started[1].item_id
     assert committed[1].previous_item_id == committed[0].item_id
-    # Turn 1: a decode while speaking and the closing one; turn 2 (320 ms of speech) only the closing one, 150 ms
-    # after its last voice (74752 + 2400 -> frame 151 ends at 77312).
+    # Each turn: a decode while speaking, 600 ms into the turn, and the closing one, 150 ms after its last voice
+    # (turn 2: 74752 + 2400 -> frame 151 ends at 77312).
     jobs = sim.jobs
-    assert [(j.start_sample, j.end_sample) for j in jobs] == [(15680, 28672), (15680, 33280), (64832, 77312)]
+    expected = [(15680, 25600), (15680, 33280), (64832, 74752), (64832, 77312)]
+    assert [(j.start_sample, j.end_sample) for j in jobs] == expected
     for job in jobs:
         sim.assert_job_covered(job)
 

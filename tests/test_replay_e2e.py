@@ -16,13 +16,16 @@ COMPLETED = "conversation.item.input_audio_transcription.completed"
 
 
 async def _recorded(bus, session_id: str, expected_outputs: int) -> RecordedSession:
-    """The session's records once the edge has recorded its close and every output it sent."""
+    """The session's records once the edge has recorded its close and every output it sent, and the decodes
+    still in flight at the close have been recorded too (nothing new for half a second)."""
+    previous = -1
     for _ in range(100):
         recorded = await read_session(bus, session_id)
         closed = any(isinstance(r, rec.SessionClosed) for _, r in recorded.inputs)
-        if closed and len(recorded.outputs) >= expected_outputs:
+        if closed and len(recorded.outputs) >= expected_outputs and len(recorded.entries) == previous:
             return recorded
-        await asyncio.sleep(0.1)
+        previous = len(recorded.entries)
+        await asyncio.sleep(0.5)
     raise AssertionError("the session's records did not all arrive")
 
 

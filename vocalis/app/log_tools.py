@@ -19,7 +19,14 @@ from vocalis.app.bus import Bus, decode_record
 from vocalis.app.log_reader import RecordedSession, read_entries, subject_counts
 from vocalis.domain import records as rec
 from vocalis.domain.audio_time import MODEL_RATE, SAMPLES_PER_MS
-from vocalis.domain.events import AnyServerEvent, AudioCommitted, OutputAudioDelta, ResponseCreated, SpeechStopped
+from vocalis.domain.events import (
+    AnyServerEvent,
+    AudioCommitted,
+    OutputAudioDelta,
+    ResponseCreated,
+    SpeechStarted,
+    SpeechStopped,
+)
 from vocalis.domain.jobs import TranscribeJob
 from vocalis.domain.replay import Divergence, compare, replay, transitions
 from vocalis.domain.transcripts import to_markdown, to_srt, to_vtt
@@ -234,13 +241,15 @@ def export_wav(recorded: RecordedSession, directory: Path) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     stream = b"".join(r.pcm16k for r in audio.values() if isinstance(r, rec.AudioReceived))
-    # A VAD turn runs to its speech_stopped; its transcription may have started before, in its silence.
+    # A VAD turn runs from its speech_started to its speech_stopped; its decodes cover parts of it.
+    started = {e.item_id: e.audio_start_ms * SAMPLES_PER_MS for e in outputs if isinstance(e, SpeechStarted)}
     stopped = {e.item_id: e.audio_end_ms * SAMPLES_PER_MS for e in outputs if isinstance(e, SpeechStopped)}
     for number, job in enumerate(jobs, 1):
         if isinstance(audio.get(job.first_seq), rec.ItemAudioReceived):
             pcm = (turn_audio(job, [audio[job.first_seq]]) * 32767).astype("<i2").tobytes()
         else:
-            pcm = stream[2 * job.start_sample : 2 * stopped.get(job.item_id, job.end_sample)]
+            start = started.get(job.item_id, job.start_sample)
+            pcm = stream[2 * start : 2 * stopped.get(job.item_id, job.end_sample)]
         written.append(_write_wav(directory / f"user-turn-{number:02d}-{job.item_id}.wav", pcm, MODEL_RATE))
     formats = {e.response.id: e.response.output_format for e in outputs if isinstance(e, ResponseCreated)}
     answers: dict[str, bytearray] = {}

@@ -1,13 +1,14 @@
 """A user item's transcription: the jobs that ask for it, the turn decoded while the user speaks, the results.
 
-A server-VAD turn is a `LiveTurn` from `speech_started` on. While the user speaks, it is decoded again every
-`PARTIAL_EVERY_MS` of new audio (one decode at a time); words two consecutive decodes agree on become stable and
-go out as transcript deltas, and later decodes start `CONTEXT_MS` before where they end (whisper hears the words
-before, and `agreement.unheard` drops them again). Once the turn's silence has lasted `CLOSE_AFTER_MS`, one more
-decode covers the rest of its speech, before the VAD decides that the turn is over; when it does, that decode
-completes the transcript: the stable text plus the words after it, less any whisper made up in the turn's closing
-silence. Stable text is never revised, so the deltas always add up to the completed transcript. If speech
-resumes, the closing decode is one more decode of the growing turn.
+A server-VAD turn is a `LiveTurn` from `speech_started` on. While the user speaks, it is decoded again as it
+grows (one decode at a time, more often in its first seconds); words two consecutive decodes agree on, and that
+the later decode heard `SETTLE_MS` past, become stable and go out as transcript deltas. Later decodes start
+`CONTEXT_MS` before the stable words end (whisper hears the words before, and `agreement.unheard` drops them
+again). Once the turn's silence has lasted `CLOSE_AFTER_MS`, one more decode covers the rest of its speech, before
+the VAD decides that the turn is over; when it does, that decode completes the transcript: the stable text plus
+the words after it, less any whisper made up in the turn's closing silence. Stable text is never revised, so the
+deltas always add up to the completed transcript. If speech resumes, the closing decode is one more decode of the
+growing turn.
 
 Without incremental decoding (`transcription.incremental: false`), only the closing decode runs, over the whole
 turn.
@@ -33,8 +34,16 @@ from vocalis.domain.turns import Speaking
 # The closing decode starts once a turn's silence has lasted this long, so the transcript is ready about
 # `silence_duration_ms - CLOSE_AFTER_MS` sooner than if decoding waited for the end of the turn.
 CLOSE_AFTER_MS = 150
-FIRST_PARTIAL_MS = 800  # of the turn (its prefix padding included) before the first decode: a word or two
+FIRST_PARTIAL_MS = 600  # of the turn (its prefix padding included) before the first decode: a word or so
+# A decode every 400 ms of new audio for the first 2 s of a turn, so its first words come soon; every 800 ms after:
+# decodes that differ more agree on fewer mistakes (measured by bench/live_accuracy.py), and cost half as much.
 PARTIAL_EVERY_MS = 400
+QUICK_FOR_MS = 2000
+PARTIAL_EVERY_LATER_MS = 800
+# A word is stable only if the decode heard at least this much after it, and it is not the decode's last word:
+# whisper may still change a word at the end of what it heard, and punctuates it as the end of the text.
+SETTLE_MS = 500
+HOLD_BACK = 1
 CONTEXT_MS = 3000
 STABLE_TAIL = 40  # words of the stable text kept: to recognise a decode that repeats them, and as its prompt
 
@@ -138,7 +147,7 @@ def follow(draft: Draft, speaking: Speaking, frame_end: int) -> None:
         and _incremental(draft.state)
         and not live.asked
         and frame_end - live.start >= samples_from_ms(FIRST_PARTIAL_MS)
-        and frame_end - live.asked_to >= samples_from_ms(PARTIAL_EVERY_MS)
+        and frame_end - live.asked_to >= samples_from_ms(_interval_ms(frame_end - live.start))
     ):
         draft.update(live=_ask(draft, live, frame_end, partial=True))
 
@@ -197,6 +206,10 @@ def on_failure(draft: Draft, record: rec.TranscriptionFailed) -> None:
             return
 
 
+def _interval_ms(turn_samples: int) -> int:
+    return PARTIAL_EVERY_MS if turn_samples < samples_from_ms(QUICK_FOR_MS) else PARTIAL_EVERY_LATER_MS
+
+
 def _incremental(state: SessionState) -> bool:
     transcription = state.config.transcription
     return transcription is not None and transcription.incremental
@@ -218,7 +231,8 @@ def _heard(draft: Draft, live: LiveTurn, record: rec.WordsDecoded) -> LiveTurn:
     if record.end_sample <= live.decoded_to:
         return live  # overtaken by a later decode
     words = unheard(record.words, live.stable_end, live.stable_tail)
-    count = agreed(live.pending, words) if _incremental(draft.state) else 0
+    settled = [w for w in words[: len(words) - HOLD_BACK] if w.end <= record.end_sample - samples_from_ms(SETTLE_MS)]
+    count = agreed(live.pending, settled) if _incremental(draft.state) else 0
     live = msgspec.structs.replace(live, pending=words[count:], decoded_to=record.end_sample)
     if count == 0:
         return live
