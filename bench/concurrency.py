@@ -14,7 +14,7 @@ on, or given by `--server-pid`. Every session streams the same file, so their tu
 other: the bunched worst case, not a random arrival. The client runs on the same machine and competes for its
 cores. Prints a table and writes bench/results/concurrency_<model>.json and .png.
 
-    .venv/bin/python -m bench.concurrency --url ws://127.0.0.1:8000/v1 --model whisper-base --sessions 1 2 3 4 6 8
+    .venv/bin/python -m bench.concurrency --url ws://127.0.0.1:8000/v1 --model whisper-base --sessions 1 2 3 4 6 8 [--no-incremental]
 """
 
 import argparse
@@ -116,8 +116,8 @@ async def paced(connection: Any, pcm: bytes, speed: float = 1.0) -> AsyncIterato
 class Session:
     """One transcription session streaming `pcm` at `speed` x real time, timing its turns as its events arrive."""
 
-    def __init__(self, url: str, model: str, pcm: bytes, speed: float = 1.0) -> None:
-        self.url, self.model, self.pcm, self.speed = url, model, pcm, speed
+    def __init__(self, url: str, model: str, pcm: bytes, speed: float = 1.0, incremental: bool = True) -> None:
+        self.url, self.model, self.pcm, self.speed, self.incremental = url, model, pcm, speed, incremental
         self.turns: dict[str, Turn] = {}
         self.audio_s = 0.0  # sent so far
         self.errors: list[str] = []
@@ -130,7 +130,8 @@ class Session:
         """Stream after `delay_s`, then wait until every turn that started has its transcript (or the timeout)."""
         client = AsyncOpenAI(api_key="bench", base_url=self.url.replace("ws", "http", 1), websocket_base_url=self.url)
         async with client.realtime.connect(extra_query={"intent": "transcription"}) as conn:
-            input_ = {"transcription": {"model": self.model}, "turn_detection": {"type": "server_vad"}}
+            transcription = {"model": self.model, "incremental": self.incremental}
+            input_ = {"transcription": transcription, "turn_detection": {"type": "server_vad"}}
             await conn.session.update(session={"type": "transcription", "audio": {"input": input_}})
             await asyncio.sleep(delay_s)
             sender = asyncio.create_task(self._send(conn))
@@ -190,7 +191,9 @@ def show(value: float | None, width: int, digits: int = 3) -> str:
     return f"{'-' if value is None else f'{value:.{digits}f}':>{width}}"
 
 
-async def measure(server: ServerProcess, url: str, model: str, pcm: bytes, n: int, stagger_s: float) -> dict[str, Any]:
+async def measure(
+    server: ServerProcess, url: str, model: str, pcm: bytes, n: int, stagger_s: float, incremental: bool
+) -> dict[str, Any]:
     """N sessions at once: their turn latencies, and the server's CPU and memory over the run."""
     await asyncio.sleep(2)  # let the previous run's work finish, so the idle RSS is idle
     idle_mib = peak_mib = server.rss_mib()
@@ -201,7 +204,7 @@ async def measure(server: ServerProcess, url: str, model: str, pcm: bytes, n: in
 
     sampler = asyncio.create_task(sample_every(0.5, track_peak))
     cpu_before, wall_before = server.cpu_s(), time.monotonic()
-    sessions = [Session(url, model, pcm) for _ in range(n)]
+    sessions = [Session(url, model, pcm, incremental=incremental) for _ in range(n)]
     await asyncio.gather(*(s.run(delay_s=i * stagger_s / n) for i, s in enumerate(sessions)))
     cpu_s, wall_s = server.cpu_s() - cpu_before, time.monotonic() - wall_before
     sampler.cancel()
@@ -235,8 +238,9 @@ def under_target(row: dict[str, Any], target_s: float) -> bool:
     return row["p95_s"] is not None and row["p95_s"] < target_s  # no transcript at all is a miss
 
 
-def plot(model: str, rows: list[dict[str, Any]], stop_at_s: float) -> Any:
-    fig, axes = figure(f"Concurrent transcription sessions ({model})", "sessions", "speech_stopped -> completed (s)")
+def plot(model: str, rows: list[dict[str, Any]], stop_at_s: float, incremental: bool) -> Any:
+    title = f"Concurrent transcription sessions ({model}{'' if incremental else ', not incremental'})"
+    fig, axes = figure(title, "sessions", "speech_stopped -> completed (s)")
     n = [r["sessions"] for r in rows]
     nan = float("nan")  # a gap in the line where a run had no transcript
     axes.plot(n, [nan if r["p95_s"] is None else r["p95_s"] for r in rows], "o-", color="tab:red", label="p95")
@@ -265,7 +269,9 @@ async def main() -> None:
     parser.add_argument("--stop-at-s", type=float, default=1.0, help="p95 target; stop after the first N reaching it")
     parser.add_argument("--stagger-s", type=float, default=0.5, help="session i starts i * stagger / N later")
     parser.add_argument("--wav", default="lecture_60s.wav")
+    parser.add_argument("--no-incremental", action="store_true", help="transcribe each turn only once it ends")
     args = parser.parse_args()
+    incremental = not args.no_incremental
     server = ServerProcess.find(args.url, args.server_pid)
     pcm = pcm24k(args.wav) + silence(1500)  # the trailing silence closes the last turn
     await warm_up(args.url, args.model)
@@ -273,7 +279,7 @@ async def main() -> None:
     header = [("N", 3), ("turns", 7), ("p50 s", 8), ("p95 s", 8), ("delta p50", 10), ("cores/sess", 11)]
     print("".join(f"{name:>{width}}" for name, width in [*header, ("peak MiB", 10), ("+MiB/sess", 10)]))
     for n in args.sessions:
-        row = await measure(server, args.url, args.model, pcm, n, args.stagger_s)
+        row = await measure(server, args.url, args.model, pcm, n, args.stagger_s, incremental)
         rows.append(row)
         print(
             f"{n:>3}{row['turns']:>7}{show(row['p50_s'], 8)}{show(row['p95_s'], 8)}{show(row['first_delta_p50_s'], 10)}"
@@ -285,10 +291,11 @@ async def main() -> None:
     max_sessions = max(under, default=0)
     print(f"largest N with p95 < {args.stop_at_s:g} s: {max_sessions or 'none'}")
     save(
-        f"concurrency_{Path(args.model).name}",
+        f"concurrency_{Path(args.model).name}{'' if incremental else '_not_incremental'}",
         rows,
-        plot(args.model, rows, args.stop_at_s),
+        plot(args.model, rows, args.stop_at_s, incremental),
         model=args.model,
+        incremental=incremental,
         wav=args.wav,
         stagger_s=args.stagger_s,
         stop_at_s=args.stop_at_s,
