@@ -14,7 +14,8 @@ on, or given by `--server-pid`. Every session streams the same file, so their tu
 other: the bunched worst case, not a random arrival. The client runs on the same machine and competes for its
 cores. Prints a table and writes bench/results/concurrency_<model>.json and .png.
 
-    .venv/bin/python -m bench.concurrency --url ws://127.0.0.1:8000/v1 --model whisper-base --sessions 1 2 3 4 6 8 [--no-incremental]
+    .venv/bin/python -m bench.concurrency --url ws://127.0.0.1:8000/v1 --model whisper-base --sessions 1 2 3 4 6 8
+    .venv/bin/python -m bench.concurrency --model whisper-base --no-incremental   # each turn decoded once it ends
 """
 
 import argparse
