@@ -4,9 +4,9 @@ Models stay loaded for the life of the worker: one instance per model name, load
 
 Whisper always encodes a 30 s window, the audio padded with silence; for a 2 s turn that is 15 times the work
 the audio needs. With `window="trimmed"` (the default) the encoder gets the audio and `TRIMMED_PADDING_FRAMES` of
-that padding only (CTranslate2 accepts the shorter input): on a 2-core CPU, whisper-base encodes an 11 s turn in
-about a fifth of the time, with the same words on the shared test speech (`window="full"` restores whisper's
-window).
+that padding only (CTranslate2 accepts the shorter input). On a 2-core CPU, whisper-base's encoder then takes a
+fifth of the time for an 11 s turn, a decode of 2 s of speech drops from about 0.55 s to 0.1 s, and the words on
+the shared test speech are the same (`window="full"` restores whisper's window).
 """
 
 import os
