@@ -36,13 +36,17 @@ class LiveTurn(Struct, frozen=True):
     asked_to: int  # where the latest decode asked for ends
     stable: str = ""  # the text sent as transcript deltas; never revised
     stable_tail: tuple[Word, ...] = ()  # its last words
-    stable_end: int = 0  # where its last word ends
     pending: tuple[Word, ...] = ()  # the latest decode's words after the stable ones
     decoded_to: int = 0  # where the latest decode's audio ends
     asked: tuple[str, ...] = ()  # decodes in flight
     end: int = 0  # the committed turn's end
     voice_until: int = 0  # and the end of its speech: whisper makes up words in the silence after
     awaited: str | None = None
+
+    @property
+    def stable_end(self) -> int:
+        """Where the last stable word ends."""
+        return self.stable_tail[-1].end if self.stable_tail else 0
 
 
 class SessionState(Struct, frozen=True):

@@ -245,7 +245,7 @@ def _heard(draft: Draft, live: LiveTurn, record: rec.WordsDecoded) -> LiveTurn:
     tail = (*live.stable_tail, *stable)[-STABLE_TAIL:]
     if draft.state.heard_language is None and record.language:
         draft.update(heard_language=record.language)
-    return msgspec.structs.replace(live, stable=live.stable + delta, stable_tail=tail, stable_end=stable[-1].end)
+    return msgspec.structs.replace(live, stable=live.stable + delta, stable_tail=tail)
 
 
 def _finish(draft: Draft, turn: LiveTurn, rest: Sequence[Word]) -> None:
