@@ -25,13 +25,12 @@ from vocalis.app.runner import transcriber
 from vocalis.app.settings import Settings
 from vocalis.domain import events as ev
 from vocalis.domain import records as rec
-from vocalis.domain.audio_time import MODEL_RATE
 from vocalis.domain.jobs import TranscribeJob
 from vocalis.domain.session import open_session, step
 from vocalis.domain.session_config import SessionUpdate, TranscriptionUpdate
 from vocalis.handlers.audio_input import InputAudio, to_pcm16
 from vocalis.handlers.stt import Transcriber
-from vocalis.handlers.stt_worker import turn_audio
+from vocalis.handlers.stt_worker import turn_audio, words_decoded
 from vocalis.handlers.vad import SileroVad
 
 # Each file is run after these leads of silence too: decodes fall elsewhere in the speech, and whisper on a
@@ -74,17 +73,7 @@ def run(stt: Transcriber, vad: SileroVad, model: str, wav: str, incremental: boo
     def decode(job: TranscribeJob) -> rec.Record:
         pcm = turn_audio(job, [audio[s] for s in range(job.first_seq, job.last_seq + 1) if s in audio])
         words, language = stt.words(pcm, job.model, job.language, job.prompt)
-        at = job.start_sample
-        return rec.WordsDecoded(
-            at_ms=0,
-            job_id=job.job_id,
-            item_id=job.item_id,
-            start_sample=job.start_sample,
-            end_sample=job.end_sample,
-            words=tuple(rec.Word(t, at + round(s * MODEL_RATE), at + round(e * MODEL_RATE)) for t, s, e in words),
-            worker="bench",
-            language=language,
-        )
+        return words_decoded(job, words, language, worker="bench", at_ms=0)
 
     if not incremental:
         update = SessionUpdate(transcription=TranscriptionUpdate(incremental=False))

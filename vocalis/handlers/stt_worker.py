@@ -32,6 +32,26 @@ def turn_audio(job: TranscribeJob, records: list[rec.AudioReceived | rec.ItemAud
     return pcm[begin : begin + job.end_sample - job.start_sample].astype(np.float32) / 32768.0
 
 
+def words_decoded(
+    job: TranscribeJob, decoded: list[tuple[str, float, float]], language: str, worker: str, at_ms: int
+) -> rec.WordsDecoded:
+    """A decode's words (text, start and end in seconds of the job's audio) as a record: their times become
+    positions in the session's audio stream."""
+    at = job.start_sample
+    return rec.WordsDecoded(
+        at_ms=at_ms,
+        job_id=job.job_id,
+        item_id=job.item_id,
+        start_sample=job.start_sample,
+        end_sample=job.end_sample,
+        words=tuple(
+            rec.Word(text, at + round(start * MODEL_RATE), at + round(end * MODEL_RATE)) for text, start, end in decoded
+        ),
+        worker=worker,
+        language=language,
+    )
+
+
 class SttWorker:
     def __init__(self, bus: Bus, transcriber: Transcriber, worker_id: str) -> None:
         self.bus = bus
@@ -73,23 +93,9 @@ class SttWorker:
         )
 
     async def _decode_words(self, job: TranscribeJob, audio: np.ndarray) -> rec.Record:
-        """One decode of a turn in progress, its word times as positions in the session's audio stream."""
+        """One decode of a turn in progress."""
         decoded, language = await asyncio.to_thread(self.transcriber.words, audio, job.model, job.language, job.prompt)
-        at = job.start_sample
-        words = tuple(
-            rec.Word(text=text, start=at + round(start * MODEL_RATE), end=at + round(end * MODEL_RATE))
-            for text, start, end in decoded
-        )
-        return rec.WordsDecoded(
-            at_ms=now_ms(),
-            job_id=job.job_id,
-            item_id=job.item_id,
-            start_sample=job.start_sample,
-            end_sample=job.end_sample,
-            words=words,
-            worker=self.worker_id,
-            language=language,
-        )
+        return words_decoded(job, decoded, language, self.worker_id, now_ms())
 
     async def _transcribe(self, job: TranscribeJob, audio: np.ndarray, subject: str, message: Msg) -> rec.Record:
         """A whole item's transcript, published piece by piece as it is decoded."""
