@@ -48,10 +48,10 @@ async def _healthy(port: int, process: subprocess.Popen[bytes]) -> None:
     raise AssertionError("the server did not come up")
 
 
-def _stop(*processes: subprocess.Popen[bytes]) -> None:
+def _stop(*processes: subprocess.Popen[bytes], signum: int = signal.SIGINT) -> None:
     for process in processes:
         if process.poll() is None:
-            process.send_signal(signal.SIGINT)
+            process.send_signal(signum)
     for process in processes:
         try:
             process.wait(timeout=30)
@@ -82,6 +82,19 @@ async def test_serve_runs_everything_and_ctrl_c_stops_it(tmp_path: Path):
         _stop(server)
     assert server.returncode == 0
     assert not _nats_servers_using(tmp_path / "nats.conf"), "Ctrl-C stops the embedded nats-server too"
+
+
+@pytest.mark.slow
+async def test_sigterm_stops_serve_and_its_nats_server(tmp_path: Path):
+    port = runner.free_port()
+    server = _vocalis("serve", "--port", str(port), "--data-dir", str(tmp_path))
+    try:
+        await _healthy(port, server)
+        assert _nats_servers_using(tmp_path / "nats.conf")
+    finally:
+        _stop(server, signum=signal.SIGTERM)  # as a service manager stops it
+    assert server.returncode == 0
+    assert not _nats_servers_using(tmp_path / "nats.conf"), "SIGTERM stops the embedded nats-server too"
 
 
 async def test_serve_joins_an_existing_nats(nats_url: str, tmp_path: Path):
