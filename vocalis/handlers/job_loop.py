@@ -34,8 +34,12 @@ async def serve_jobs(
     arrived = asyncio.Event()
     taken = [asyncio.Event() for _ in kinds]
 
+    closing = asyncio.Event()
+
     async def fetch(index: int) -> None:
-        while True:
+        # Stops on `closing` as well as on cancellation: nats-py waits with asyncio.wait_for, which on Python 3.11
+        # can lose a cancellation that arrives as its message does.
+        while not closing.is_set():
             if waiting[index] is not None:
                 await taken[index].wait()
                 taken[index].clear()
@@ -60,6 +64,7 @@ async def serve_jobs(
                 except Exception:
                     log.exception("job.unhandled", kind=kinds[index])
     finally:
+        closing.set()
         for fetcher in fetchers:
             fetcher.cancel()
         await asyncio.gather(*fetchers, return_exceptions=True)
