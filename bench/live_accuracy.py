@@ -19,19 +19,19 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from app.runner import transcriber
+from app.settings import Settings
 from bench.report import figure, save
+from domain import events as ev
+from domain import records as rec
+from domain.jobs import TranscribeJob
+from domain.session import open_session, step
+from domain.session_config import SessionUpdate, TranscriptionUpdate
+from handlers.input_audio.decode import InputAudio, to_pcm16
+from handlers.input_audio.vad import SileroVad
+from handlers.stt import Transcriber
+from handlers.stt_worker import turn_audio, words_decoded
 from tests.realtime_client import JFK, LECTURE, chunks, pcm24k, silence, word_error_rate
-from vocalis.app.runner import transcriber
-from vocalis.app.settings import Settings
-from vocalis.domain import events as ev
-from vocalis.domain import records as rec
-from vocalis.domain.jobs import TranscribeJob
-from vocalis.domain.session import open_session, step
-from vocalis.domain.session_config import SessionUpdate, TranscriptionUpdate
-from vocalis.handlers.audio_input import InputAudio, to_pcm16
-from vocalis.handlers.stt import Transcriber
-from vocalis.handlers.stt_worker import turn_audio, words_decoded
-from vocalis.handlers.vad import SileroVad
 
 # Each file is run after these leads of silence too: decodes fall elsewhere in the speech, and whisper on a
 # few seconds of audio is erratic enough that one phase can mislead.

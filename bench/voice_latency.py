@@ -27,12 +27,12 @@ from typing import Any
 import httpx
 from openai import AsyncOpenAI
 
+from app.bus import Bus
+from app.log_reader import read_session
+from app.runner import free_port
 from bench.report import figure, save
 from tests.fake_llm import FakeLlm
 from tests.realtime_client import chunks, pcm24k, silence
-from vocalis.app.bus import Bus
-from vocalis.app.log_reader import read_session
-from vocalis.app.runner import free_port
 
 STAGES = (
     ("transcription_s", "transcription"),
@@ -110,7 +110,7 @@ async def measure(llm: str, runs: int, fake: FakeLlm | None) -> dict[str, object
         env["VOCALIS_DATA_DIR"] = data
         env.setdefault("VOCALIS_MODEL_DIR", str(Path.home() / ".local/share/vocalis/models"))
         server = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "vocalis", "serve", env=env, stderr=asyncio.subprocess.DEVNULL
+            sys.executable, "-m", "app", "serve", env=env, stderr=asyncio.subprocess.DEVNULL
         )
         try:
             async with httpx.AsyncClient() as http:

@@ -11,17 +11,17 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from app import runner
+from app.analytics import AnalyticsWorker
+from app.bus import Bus
+from app.settings import Settings
+from handlers.llm import ChatClient
+from handlers.llm_worker import LlmWorker
+from handlers.stt import Transcriber
+from handlers.stt_worker import SttWorker
+from handlers.tts import KokoroSynthesizer
+from handlers.tts_worker import TtsWorker
 from tests.fake_llm import FakeLlm
-from vocalis.app import runner
-from vocalis.app.analytics import AnalyticsWorker
-from vocalis.app.bus import Bus
-from vocalis.app.settings import Settings
-from vocalis.handlers.llm import ChatClient
-from vocalis.handlers.llm_worker import LlmWorker
-from vocalis.handlers.stt import Transcriber
-from vocalis.handlers.stt_worker import SttWorker
-from vocalis.handlers.tts import KokoroSynthesizer
-from vocalis.handlers.tts_worker import TtsWorker
 
 MODEL_CACHE = Settings.from_env().models_path
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import soxr
 
+from app import log_tools
+from app.analytics import summarize
+from app.log_reader import read_session
+from domain import events as ev
 from tests.realtime_client import events_until, pcm24k, sdk, silence, stream, words
-from vocalis.app import log_tools
-from vocalis.app.analytics import summarize
-from vocalis.app.log_reader import read_session
-from vocalis.domain import events as ev
 
 DONE = "response.done"
 ANSWER = "Sure. The weather in Paris is sunny today, with a light breeze and about twenty degrees."

@@ -1,7 +1,7 @@
 """Stable words from consecutive decodes: what agrees, and what a decode repeats or makes up."""
 
-from vocalis.domain.agreement import agreed, normalized, text_of, unheard
-from vocalis.domain.records import Word
+from domain.agreement import agreed, normalized, text_of, unheard
+from domain.records import Word
 
 
 def said(*spans: tuple[str, float, float]) -> tuple[Word, ...]:

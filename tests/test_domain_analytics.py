@@ -1,8 +1,8 @@
 """Analytics folded from synthetic events: utterances, talk time, pace, interruptions, latencies."""
 
-from vocalis.domain import records as rec
-from vocalis.domain.analytics import LoggedEvent, fold_event, fold_record, open_summary
-from vocalis.domain.transcripts import to_markdown, to_srt, to_vtt
+from domain import records as rec
+from domain.analytics import LoggedEvent, fold_event, fold_record, open_summary
+from domain.transcripts import to_markdown, to_srt, to_vtt
 
 T0 = 1_000_000
 

@@ -2,12 +2,12 @@
 
 import msgspec
 
+from domain import conversation
+from domain import events as ev
+from domain import records as rec
+from domain.jobs import GenerateJob, SynthesizeJob
+from domain.session_config import TurnDetectionUpdate
 from tests.test_domain_session import FIRST_TURN, Sim, only
-from vocalis.domain import conversation
-from vocalis.domain import events as ev
-from vocalis.domain import records as rec
-from vocalis.domain.jobs import GenerateJob, SynthesizeJob
-from vocalis.domain.session_config import TurnDetectionUpdate
 
 AT = 1_700_000_000_000
 

@@ -9,11 +9,11 @@ from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import event as hypothesis_event
 from hypothesis import strategies as st
 
-from vocalis.domain import events as ev
-from vocalis.domain import records as rec
-from vocalis.domain.jobs import TranscribeJob
-from vocalis.domain.session import SessionState, open_session, step
-from vocalis.domain.session_config import SessionUpdate, TranscriptionUpdate, TurnDetectionUpdate
+from domain import events as ev
+from domain import records as rec
+from domain.jobs import TranscribeJob
+from domain.session import SessionState, open_session, step
+from domain.session_config import SessionUpdate, TranscriptionUpdate, TurnDetectionUpdate
 
 FRAME = 512
 TICKS_PER_SAMPLE = 3

@@ -1,4 +1,4 @@
-"""Clause segmentation of a streamed LLM answer for TTS (`vocalis.domain.segmentation`)."""
+"""Clause segmentation of a streamed LLM answer for TTS (`domain.segmentation`)."""
 
 # ruff: noqa: RUF001, RUF003  (CJK punctuation is what these tests are about)
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from vocalis.domain.segmentation import FIRST_CLAUSE_MAX_WORDS, MAX_WORDS, Segmenter, feed, flush
+from domain.segmentation import FIRST_CLAUSE_MAX_WORDS, MAX_WORDS, Segmenter, feed, flush
 
 
 def segment(chunks: Sequence[str]) -> list[str]:

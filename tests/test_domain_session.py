@@ -1,4 +1,4 @@
-"""The session state machine (`vocalis.domain.session`) driven by hand-built records.
+"""The session state machine (`domain.session`) driven by hand-built records.
 
 Audio is given as 16 kHz sample counts: 16 samples per ms, a VAD frame every 512 samples, and 3 session ticks
 (1/48 000 s) per 16 kHz sample. Expected numbers are derived by hand from those rules and the spec.
@@ -10,11 +10,11 @@ from collections.abc import Sequence
 import msgspec
 import pytest
 
-from vocalis.domain import events as ev
-from vocalis.domain import records as rec
-from vocalis.domain.jobs import GenerateJob, TranscribeJob
-from vocalis.domain.session import SessionState, Transition, open_session, step
-from vocalis.domain.session_config import (
+from domain import events as ev
+from domain import records as rec
+from domain.jobs import GenerateJob, TranscribeJob
+from domain.session import SessionState, Transition, open_session, step
+from domain.session_config import (
     EAGERNESS_SILENCE_MS,
     NoiseReduction,
     SessionUpdate,

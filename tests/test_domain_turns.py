@@ -1,4 +1,4 @@
-"""Server VAD turn detection (`vocalis.domain.turns.advance`) over synthetic speech-probability sequences.
+"""Server VAD turn detection (`domain.turns.advance`) over synthetic speech-probability sequences.
 
 Frame `i` (0-based) covers 16 kHz samples [512 i, 512 (i + 1)); `advance` is told the sample where it ends.
 Expected sample positions below are worked out by hand from the documented rules (16 samples per ms, 512
@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vocalis.domain.session_config import EAGERNESS_SILENCE_MS, TurnDetection
-from vocalis.domain.turns import HYSTERESIS, Speaking, TurnStarted, TurnStopped, advance
+from domain.session_config import EAGERNESS_SILENCE_MS, TurnDetection
+from domain.turns import HYSTERESIS, Speaking, TurnStarted, TurnStopped, advance
 
 FRAME = 512
 SAMPLES_PER_MS = 16

@@ -6,9 +6,9 @@ import sys
 import typing
 from pathlib import Path
 
+from domain.events import AnyServerEvent, ClientEvent
+from domain.records import Record
 from tests.realtime_client import events_until, pcm24k, sdk, stream, words
-from vocalis.domain.events import AnyServerEvent, ClientEvent
-from vocalis.domain.records import Record
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "events.md"

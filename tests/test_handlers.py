@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import soxr
 
+from handlers import models
+from handlers.input_audio.decode import InputAudio, InvalidAudio, g711_to_pcm16
+from handlers.input_audio.vad import SileroVad
+from handlers.models import ChecksumMismatch, ModelRegistry, UnknownModel
 from tests.conftest import MODEL_CACHE
 from tests.realtime_client import AUDIO
-from vocalis.handlers import models
-from vocalis.handlers.audio_input import InputAudio, InvalidAudio, g711_to_pcm16
-from vocalis.handlers.models import ChecksumMismatch, ModelRegistry, UnknownModel
-from vocalis.handlers.vad import SileroVad
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)

@@ -4,8 +4,8 @@ import asyncio
 
 from nats.aio.msg import Msg
 
-from vocalis.app.bus import Bus
-from vocalis.handlers.job_loop import serve_jobs
+from app.bus import Bus
+from handlers.job_loop import serve_jobs
 
 
 async def fetched(bus: Bus, kind: str, count: int) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from vocalis.app import runner
+from app import runner
 
 JS = Path(__file__).parent / "js"
 

@@ -10,15 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MODEL_CACHE
-from tests.fake_llm import FakeLlm
-from vocalis.app import runner
-from vocalis.app.bus import MSG_ID, Bus, decode_record, encode
-from vocalis.app.log_reader import read_entries
-from vocalis.app.settings import Settings
-from vocalis.domain import records as rec
-from vocalis.domain.jobs import GenerateJob
-from vocalis.handlers.llm import (
+from app import runner
+from app.bus import MSG_ID, Bus, decode_record, encode
+from app.log_reader import read_entries
+from app.settings import Settings
+from domain import records as rec
+from domain.jobs import GenerateJob
+from handlers.llm import (
     DEFAULT_LLM,
     BundledLlmServer,
     ChatClient,
@@ -29,7 +27,9 @@ from vocalis.handlers.llm import (
     ToolCallsDelta,
     resolve_model,
 )
-from vocalis.handlers.llm_worker import LlmWorker
+from handlers.llm_worker import LlmWorker
+from tests.conftest import MODEL_CACHE
+from tests.fake_llm import FakeLlm
 
 WEATHER_TOOL = {
     "type": "function",

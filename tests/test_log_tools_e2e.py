@@ -12,14 +12,14 @@ import httpx
 import msgspec
 import pytest
 
+from app import log_tools
+from app.analytics import SummaryStore, summarize
+from app.log_reader import read_session
+from domain import events as ev
+from domain import records as rec
+from domain import replay as replay_module
+from domain.replay import UnsupportedSchema
 from tests.realtime_client import Turns, events_until, pcm24k, sdk, silence, stream, words
-from vocalis.app import log_tools
-from vocalis.app.analytics import SummaryStore, summarize
-from vocalis.app.log_reader import read_session
-from vocalis.domain import events as ev
-from vocalis.domain import records as rec
-from vocalis.domain import replay as replay_module
-from vocalis.domain.replay import UnsupportedSchema
 
 COMPLETED = "conversation.item.input_audio_transcription.completed"
 
@@ -52,7 +52,7 @@ async def wait_closed(stack, session_id: str) -> None:
 async def vocalis_cli(stack, *args: str) -> tuple[int, str]:
     env = os.environ | {"VOCALIS_NATS_URL": stack.nats_url, "VOCALIS_LOG_FORMAT": "json"}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "vocalis", *args, env=env, stdout=asyncio.subprocess.PIPE
+        sys.executable, "-m", "app", *args, env=env, stdout=asyncio.subprocess.PIPE
     )
     output, _ = await process.communicate()
     return process.returncode or 0, output.decode()
@@ -81,12 +81,12 @@ async def test_sessions_lists_newest_first_with_filters(stack):
 async def test_tail_follows_live_sessions_readably(stack):
     env = os.environ | {"VOCALIS_NATS_URL": stack.nats_url}
     readable = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "vocalis", "tail", "--all", env=env, stdout=asyncio.subprocess.PIPE
+        sys.executable, "-m", "app", "tail", "--all", env=env, stdout=asyncio.subprocess.PIPE
     )
     filtered = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "vocalis",
+        "app",
         "tail",
         "--all",
         "--json",
@@ -95,7 +95,7 @@ async def test_tail_follows_live_sessions_readably(stack):
         env=env,
         stdout=asyncio.subprocess.PIPE,
     )
-    await asyncio.sleep(1.5)  # both are subscribed
+    await asyncio.sleep(3)  # both are subscribed (two interpreters starting on a busy machine)
     session_id, _ = await record_session(stack, "hello_world.wav")
     await asyncio.sleep(0.5)
     lines = {}

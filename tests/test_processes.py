@@ -10,12 +10,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app import runner
+from app.bus import Bus
+from app.log_reader import read_session
+from domain import records as rec
 from tests.conftest import MODEL_CACHE, TEST_STT_MODEL
 from tests.realtime_client import Turns, events_until, pcm24k, sdk, silence, stream, words
-from vocalis.app import runner
-from vocalis.app.bus import Bus
-from vocalis.app.log_reader import read_session
-from vocalis.domain import records as rec
 
 COMPLETED = "conversation.item.input_audio_transcription.completed"
 
@@ -32,7 +32,7 @@ def _vocalis(*args: str, **env: str) -> subprocess.Popen[bytes]:
         }
         | env
     )
-    return subprocess.Popen([sys.executable, "-m", "vocalis", *args], env=environment, stderr=subprocess.DEVNULL)
+    return subprocess.Popen([sys.executable, "-m", "app", *args], env=environment, stderr=subprocess.DEVNULL)
 
 
 async def _healthy(port: int, process: subprocess.Popen[bytes]) -> None:

@@ -10,10 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from msgspec import UNSET
 
-from vocalis.domain import events as ev
-from vocalis.domain import records as rec
-from vocalis.domain.session import open_session, step
-from vocalis.domain.session_config import (
+from domain import events as ev
+from domain import records as rec
+from domain.protocol.codec import KNOWN, SERVED, AudioAppend, ItemWithAudio, decode, render, render_dict
+from domain.protocol.errors import Rejection
+from domain.session import open_session, step
+from domain.session_config import (
     NoiseReduction,
     SessionConfig,
     SessionUpdate,
@@ -22,8 +24,6 @@ from vocalis.domain.session_config import (
     TurnDetection,
     TurnDetectionUpdate,
 )
-from vocalis.protocol.codec import KNOWN, SERVED, AudioAppend, ItemWithAudio, decode, render, render_dict
-from vocalis.protocol.errors import Rejection
 
 TD_GA = "session.audio.input.turn_detection"
 

@@ -6,12 +6,12 @@ import ssl
 
 import pytest
 
+from app import runner
+from handlers.llm import BundledLlmServer, ChatClient
+from handlers.llm_worker import LlmWorker
+from handlers.tts_worker import TtsWorker
 from tests.conftest import MODEL_CACHE
 from tests.realtime_client import events_until, pcm24k, sdk, silence, stream
-from vocalis.app import runner
-from vocalis.handlers.llm import BundledLlmServer, ChatClient
-from vocalis.handlers.llm_worker import LlmWorker
-from vocalis.handlers.tts_worker import TtsWorker
 
 SMALL_LLM = "qwen2.5-coder-0.5b"
 

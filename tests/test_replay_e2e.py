@@ -7,10 +7,10 @@ from pathlib import Path
 
 import msgspec
 
+from app.log_reader import RecordedSession, read_session
+from domain import records as rec
+from domain.replay import replay
 from tests.realtime_client import Turns, events_until, pcm24k, sdk, silence, stream
-from vocalis.app.log_reader import RecordedSession, read_session
-from vocalis.domain import records as rec
-from vocalis.domain.replay import replay
 
 COMPLETED = "conversation.item.input_audio_transcription.completed"
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from vocalis.app.log_tools import load_fixture, replay_recorded
+from app.log_tools import load_fixture, replay_recorded
 
 FIXTURES = sorted((Path(__file__).parent / "sessions").glob("*.jsonl"))
 

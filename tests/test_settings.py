@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from vocalis.app.settings import Settings
+from app.settings import Settings
 
 
 def test_every_setting_reads_its_environment_variable():

@@ -3,9 +3,9 @@
 import numpy as np
 import soxr
 
+from domain.audio_time import MODEL_RATE
+from handlers.stt import TRIMMED_PADDING_FRAMES, Transcriber
 from tests.realtime_client import JFK, pcm24k, word_error_rate
-from vocalis.domain.audio_time import MODEL_RATE
-from vocalis.handlers.stt import TRIMMED_PADDING_FRAMES, Transcriber
 
 
 def jfk_16k() -> np.ndarray:

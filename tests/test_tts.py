@@ -13,19 +13,17 @@ import numpy as np
 import pytest
 import soxr
 
-from tests.conftest import MODEL_CACHE, TEST_STT_MODEL
-from tests.realtime_client import words
-from vocalis.app import runner
-from vocalis.app.bus import MSG_ID, Bus, decode_record
-from vocalis.app.log_reader import read_entries
-from vocalis.app.settings import Settings
-from vocalis.domain import records as rec
-from vocalis.domain.jobs import SynthesizeJob
-from vocalis.handlers import tts
-from vocalis.handlers.audio_input import g711_to_pcm16
-from vocalis.handlers.models import ChecksumMismatch
-from vocalis.handlers.stt import Transcriber
-from vocalis.handlers.tts import (
+from app import runner
+from app.bus import MSG_ID, Bus, decode_record
+from app.log_reader import read_entries
+from app.settings import Settings
+from domain import records as rec
+from domain.jobs import SynthesizeJob
+from handlers import tts
+from handlers.input_audio.decode import g711_to_pcm16
+from handlers.models import ChecksumMismatch
+from handlers.stt import Transcriber
+from handlers.tts import (
     CHUNK_SAMPLES,
     OPENAI_VOICES,
     SAMPLE_RATE,
@@ -35,7 +33,9 @@ from vocalis.handlers.tts import (
     pcm16_to_alaw,
     pcm16_to_ulaw,
 )
-from vocalis.handlers.tts_worker import TtsWorker
+from handlers.tts_worker import TtsWorker
+from tests.conftest import MODEL_CACHE, TEST_STT_MODEL
+from tests.realtime_client import words
 
 TEXT = "Hello world, this is a test."
 BUNDLED = ["jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo"]

@@ -1,0 +1,191 @@
+"""The NATS JetStream bus: subjects, streams, and the few ways Vocalis reads and writes records.
+
+Subjects (prefix `vocalis` by default):
+    <prefix>.session.<sid>.in.<edge|client|audio|stt>   the inputs of a session, reduced in stream order
+    <prefix>.session.<sid>.out.<event type>             the server events the state machine produced
+    <prefix>.jobs.<stt|stt-partial|llm|tts>             work queues of the model workers
+    <prefix>.cancel.<response id>                       core NATS: stop generating and speaking a response
+"""
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+import nats
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext, api
+
+from domain.records import AudioReceived, ItemAudioReceived, Record
+
+log = structlog.get_logger(__name__)
+
+MSG_ID = "Nats-Msg-Id"
+WORKER_KINDS = ("stt", "stt-partial", "llm", "tts")
+_records = msgspec.json.Decoder(Record)
+_encode = msgspec.json.Encoder().encode
+
+
+def encode(value: object) -> bytes:
+    return _encode(value)
+
+
+def decode_record(payload: bytes) -> Record:
+    record: Record = _records.decode(payload)
+    return record
+
+
+class Subjects:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.sessions_stream = f"{prefix.upper()}_SESSIONS"
+        self.jobs_stream = f"{prefix.upper()}_JOBS"
+
+    def session_inputs(self, session_id: str) -> str:
+        return f"{self.prefix}.session.{session_id}.in.>"
+
+    def session_input(self, session_id: str, source: str) -> str:
+        return f"{self.prefix}.session.{session_id}.in.{source}"
+
+    def session_output(self, session_id: str, event_type: str) -> str:
+        return f"{self.prefix}.session.{session_id}.out.{event_type}"
+
+    def jobs(self, kind: str) -> str:
+        return f"{self.prefix}.jobs.{kind}"
+
+    def cancel(self, response_id: str) -> str:
+        return f"{self.prefix}.cancel.{response_id}"
+
+
+class Bus:
+    """The NATS connection as every part of Vocalis uses it; it is the `WorkerBus` the model workers are given."""
+
+    def __init__(self, nc: Client, subjects: Subjects) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream(publish_async_max_pending=10_000)
+        self.subjects = subjects
+
+    @classmethod
+    async def connect(cls, url: str, prefix: str, name: str) -> "Bus":
+        nc = await nats.connect(url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+        return cls(nc, Subjects(prefix))
+
+    async def close(self) -> None:
+        try:
+            await asyncio.wait_for(self.js.publish_async_completed(), timeout=5)
+        except TimeoutError:
+            log.warning("bus.close.pending_publishes", pending=self.js.publish_async_pending())
+        await self.nc.drain()
+
+    async def ensure_streams(self, max_age_s: int, max_bytes: int) -> None:
+        """Create or update the streams and consumers; safe to run at every start, from every process."""
+        s = self.subjects
+        await self._upsert_stream(
+            api.StreamConfig(
+                name=s.sessions_stream,
+                subjects=[f"{s.prefix}.session.>"],
+                retention=api.RetentionPolicy.LIMITS,
+                storage=api.StorageType.FILE,
+                max_age=float(max_age_s),
+                max_bytes=max_bytes,
+                duplicate_window=120.0,
+                allow_msg_ttl=True,  # audio records carry a shorter time to live (Nats-TTL)
+            )
+        )
+        await self._upsert_stream(
+            api.StreamConfig(
+                name=s.jobs_stream,
+                subjects=[f"{s.prefix}.jobs.>"],
+                retention=api.RetentionPolicy.WORK_QUEUE,
+                storage=api.StorageType.FILE,
+                duplicate_window=120.0,
+            )
+        )
+        for kind in WORKER_KINDS:
+            await self.js.add_consumer(
+                s.jobs_stream,
+                api.ConsumerConfig(
+                    durable_name=kind,
+                    filter_subject=s.jobs(kind),
+                    ack_policy=api.AckPolicy.EXPLICIT,
+                    ack_wait=60.0,
+                    max_deliver=3,
+                    max_ack_pending=1000,
+                ),
+            )
+
+    async def _upsert_stream(self, config: api.StreamConfig) -> None:
+        try:
+            await self.js.add_stream(config)
+        except nats.js.errors.BadRequestError:
+            await self.js.update_stream(config)
+
+    async def publish(self, subject: str, payload: bytes, msg_id: str, ttl_s: float | None = None) -> api.PubAck:
+        """Publish and wait for the stream's acknowledgement."""
+        return await self.js.publish(subject, payload, headers={MSG_ID: msg_id}, msg_ttl=ttl_s)
+
+    async def publish_pipelined(
+        self, subject: str, payload: bytes, msg_id: str, ttl_s: float | None = None
+    ) -> Awaitable[api.PubAck]:
+        """Publish without waiting for the acknowledgement (order on this connection is kept)."""
+        future: asyncio.Future[api.PubAck] = await self.js.publish_async(
+            subject, payload, headers={MSG_ID: msg_id}, msg_ttl=ttl_s
+        )
+        future.add_done_callback(_log_failed_publish)
+        return future
+
+    async def subscribe_session(self, session_id: str) -> Any:
+        """An ordered consumer over all inputs of one session, from its first record."""
+        return await self.js.subscribe(
+            self.subjects.session_inputs(session_id),
+            ordered_consumer=True,
+            deliver_policy=api.DeliverPolicy.ALL,
+        )
+
+    async def read_audio(
+        self, session_id: str, first_seq: int, last_seq: int
+    ) -> list[AudioReceived | ItemAudioReceived]:
+        """The session's audio records with stream sequences first_seq..last_seq."""
+        sub = await self.js.subscribe(
+            self.subjects.session_input(session_id, "audio"),
+            ordered_consumer=True,
+            config=api.ConsumerConfig(
+                deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+                opt_start_seq=first_seq,
+            ),
+        )
+        records: list[AudioReceived | ItemAudioReceived] = []
+        try:
+            while True:
+                msg = await sub.next_msg(timeout=10)
+                record = decode_record(msg.data)
+                if isinstance(record, AudioReceived | ItemAudioReceived):
+                    records.append(record)
+                if msg.metadata.sequence.stream >= last_seq:
+                    return records
+        finally:
+            await sub.unsubscribe()
+
+    async def job_queue(self, kind: str) -> JetStreamContext.PullSubscription:
+        return await self.js.pull_subscribe_bind(kind, stream=self.subjects.jobs_stream)
+
+    async def publish_record(self, session_id: str, source: str, record: Record, msg_id: str) -> None:
+        await self.publish(self.subjects.session_input(session_id, source), encode(record), msg_id)
+
+    async def on_cancel(self, heard: Callable[[str], None]) -> Subscription:
+        """Cancel signals are core NATS, not records: every worker hears each one, and none is kept."""
+        prefix = self.subjects.cancel("")
+
+        async def deliver(message: Msg) -> None:
+            if response_id := message.subject.removeprefix(prefix):
+                heard(response_id)
+
+        return await self.nc.subscribe(self.subjects.cancel(">"), cb=deliver)
+
+
+def _log_failed_publish(future: "asyncio.Future[api.PubAck]") -> None:
+    if not future.cancelled() and (error := future.exception()) is not None:
+        log.error("bus.publish.failed", error=repr(error))

@@ -1,0 +1,184 @@
+"""The Litestar edge: `/v1/realtime` (WebSocket) and `/health`, behind an API-key gate."""
+
+import hmac
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qs
+
+import nats.js.errors
+from litestar import Litestar, Request, Response, WebSocket, get, websocket
+from litestar.exceptions import NotFoundException
+from litestar.params import FromPath, FromQuery
+
+from app.analytics import SummaryStore
+from app.realtime.connection import ConnectParams, EdgeServices, RealtimeConnection
+from domain.analytics import SessionSummary
+from domain.protocol.codec import Dialect
+from domain.protocol.errors import Rejection
+from domain.transcripts import to_markdown, to_srt, to_vtt
+from handlers.models import UnknownModel, is_realtime_model
+from handlers.ports import now_ms
+
+
+@get("/health", sync_to_thread=False)
+def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+def connect_params(socket: WebSocket[Any, Any, Any], services: EdgeServices) -> ConnectParams:
+    """Dialect by the `OpenAI-Beta` header, mode and models from the query, as OpenAI and Speaches have them."""
+    query = socket.query_params
+    dialect: Dialect = "beta" if "realtime=v1" in socket.headers.get("openai-beta", "") else "ga"
+    transcription = query.get("intent") == "transcription"
+    model = query.get("model") or None
+    url_model = model if transcription and model and not is_realtime_model(model) else None
+    stt_model = query.get("transcription_model") or url_model
+    rejections: list[Rejection] = []
+    if stt_model is not None:
+        try:
+            services.registry.canonical(stt_model)
+        except UnknownModel as unknown:
+            param = "transcription_model" if query.get("transcription_model") else "model"
+            rejections.append(Rejection("invalid_value", str(unknown), param))
+            stt_model = None
+    return ConnectParams(
+        dialect=dialect,
+        session_type="transcription" if transcription else "realtime",
+        model=None if transcription else model,
+        transcription_model=stt_model,
+        language=query.get("language") or None,
+        rejections=tuple(rejections),
+    )
+
+
+# --- meeting analytics over HTTP ------------------------------------------------------------------------------
+
+
+async def _summaries(request: Request[Any, Any, Any]) -> SummaryStore | None:
+    services: EdgeServices = request.app.state.services
+    try:
+        return (await SummaryStore.open(services.bus))[0]
+    except nats.js.errors.BucketNotFoundError:
+        return None  # the analytics worker has not run yet
+
+
+async def _summary(request: Request[Any, Any, Any], session_id: str) -> SessionSummary:
+    store = await _summaries(request)
+    summary = await store.get(session_id) if store else None
+    if summary is None:
+        raise NotFoundException(f"No analytics for session '{session_id}'.")
+    return summary
+
+
+@get("/v1/sessions")
+async def list_sessions(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    store = await _summaries(request)
+    summaries = await store.all() if store else []
+    now = now_ms()
+    return {"object": "list", "data": [s.view(now) for s in summaries]}
+
+
+@get("/v1/sessions/{session_id:str}")
+async def session_summary(request: Request[Any, Any, Any], session_id: FromPath[str]) -> dict[str, Any]:
+    return (await _summary(request, session_id)).view(now_ms())
+
+
+_TRANSCRIPTS = {
+    "srt": (to_srt, "application/x-subrip"),
+    "vtt": (to_vtt, "text/vtt"),
+    "md": (to_markdown, "text/markdown"),
+}
+
+
+@get("/v1/sessions/{session_id:str}/transcript")
+async def session_transcript(
+    request: Request[Any, Any, Any], session_id: FromPath[str], format: FromQuery[str] = "json"
+) -> Response[Any]:
+    summary = await _summary(request, session_id)
+    if format == "json":
+        utterances = summary.view(now_ms())["utterances"]
+        return Response({"session_id": session_id, "utterances": utterances})
+    if format not in _TRANSCRIPTS:
+        return Response(
+            {
+                "error": {
+                    "type": "invalid_request_error",
+                    "code": "invalid_value",
+                    "param": "format",
+                    "message": f"Invalid format '{format}': use json, srt, vtt or md.",
+                }
+            },
+            status_code=400,
+        )
+    render, media_type = _TRANSCRIPTS[format]
+    return Response(render(summary), media_type=media_type)
+
+
+@websocket("/v1/realtime")
+async def realtime(socket: WebSocket[Any, Any, Any]) -> None:
+    services: EdgeServices = socket.app.state.services
+    params = connect_params(socket, services)
+    await socket.accept()
+    await RealtimeConnection(socket, services, params).run()
+
+
+# Plain ASGI, as uvicorn calls it: the gate answers before any framework sees the request.
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+class ApiKeyGate:
+    """Refuses requests without the API key with HTTP 401, WebSocket upgrades included (before the upgrade)."""
+
+    PUBLIC = frozenset({"/health"})
+
+    def __init__(self, app: Any, api_key: str | None) -> None:
+        self.app = app
+        self.api_key = api_key.encode() if api_key else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.api_key is None or scope["type"] not in ("http", "websocket") or scope["path"] in self.PUBLIC:
+            await self.app(scope, receive, send)
+            return
+        if self._presented_key(scope) is not None and hmac.compare_digest(
+            self._presented_key(scope) or b"", self.api_key
+        ):
+            await self.app(scope, receive, send)
+            return
+        await self._refuse(scope, receive, send)
+
+    @staticmethod
+    def _presented_key(scope: Scope) -> bytes | None:
+        headers: dict[bytes, bytes] = dict(scope["headers"])
+        authorization = headers.get(b"authorization", b"")
+        if authorization[:7].lower() == b"bearer ":
+            return authorization[7:].strip()
+        if b"x-api-key" in headers:
+            return headers[b"x-api-key"].strip()
+        query = parse_qs(scope.get("query_string", b"").decode())
+        return query["api_key"][0].encode() if "api_key" in query else None
+
+    @staticmethod
+    async def _refuse(scope: Scope, receive: Receive, send: Send) -> None:
+        body = (
+            b'{"error":{"type":"invalid_request_error","code":"invalid_api_key",'
+            b'"message":"Missing or invalid API key."}}'
+        )
+        headers = [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]
+        if scope["type"] == "websocket":
+            await receive()  # websocket.connect
+            if "websocket.http.response" in scope.get("extensions", {}):
+                await send({"type": "websocket.http.response.start", "status": 401, "headers": headers})
+                await send({"type": "websocket.http.response.body", "body": body})
+            else:
+                await send({"type": "websocket.close", "code": 1008})
+            return
+        await send({"type": "http.response.start", "status": 401, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def create_app(services: EdgeServices, api_key: str | None) -> ApiKeyGate:
+    app = Litestar(route_handlers=[health, realtime, list_sessions, session_summary, session_transcript])
+    app.state.services = services
+    return ApiKeyGate(app, api_key)

@@ -1,0 +1,143 @@
+"""One realtime WebSocket connection, as a few parts under one task group:
+
+    ClientSocket   frames in and out, send timeouts, the close
+    Intake         client frames -> records on the log (limits, validation, input audio and VAD)
+    SessionLog     the session's records, server events and jobs onto the bus
+    Reducer        the session's records, in stream order -> the pure state machine -> Effects
+    Effects        a transition's events to the client and the log, its jobs to the work queues
+
+If any part crashes, the client gets an `error` event and the socket closes with code 1011: a session never lives
+on with a dead reducer or a dead intake.
+"""
+
+import asyncio
+import contextlib
+import secrets
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import structlog
+from litestar import WebSocket
+
+from app.bus import Bus
+from app.realtime.client_socket import ClientSocket
+from app.realtime.effects import Effects
+from app.realtime.intake import Intake
+from app.realtime.reducer import Reducer
+from app.realtime.session_log import SessionLog
+from domain import records as rec
+from domain.events import ErrorDetail, ErrorEvent
+from domain.protocol.codec import Dialect, render
+from domain.protocol.errors import Rejection
+from handlers.input_audio.vad import SileroVad
+from handlers.models import ModelRegistry
+from handlers.ports import now_ms
+
+log = structlog.get_logger(__name__)
+
+# How long a session whose client has gone waits for the transcripts of its last turns.
+TRANSCRIPTS_GRACE_S = 60
+# How long a session whose client has gone waits for its close to be reduced.
+CLOSE_GRACE_S = 5
+
+
+@dataclass(frozen=True)
+class EdgeServices:
+    bus: Bus
+    vad: SileroVad
+    registry: ModelRegistry
+    executor: Executor
+    default_stt_model: str
+    max_session_s: int
+    max_frame_bytes: int
+    audio_max_age_s: int
+
+
+@dataclass(frozen=True)
+class ConnectParams:
+    dialect: Dialect
+    session_type: Literal["realtime", "transcription"]
+    model: str | None = None
+    transcription_model: str | None = None
+    language: str | None = None
+    rejections: tuple[Rejection, ...] = field(default=())
+
+
+class RealtimeConnection:
+    def __init__(self, socket: WebSocket[Any, Any, Any], services: EdgeServices, params: ConnectParams) -> None:
+        self.services = services
+        self.params = params
+        self.session_id = "sess_" + secrets.token_hex(10)
+        self.log = log.bind(session_id=self.session_id)
+        self.socket = ClientSocket(socket)
+        self.session_log = SessionLog(services.bus, self.session_id, services.audio_max_age_s)
+        self.reducer = Reducer(Effects(self.socket, self.session_log, params.dialect), self.log)
+        self.intake = Intake(
+            self.session_log,
+            self.reducer,
+            dialect=params.dialect,
+            registry=services.registry,
+            vad=services.vad.stream(),
+            executor=services.executor,
+            max_frame_bytes=services.max_frame_bytes,
+        )
+
+    async def run(self) -> None:
+        subscription = await self.services.bus.subscribe_session(self.session_id)
+        try:
+            async with asyncio.TaskGroup() as parts:
+                reducing = parts.create_task(self.reducer.run(subscription))
+                await self._open()
+                receiving = parts.create_task(self.intake.run(self.socket.frames()))
+                expiry = parts.create_task(self._expire_later())
+                await self.socket.ended.wait()
+                receiving.cancel()
+                expiry.cancel()
+                if self.socket.ended_by != "server":
+                    await self._client_left()
+                reducing.cancel()
+        except* Exception as crashed:
+            self.log.error("session.failed", exc_info=crashed.exceptions[0])
+            await self._fail()
+        finally:
+            await subscription.unsubscribe()
+            self.log.info("session.closed", by=self.socket.ended_by)
+
+    async def _open(self) -> None:
+        opened = rec.SessionOpened(
+            at_ms=now_ms(),
+            session_id=self.session_id,
+            session_type=self.params.session_type,
+            dialect=self.params.dialect,
+            default_stt_model=self.services.default_stt_model,
+            max_duration_s=self.services.max_session_s,
+            model=self.params.model,
+            transcription_model=self.params.transcription_model,
+            language=self.params.language,
+        )
+        await self.session_log.write("edge", opened)
+        for rejection in self.params.rejections:
+            await self.session_log.reject(rejection)
+        self.log.info("session.opened", type=self.params.session_type, dialect=self.params.dialect)
+
+    async def _expire_later(self) -> None:
+        await asyncio.sleep(self.services.max_session_s)
+        await self.session_log.write("edge", rec.SessionExpired(at_ms=now_ms()))
+
+    async def _client_left(self) -> None:
+        """A client that leaves right after speaking still gets its last words into the log; then the close."""
+        await self.reducer.wait_transcripts(TRANSCRIPTS_GRACE_S)
+        reason = self.socket.ended_by or "client"
+        closed = await self.session_log.write_and_wait("edge", rec.SessionClosed(at_ms=now_ms(), reason=reason))
+        await self.reducer.wait_reduced(closed, CLOSE_GRACE_S)
+
+    async def _fail(self) -> None:
+        """Tell the client, close with 1011, and end the session in the log if the log can still be written."""
+        with contextlib.suppress(Exception):
+            await self.session_log.write("edge", rec.SessionClosed(at_ms=now_ms(), reason="failed"))
+        error = ErrorDetail(type="server_error", code="internal_error", message="Internal error; the session ended.")
+        frame = render(ErrorEvent(event_id="event_" + secrets.token_hex(8), error=error), self.params.dialect)
+        if frame is not None:
+            await self.socket.send(frame)
+        await self.socket.close(1011, "Internal error", by="failed")

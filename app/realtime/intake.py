@@ -1,0 +1,170 @@
+"""A client's frames become records on the log.
+
+Each frame is checked against the size limit, decoded in the client's dialect, and checked against what only the
+server knows (installed models, voices); what fails becomes a rejection record, which the state machine answers
+with an `error`. Input audio is decoded, resampled to 16 kHz and scored by the VAD off the event loop, and recorded
+in pieces of bounded size.
+"""
+
+import asyncio
+from collections.abc import AsyncIterator
+from concurrent.futures import Executor
+
+import msgspec
+from msgspec import UNSET
+
+from app.realtime.reducer import Reducer
+from app.realtime.session_log import SessionLog
+from domain import records as rec
+from domain.events import AudioRef, ClientEvent, ResponseCreateRequested, SessionUpdateRequested
+from domain.protocol import beta
+from domain.protocol.codec import AudioAppend, Dialect, ItemWithAudio, decode
+from domain.protocol.errors import Rejection
+from domain.session_config import TranscriptionUpdate
+from handlers.input_audio.decode import InputAudio, InvalidAudio, to_pcm16
+from handlers.input_audio.vad import VadStream
+from handlers.models import ModelRegistry, UnknownModel
+from handlers.ports import now_ms
+from handlers.tts import BUNDLED_VOICES, UnknownVoice, Voices
+
+# One record holds at most this much audio, so a 15 MiB append never exceeds a NATS payload limit.
+MAX_RECORD_INPUT_SECONDS = 5
+# How long a format change may take to be reduced before the next frame is decoded anyway.
+FORMAT_BARRIER_S = 10
+VOICES = Voices(list(BUNDLED_VOICES))
+
+
+class Intake:
+    def __init__(
+        self,
+        session_log: SessionLog,
+        reducer: Reducer,
+        *,
+        dialect: Dialect,
+        registry: ModelRegistry,
+        vad: VadStream,
+        executor: Executor,
+        max_frame_bytes: int,
+    ) -> None:
+        self._log = session_log
+        self._reducer = reducer
+        self._dialect = dialect
+        self._registry = registry
+        self._vad = vad
+        self._executor = executor
+        self._max_frame_bytes = max_frame_bytes
+        self._input = InputAudio()
+
+    async def run(self, frames: AsyncIterator[str | bytes]) -> None:
+        async for frame in frames:
+            await self.on_frame(frame)
+
+    async def on_frame(self, frame: str | bytes) -> None:
+        if len(frame) > self._max_frame_bytes:
+            message = (
+                f"The frame is {len(frame)} bytes, over the limit of {self._max_frame_bytes} bytes. "
+                "Send audio in smaller appends."
+            )
+            await self._log.reject(Rejection("invalid_value", message, None, _peek_event_id(frame)))
+            return
+        decoded = decode(frame, self._dialect)
+        match decoded:
+            case AudioAppend():
+                await self._on_audio(decoded)
+            case ItemWithAudio():
+                await self._on_item_audio(decoded)
+            case Rejection():
+                await self._log.reject(decoded)
+            case _:
+                await self._on_client_event(decoded)
+
+    async def _on_client_event(self, event: ClientEvent) -> None:
+        if (rejection := self._check(event)) is not None:
+            await self._log.reject(rejection)
+            return
+        record = rec.ClientEventReceived(at_ms=now_ms(), event=event)
+        if isinstance(event, SessionUpdateRequested) and event.update.input_format is not UNSET:
+            # The audio that follows must be decoded in the new format: wait until the session took it.
+            seq = await self._log.write_and_wait("client", record)
+            await self._reducer.wait_reduced(seq, seconds=FORMAT_BARRIER_S)
+            return
+        await self._log.write("client", record)
+
+    def _check(self, event: ClientEvent) -> Rejection | None:
+        """What the state machine cannot know: whether a requested voice or transcription model is installed."""
+        try:
+            if isinstance(event, SessionUpdateRequested) and isinstance(event.update.voice, str):
+                where = "session.audio.output.voice"
+                VOICES.resolve(event.update.voice)
+            if isinstance(event, ResponseCreateRequested) and isinstance(event.response.voice, str):
+                where = "response.audio.output.voice"
+                VOICES.resolve(event.response.voice)
+            if isinstance(event, SessionUpdateRequested):
+                transcription = event.update.transcription
+                if isinstance(transcription, TranscriptionUpdate) and isinstance(transcription.model, str):
+                    where = "session.audio.input.transcription.model"
+                    self._registry.canonical(transcription.model)
+        except (UnknownVoice, UnknownModel) as unknown:
+            param = where if self._dialect == "ga" else (beta.param(where) or where)
+            return Rejection("invalid_value", str(unknown), param, event.event_id)
+        return None
+
+    async def _on_audio(self, append: AudioAppend) -> None:
+        if not append.audio:
+            return
+        self._follow_input_format()
+        loop = asyncio.get_running_loop()
+        try:
+            pieces = await loop.run_in_executor(self._executor, self._hear, append.audio)
+        except InvalidAudio as invalid:
+            await self._log.reject(Rejection("invalid_value", str(invalid), "audio", append.event_id))
+            return
+        for ticks, pcm16k, probabilities in pieces:
+            record = rec.AudioReceived(
+                at_ms=now_ms(), ticks=ticks, pcm16k=pcm16k, speech_probs=tuple(probabilities), event_id=append.event_id
+            )
+            await self._log.write("audio", record)
+
+    def _hear(self, payload: bytes) -> list[tuple[int, bytes, list[float]]]:
+        """Decode, resample and score one append (in a worker thread), split into records of bounded size."""
+        return [
+            (ticks, to_pcm16(samples), self._vad.feed(samples))
+            for ticks, samples in self._input.decode(payload, MAX_RECORD_INPUT_SECONDS)
+        ]
+
+    async def _on_item_audio(self, request: ItemWithAudio) -> None:
+        """An item's own audio (not the input buffer): recorded at 16 kHz, then the item refers to it."""
+        self._follow_input_format()
+        loop = asyncio.get_running_loop()
+        decoder = InputAudio(self._input.format)
+        try:
+            pieces = await loop.run_in_executor(self._executor, decoder.decode, request.audio, 3600)
+        except InvalidAudio as invalid:
+            param = "item.content.audio"
+            await self._log.reject(Rejection("invalid_value", str(invalid), param, request.event.event_id))
+            return
+        pcm16k = b"".join(to_pcm16(samples) for _, samples in pieces)
+        record = rec.ItemAudioReceived(at_ms=now_ms(), pcm16k=pcm16k, event_id=request.event.event_id)
+        seq = await self._log.write_and_wait("audio", record)
+        item = msgspec.structs.replace(request.event.item, audio=AudioRef(seq=seq, samples=len(pcm16k) // 2))
+        await self._on_client_event(msgspec.structs.replace(request.event, item=item))
+
+    def _follow_input_format(self) -> None:
+        """Decode in the format the session has taken (its resampler state starts afresh when it changes)."""
+        state = self._reducer.state
+        if state is not None and state.config.input_format != self._input.format:
+            self._input = InputAudio(state.config.input_format)
+
+
+def _peek_event_id(frame: str | bytes) -> str | None:
+    """The event_id of an oversized frame, if it appears near the start, without parsing the whole frame."""
+    head = frame[:512] if isinstance(frame, str) else frame[:512].decode(errors="ignore")
+    marker = '"event_id"'
+    at = head.find(marker)
+    if at < 0:
+        return None
+    rest = head[at + len(marker) :].lstrip(" :")
+    if not rest.startswith('"'):
+        return None
+    end = rest.find('"', 1)
+    return rest[1:end] if end > 0 else None

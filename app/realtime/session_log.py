@@ -1,0 +1,66 @@
+"""Writing one session to the log: its input records, the server events it produced, and the work it asked for.
+
+Every record the edge writes gets a `Nats-Msg-Id` unique within the session, so a publish retried after a lost
+acknowledgement is stored once; audio records carry the audio retention as their time to live.
+"""
+
+from app.bus import Bus, encode
+from domain import records as rec
+from domain.events import AnyServerEvent
+from domain.jobs import GenerateJob, Job, SynthesizeJob, TranscribeJob
+from domain.protocol.errors import Rejection
+from domain.state import CancelResponse
+from handlers.ports import now_ms
+
+JOB_QUEUES = {TranscribeJob: "stt", GenerateJob: "llm", SynthesizeJob: "tts"}
+
+
+class SessionLog:
+    def __init__(self, bus: Bus, session_id: str, audio_max_age_s: int) -> None:
+        self.bus = bus
+        self.session_id = session_id
+        self._audio_max_age_s = audio_max_age_s
+        self._written = 0
+
+    async def write(self, source: str, record: rec.Record) -> None:
+        """Append an input record without waiting for the stream (order on this connection is kept)."""
+        subject, ttl = self._where(source)
+        await self.bus.publish_pipelined(subject, encode(record), self._next_id(), ttl_s=ttl)
+
+    async def write_and_wait(self, source: str, record: rec.Record) -> int:
+        """Append an input record; its stream sequence once stored."""
+        subject, ttl = self._where(source)
+        ack = await self.bus.publish(subject, encode(record), self._next_id(), ttl_s=ttl)
+        return int(ack.seq)
+
+    async def reject(self, rejection: Rejection) -> None:
+        """A frame the edge could not accept, as a record: the state machine answers it with an `error`."""
+        await self.write(
+            "client",
+            rec.ClientEventRejected(
+                at_ms=now_ms(),
+                code=rejection.code,
+                message=rejection.message,
+                param=rejection.param,
+                event_id=rejection.event_id,
+            ),
+        )
+
+    async def output(self, event: AnyServerEvent) -> None:
+        subject = self.bus.subjects.session_output(self.session_id, event.__struct_config__.tag)  # type: ignore[arg-type]
+        await self.bus.publish_pipelined(subject, encode(event), event.event_id)
+
+    async def ask(self, job: Job | CancelResponse) -> None:
+        if isinstance(job, CancelResponse):  # a signal, not work: core NATS, every worker hears it
+            await self.bus.nc.publish(self.bus.subjects.cancel(job.response_id), b"")
+            return
+        queue = "stt-partial" if isinstance(job, TranscribeJob) and job.partial else JOB_QUEUES[type(job)]
+        await self.bus.publish_pipelined(self.bus.subjects.jobs(queue), encode(job), job.job_id)
+
+    def _where(self, source: str) -> tuple[str, float | None]:
+        ttl = self._audio_max_age_s if source == "audio" else None
+        return self.bus.subjects.session_input(self.session_id, source), ttl
+
+    def _next_id(self) -> str:
+        self._written += 1
+        return f"{self.session_id}.edge.{self._written}"

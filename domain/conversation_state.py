@@ -1,0 +1,69 @@
+"""What a conversation session remembers: its items, and the responses in progress."""
+
+from typing import Any, Literal
+
+from msgspec import Struct
+
+from domain import events as ev
+from domain import records as rec
+from domain.segmentation import Segmenter
+
+
+class Spoken(Struct, frozen=True):
+    """A clause of an assistant's audio: its text and how long it sounds."""
+
+    text: str
+    audio_ms: int
+
+
+class ConvEntry(Struct, frozen=True):
+    item: ev.Item
+    spoken: tuple[Spoken, ...] = ()  # assistant audio, clause by clause (what truncation cuts)
+    audio: ev.AudioRef | None = None  # user audio that arrived inside the item
+
+
+class Clause(Struct, frozen=True):
+    text: str
+    audio_ms: int = 0
+    started: bool = False
+    done: bool = False
+
+
+class OutputCall(Struct, frozen=True):
+    index: int  # the tool call's index in the LLM stream
+    item_id: str
+    call_id: str
+    name: str
+    output_index: int
+    arguments: str = ""
+
+
+class ResponseState(Struct, frozen=True):
+    id: str
+    conversation: Literal["auto", "none"]
+    output_modalities: tuple[Literal["audio", "text"], ...]
+    voice: str
+    speed: float
+    output_format: str
+    instructions: str
+    tools: tuple[dict[str, Any], ...]
+    tool_choice: str | dict[str, Any]
+    temperature: float
+    max_output_tokens: int | Literal["inf"]
+    metadata: dict[str, str] | None = None
+    input: tuple[ev.Item, ...] | None = None  # out-of-band input; None: the conversation
+    waiting_for: tuple[str, ...] = ()  # user items whose transcript the request needs
+    dispatched: bool = False
+    message_id: str | None = None
+    message_index: int = 0
+    text: str = ""  # the message's text (or transcript) so far
+    segmenter: Segmenter = Segmenter()
+    clauses: tuple[Clause, ...] = ()
+    buffered: tuple[rec.SpeechSynthesized, ...] = ()  # chunks of later clauses, waiting for their turn
+    calls: tuple[OutputCall, ...] = ()
+    outputs: int = 0  # output items so far
+    finished: tuple[ev.Item, ...] = ()
+    llm_done: bool = False
+    finish_reason: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0

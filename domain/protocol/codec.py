@@ -1,0 +1,162 @@
+"""Frames to canonical client events, canonical server events to frames, for either dialect."""
+
+from typing import Any, Literal, assert_never
+
+import msgspec
+from msgspec import Struct
+
+from domain import events as ev
+from domain.protocol import beta, ga
+from domain.protocol.errors import Rejection, from_validation_error, malformed_json
+
+Dialect = Literal["ga", "beta"]
+
+_COMMON = {
+    "session.update",
+    "input_audio_buffer.append",
+    "input_audio_buffer.commit",
+    "input_audio_buffer.clear",
+    "response.create",
+    "response.cancel",
+    "conversation.item.create",
+    "conversation.item.retrieve",
+    "conversation.item.truncate",
+    "conversation.item.delete",
+}
+SERVED = {"ga": _COMMON, "beta": _COMMON | {"transcription_session.update"}}
+# Client events of the protocol that a WebSocket session refuses with an error rather than "unknown event".
+KNOWN = {"output_audio_buffer.clear"}
+
+
+class AudioAppend(Struct, frozen=True):
+    audio: bytes
+    event_id: str | None = None
+
+
+class ItemWithAudio(Struct, frozen=True):
+    """`conversation.item.create` with input audio: the edge records the audio, then the event."""
+
+    event: ev.ItemCreateRequested
+    audio: bytes
+
+
+Decoded = AudioAppend | ItemWithAudio | ev.ClientEvent | Rejection
+
+
+class _Envelope(Struct):
+    type: Any = None
+    event_id: Any = None
+
+
+_envelope = msgspec.json.Decoder(_Envelope)
+
+
+def decode(frame: str | bytes, dialect: Dialect) -> Decoded:
+    decoder = ga.decoder if dialect == "ga" else beta.decoder
+    try:
+        wire = decoder.decode(frame)
+    except msgspec.ValidationError as error:
+        return _explain(frame, dialect, error)
+    except msgspec.DecodeError as error:
+        return malformed_json(error)
+    match wire:
+        case ga.AppendEvent():
+            return AudioAppend(audio=wire.audio, event_id=wire.event_id)
+        case ga.CommitEvent():
+            return ev.AudioCommitRequested(event_id=wire.event_id)
+        case ga.ClearEvent():
+            return ev.AudioClearRequested(event_id=wire.event_id)
+        case ga.SessionUpdateEvent():
+            return ev.SessionUpdateRequested(update=ga.to_update(wire.session), event_id=wire.event_id)
+        case beta.SessionUpdateEvent() | beta.TranscriptionSessionUpdateEvent():
+            return ev.SessionUpdateRequested(update=beta.to_update(wire.session), event_id=wire.event_id)
+        case ga.ResponseCreateEvent():
+            return ev.ResponseCreateRequested(response=ga.response_params(wire.response), event_id=wire.event_id)
+        case beta.ResponseCreateEvent():
+            return ev.ResponseCreateRequested(response=beta.response_params(wire.response), event_id=wire.event_id)
+        case ga.ResponseCancelEvent():
+            return ev.ResponseCancelRequested(response_id=wire.response_id, event_id=wire.event_id)
+        case ga.ItemCreateEvent():
+            event = ev.ItemCreateRequested(
+                item=ga.new_item(wire.item), previous_item_id=wire.previous_item_id, event_id=wire.event_id
+            )
+            audio = ga.item_audio(wire.item)
+            return event if audio is None else ItemWithAudio(event, audio)
+        case ga.ItemRetrieveEvent():
+            return ev.ItemRetrieveRequested(item_id=wire.item_id, event_id=wire.event_id)
+        case ga.ItemTruncateEvent():
+            return ev.ItemTruncateRequested(
+                item_id=wire.item_id,
+                content_index=wire.content_index,
+                audio_end_ms=wire.audio_end_ms,
+                event_id=wire.event_id,
+            )
+        case ga.ItemDeleteEvent():
+            return ev.ItemDeleteRequested(item_id=wire.item_id, event_id=wire.event_id)
+    assert_never(wire)
+
+
+def _explain(frame: str | bytes, dialect: Dialect, error: msgspec.ValidationError) -> Decoded:
+    try:
+        envelope = _envelope.decode(frame)
+    except msgspec.ValidationError:
+        try:
+            msgspec.json.decode(frame)
+        except msgspec.DecodeError as malformed:
+            return malformed_json(malformed)
+        return Rejection("invalid_type", "A client event must be a JSON object.", None, None)
+    except msgspec.DecodeError as malformed:  # the typed decoder stopped before the JSON broke
+        return malformed_json(malformed)
+    event_id = envelope.event_id if isinstance(envelope.event_id, str) else None
+    kind = envelope.type
+    if kind is None:
+        return Rejection("missing_required_parameter", "Missing required parameter: 'type'.", "type", event_id)
+    if not isinstance(kind, str):
+        return Rejection("invalid_type", "Invalid type for 'type': expected a string.", "type", event_id)
+    if kind in SERVED[dialect]:
+        return from_validation_error(error, event_id)
+    if kind in KNOWN:
+        return ev.UnservedRequest(event_type=kind, event_id=event_id)
+    supported = ", ".join(sorted(SERVED[dialect] | KNOWN))
+    return Rejection(
+        "invalid_value",
+        f"Invalid value: '{kind}'. Supported client events are: {supported}.",
+        "type",
+        event_id,
+    )
+
+
+# --- rendering ----------------------------------------------------------------------------------------------
+
+_encoder = msgspec.json.Encoder()
+
+
+def render(event: ev.AnyServerEvent, dialect: Dialect) -> bytes | None:
+    """The frame for `event` in `dialect`, or None where the dialect has no such event."""
+    body = render_dict(event, dialect)
+    return None if body is None else _encoder.encode(body)
+
+
+def render_dict(event: ev.AnyServerEvent, dialect: Dialect) -> dict[str, Any] | None:
+    if isinstance(event, ev.SessionCreated | ev.SessionUpdated):
+        shape = ga.session if dialect == "ga" else beta.session
+        kind = event.__struct_config__.tag
+        if dialect == "beta" and event.session.type == "transcription" and isinstance(event, ev.SessionUpdated):
+            kind = "transcription_session.updated"
+        return {
+            "type": kind,
+            "event_id": event.event_id,
+            "session": shape(event.session, event.session_id, event.expires_at),
+        }
+    body: dict[str, Any] = msgspec.to_builtins(event)
+    if isinstance(event, ev.ResponseCreated | ev.ResponseDone):
+        body["response"] = (ga.response if dialect == "ga" else beta.response)(body["response"])
+    if dialect == "beta":
+        if isinstance(event, ev.ItemDone):
+            return None
+        body["type"] = beta.EVENT_NAMES.get(body["type"], body["type"])
+        if isinstance(event, ev.ErrorEvent):
+            body["error"]["param"] = beta.param(event.error.param)
+        if "item" in body:
+            body["item"] = beta.item(body["item"])
+    return body

@@ -1,0 +1,187 @@
+"""The records of a session's log: its inputs, in the order the state machine reduces them.
+
+Every record carries the schema version `v` and the edge's receive time `at_ms` (epoch milliseconds), the only
+clock the state machine sees.
+"""
+
+from typing import Literal
+
+from msgspec import Struct
+
+from domain.events import ClientEvent
+
+SCHEMA_VERSION = 1
+
+
+class RecordBase(Struct, frozen=True, tag_field="kind", kw_only=True):
+    at_ms: int
+    v: int = SCHEMA_VERSION
+
+
+class SessionOpened(RecordBase, frozen=True, tag="session.opened"):
+    session_id: str
+    session_type: Literal["realtime", "transcription"]
+    dialect: Literal["ga", "beta"]
+    default_stt_model: str
+    max_duration_s: int
+    model: str | None = None
+    transcription_model: str | None = None
+    language: str | None = None
+
+
+class ClientEventReceived(RecordBase, frozen=True, tag="client.event"):
+    event: ClientEvent
+
+
+class ClientEventRejected(RecordBase, frozen=True, tag="client.rejected"):
+    """A client frame the edge could not accept; the state machine answers it with an `error`."""
+
+    code: str
+    message: str
+    param: str | None = None
+    event_id: str | None = None
+
+
+class AudioReceived(RecordBase, frozen=True, tag="audio.received"):
+    """One `input_audio_buffer.append`: its length, its audio at 16 kHz, and silero's speech probability for
+    each 32 ms frame that this append completed."""
+
+    ticks: int
+    pcm16k: bytes
+    speech_probs: tuple[float, ...] = ()
+    event_id: str | None = None
+
+
+class ItemAudioReceived(RecordBase, frozen=True, tag="item.audio"):
+    """The audio of a `conversation.item.create` input_audio part, at 16 kHz; not part of the input buffer."""
+
+    pcm16k: bytes
+    event_id: str | None = None
+
+
+class TranscriptionDeltaProduced(RecordBase, frozen=True, tag="stt.delta"):
+    job_id: str
+    item_id: str
+    index: int
+    text: str
+    worker: str
+
+
+class TranscriptionCompleted(RecordBase, frozen=True, tag="stt.completed"):
+    job_id: str
+    item_id: str
+    transcript: str
+    audio_seconds: float
+    worker: str
+    language: str | None = None
+
+
+class Word(Struct, frozen=True, array_like=True):
+    """A decoded word: its text as whisper writes it (with its leading space) and where it lies in the session's
+    16 kHz audio stream."""
+
+    text: str
+    start: int
+    end: int
+
+
+class WordsDecoded(RecordBase, frozen=True, tag="stt.words"):
+    """One decode of a turn's samples [start_sample, end_sample), word by word (a decode of a turn that may
+    still be growing: the state machine decides which words are stable)."""
+
+    job_id: str
+    item_id: str
+    start_sample: int
+    end_sample: int
+    words: tuple[Word, ...]
+    worker: str
+    language: str | None = None  # as given, or as whisper detected it
+
+
+class TranscriptionFailed(RecordBase, frozen=True, tag="stt.failed"):
+    job_id: str
+    item_id: str
+    message: str
+    worker: str
+
+
+class ToolCallDelta(Struct, frozen=True):
+    """A piece of a streamed tool call, as chat completions streams it (`index` identifies the call)."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+class GenerationDelta(RecordBase, frozen=True, tag="llm.delta"):
+    job_id: str
+    response_id: str
+    index: int
+    worker: str
+    text: str = ""
+    tool_calls: tuple[ToolCallDelta, ...] = ()
+
+
+class GenerationDone(RecordBase, frozen=True, tag="llm.done"):
+    job_id: str
+    response_id: str
+    finish_reason: str  # "stop", "length", "tool_calls", ... as the endpoint said
+    worker: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class GenerationFailed(RecordBase, frozen=True, tag="llm.failed"):
+    job_id: str
+    response_id: str
+    message: str
+    worker: str
+
+
+class SpeechSynthesized(RecordBase, frozen=True, tag="tts.audio"):
+    """One chunk (at most 100 ms) of a clause's speech, in the job's output format."""
+
+    job_id: str
+    response_id: str
+    clause_index: int
+    chunk_index: int
+    audio: bytes
+    last: bool
+    worker: str
+
+
+class SpeechFailed(RecordBase, frozen=True, tag="tts.failed"):
+    job_id: str
+    response_id: str
+    clause_index: int
+    message: str
+    worker: str
+
+
+class SessionExpired(RecordBase, frozen=True, tag="session.expired"):
+    pass
+
+
+class SessionClosed(RecordBase, frozen=True, tag="session.closed"):
+    reason: str
+
+
+Record = (
+    SessionOpened
+    | ClientEventReceived
+    | ClientEventRejected
+    | AudioReceived
+    | ItemAudioReceived
+    | TranscriptionDeltaProduced
+    | TranscriptionCompleted
+    | WordsDecoded
+    | TranscriptionFailed
+    | GenerationDelta
+    | GenerationDone
+    | GenerationFailed
+    | SpeechSynthesized
+    | SpeechFailed
+    | SessionExpired
+    | SessionClosed
+)

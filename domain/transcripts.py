@@ -1,0 +1,41 @@
+"""A session's utterances as subtitles (SRT, WebVTT) and as a Markdown transcript with times."""
+
+from collections.abc import Iterable
+
+from domain.analytics import SessionSummary, Utterance
+
+
+def _timed(utterances: Iterable[Utterance]) -> list[tuple[int, int, str]]:
+    return [
+        (u.start_ms or 0, max(u.end_ms or 0, u.start_ms or 0), u.text.strip())
+        for u in utterances
+        if u.text and u.text.strip()
+    ]
+
+
+def _clock(ms: int, separator: str) -> str:
+    hours, rest = divmod(ms, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    seconds, millis = divmod(rest, 1000)
+    return f"{hours:02d}:{minutes:02d}:{seconds:02d}{separator}{millis:03d}"
+
+
+def to_srt(summary: SessionSummary) -> str:
+    cues = [
+        f"{n}\n{_clock(start, ',')} --> {_clock(end, ',')}\n{text}\n"
+        for n, (start, end, text) in enumerate(_timed(summary.utterances), 1)
+    ]
+    return "\n".join(cues)
+
+
+def to_vtt(summary: SessionSummary) -> str:
+    cues = [f"{_clock(start, '.')} --> {_clock(end, '.')}\n{text}\n" for start, end, text in _timed(summary.utterances)]
+    return "\n".join(["WEBVTT\n", *cues])
+
+
+def to_markdown(summary: SessionSummary) -> str:
+    lines = [f"# Transcript of {summary.session_id}", ""]
+    for start, _end, text in _timed(summary.utterances):
+        lines.append(f"**[{_clock(start, '.')[:-4]}]** {text}")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,3 +1,0 @@
-from vocalis.app.cli import main
-
-main()
