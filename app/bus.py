@@ -10,6 +10,7 @@ Subjects (prefix `vocalis` by default):
 import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 import nats
@@ -69,8 +70,23 @@ class Bus:
         self.subjects = subjects
 
     @classmethod
-    async def connect(cls, url: str, prefix: str, name: str) -> "Bus":
-        nc = await nats.connect(url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+    async def connect(cls, url: str, prefix: str, name: str, *, attempts: int | None = None) -> "Bus":
+        """Connect to the NATS at `url` (several servers may be listed, comma-separated).
+
+        Until one of them answers, each failed attempt is one log line and the next comes after a growing pause;
+        after `attempts` of them (None: without end) NatsUnreachable says why. Once connected, a lost connection
+        is re-established without end, one log line per event."""
+        servers = _servers(url)
+        await reachable(url, attempts)
+        nc = await nats.connect(
+            servers=servers,
+            name=name,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            error_cb=_log_error,
+            disconnected_cb=_log_disconnected,
+            reconnected_cb=_log_reconnected,
+        )
         return cls(nc, Subjects(prefix))
 
     async def close(self) -> None:
@@ -172,6 +188,19 @@ class Bus:
     async def job_queue(self, kind: str) -> JetStreamContext.PullSubscription:
         return await self.js.pull_subscribe_bind(kind, stream=self.subjects.jobs_stream)
 
+    async def waiting_workers(self, kinds: tuple[str, ...]) -> dict[str, int]:
+        """Of each kind, the live workers' fetches and the jobs in hand: a worker fetches only once its model is
+        loaded, and keeps a fetch outstanding while it is alive and idle (renewed every second: two looks)."""
+        found = {}
+        for kind in kinds:
+            for look in range(2):
+                info = await self.js.consumer_info(self.subjects.jobs_stream, kind)
+                found[kind] = (info.num_waiting or 0) + (info.num_ack_pending or 0)
+                if found[kind] or look:
+                    break
+                await asyncio.sleep(0.05)
+        return found
+
     async def publish_record(self, session_id: str, source: str, record: Record, msg_id: str) -> None:
         await self.publish(self.subjects.session_input(session_id, source), encode(record), msg_id)
 
@@ -184,6 +213,60 @@ class Bus:
                 heard(response_id)
 
         return await self.nc.subscribe(self.subjects.cancel(">"), cb=deliver)
+
+
+class NatsUnreachable(ConnectionError):
+    pass
+
+
+def _servers(url: str) -> list[str]:
+    return [server.strip() for server in url.split(",") if server.strip()]
+
+
+async def reachable(url: str, attempts: int | None = None) -> None:
+    """Until a TCP connection to one of the servers of `url` succeeds; NatsUnreachable after `attempts` rounds."""
+    servers = _servers(url)
+    pause, attempt = 0.5, 0
+    while True:
+        attempt += 1
+        errors = []
+        for server in servers:
+            address = urlsplit(server if "://" in server else f"nats://{server}")
+            try:
+                _, writer = await asyncio.wait_for(
+                    asyncio.open_connection(address.hostname or "127.0.0.1", address.port or 4222), 5
+                )
+            except (OSError, TimeoutError) as error:
+                errors.append(f"{server}: {_reason(error)}")
+                continue
+            writer.close()
+            return
+        if attempts is not None and attempt >= attempts:
+            raise NatsUnreachable(f"cannot reach NATS at {', '.join(errors)}")
+        if attempts is None:  # a long-running part says why it waits; a tool says it once, when it gives up
+            log.warning("nats.unreachable", attempt=attempt, retry_in_s=pause, errors=errors)
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 10.0)
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, ConnectionRefusedError) or "refused" in str(error).lower():
+        return "connection refused"
+    if isinstance(error, TimeoutError):
+        return "no answer within 5 s"
+    return getattr(error, "strerror", None) or str(error) or type(error).__name__
+
+
+async def _log_error(error: Exception) -> None:
+    log.warning("nats.error", error=_reason(error))
+
+
+async def _log_disconnected() -> None:
+    log.warning("nats.disconnected")
+
+
+async def _log_reconnected() -> None:
+    log.info("nats.reconnected")
 
 
 def _log_failed_publish(future: "asyncio.Future[api.PubAck]") -> None:

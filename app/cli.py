@@ -5,15 +5,16 @@ import asyncio
 import signal
 import sys
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 import structlog
 
 from app import log_tools, runner
-from app.bus import Bus
+from app.bus import Bus, NatsUnreachable
 from app.log_reader import read_session
 from app.logging import configure
-from app.settings import Settings
+from app.settings import Settings, SettingsError
 from domain.replay import UnsupportedSchema
 from handlers.llm import BUNDLED_LLMS, bundled_llm_path
 from handlers.models import BUNDLED
@@ -22,6 +23,7 @@ from handlers.tts import model_path as tts_model_path
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vocalis", description="Realtime voice server (OpenAI Realtime API).")
+    parser.add_argument("--version", action="version", version=f"vocalis {version('vocalis')}")
     commands = parser.add_subparsers(dest="command", required=True)
     for name, text in (
         ("serve", "everything: embedded NATS (unless VOCALIS_NATS_URL is set), the edge and the workers"),
@@ -61,7 +63,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     flags = ("host", "port", "data_dir", "tls_certfile", "tls_keyfile")
-    settings = Settings.from_env(**{flag: getattr(args, flag, None) for flag in flags})
+    try:
+        settings = Settings.from_env(**{flag: getattr(args, flag, None) for flag in flags})
+    except SettingsError as error:
+        print(f"vocalis: {error}", file=sys.stderr)
+        sys.exit(2)
     configure(settings.log_level, settings.log_format)
     log = structlog.get_logger("vocalis")
     # SIGTERM stops the way Ctrl-C does, so the embedded nats-server is stopped too (uvicorn re-raises the signal
@@ -79,15 +85,23 @@ def main(argv: list[str] | None = None) -> None:
                 registry = runner.registry(settings)
                 prepare = args.action == "prepare"
                 for name in BUNDLED:
-                    print(f"{name}\t{registry.prepare(name) if prepare else registry.cache_dir / name}")
+                    print(_model_line(name, registry.prepare(name) if prepare else registry.cache_dir / name))
                 for name in BUNDLED_LLMS:
                     llm = bundled_llm_path(name, settings.models_path) if prepare else settings.models_path / name
-                    print(f"{name}\t{llm}")
-                print(f"kokoro\t{tts_model_path(settings.models_path) if prepare else settings.models_path / 'kokoro'}")
+                    print(_model_line(name, llm))
+                kokoro = tts_model_path(settings.models_path) if prepare else settings.models_path / "kokoro"
+                print(_model_line("kokoro", kokoro))
             case "sessions" | "tail" | "replay" | "export":
                 sys.exit(asyncio.run(_log_command(settings, args)))
     except KeyboardInterrupt:
         log.info("stopped")
+    except (runner.PortInUse, runner.DataDirInUse, NatsUnreachable) as error:
+        print(f"vocalis: {error}", file=sys.stderr)
+        sys.exit(1)
+
+
+def _model_line(name: str, path: Path) -> str:
+    return f"{name}\t{path}" if path.exists() else f"{name}\tnot prepared (vocalis models prepare)"
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -95,8 +109,12 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 async def _log_command(settings: Settings, args: argparse.Namespace) -> int:
-    url = settings.nats_url or f"nats://127.0.0.1:{settings.nats_port or 4222}"
-    bus = await Bus.connect(url, settings.subject_prefix, f"vocalis-{args.command}")
+    url = runner.recorded_nats_url(settings)
+    try:
+        bus = await Bus.connect(url, settings.subject_prefix, f"vocalis-{args.command}", attempts=3)
+    except NatsUnreachable as unreachable:
+        print(unreachable, file=sys.stderr)
+        return 1
     try:
         match args.command:
             case "sessions":
@@ -108,7 +126,9 @@ async def _log_command(settings: Settings, args: argparse.Namespace) -> int:
                 if not args.session and not args.all:
                     print("name a session, or --all", file=sys.stderr)
                     return 2
-                await log_tools.tail(bus, None if args.all else args.session, args.type, args.json, _print)
+                await log_tools.tail(
+                    bus, None if args.all else args.session, args.type, args.json, _print, _print_to_stderr
+                )
             case "replay":
                 recorded = await read_session(bus, args.session)
                 if args.save:
@@ -135,6 +155,10 @@ async def _log_command(settings: Settings, args: argparse.Namespace) -> int:
 
 def _print(line: str) -> None:
     print(line, flush=True)
+
+
+def _print_to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _required_nats(settings: Settings) -> str:

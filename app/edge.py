@@ -19,10 +19,23 @@ from domain.transcripts import to_markdown, to_srt, to_vtt
 from handlers.models import UnknownModel, is_realtime_model
 from handlers.ports import now_ms
 
+REQUIRED_WORKERS = ("stt", "llm", "tts")
+
 
 @get("/health", sync_to_thread=False)
 def health() -> dict[str, str]:
+    """The process is up."""
     return {"status": "ok"}
+
+
+@get("/ready")
+async def ready(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+    """Every worker kind a session needs has a live worker with its model loaded (it is waiting for jobs)."""
+    services: EdgeServices = request.app.state.services
+    workers = await services.bus.waiting_workers(REQUIRED_WORKERS)
+    missing = [kind for kind, count in workers.items() if count == 0]
+    body = {"status": "not ready" if missing else "ready", "workers": workers, "waiting_for": missing}
+    return Response(body, status_code=503 if missing else 200)
 
 
 def connect_params(socket: WebSocket[Any, Any, Any], services: EdgeServices) -> ConnectParams:
@@ -131,7 +144,7 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 class ApiKeyGate:
     """Refuses requests without the API key with HTTP 401, WebSocket upgrades included (before the upgrade)."""
 
-    PUBLIC = frozenset({"/health"})
+    PUBLIC = frozenset({"/health", "/ready"})
 
     def __init__(self, app: Any, api_key: str | None) -> None:
         self.app = app
@@ -179,6 +192,9 @@ class ApiKeyGate:
 
 
 def create_app(services: EdgeServices, api_key: str | None) -> ApiKeyGate:
-    app = Litestar(route_handlers=[health, realtime, list_sessions, session_summary, session_transcript])
+    app = Litestar(
+        logging_config=None,
+        route_handlers=[health, ready, realtime, list_sessions, session_summary, session_transcript],
+    )
     app.state.services = services
     return ApiKeyGate(app, api_key)

@@ -129,13 +129,19 @@ def matches(entry: LogEntry, patterns: list[str]) -> bool:
 
 
 async def tail(
-    bus: Bus, session_id: str | None, patterns: list[str], as_json: bool, emit: Callable[[str], None]
+    bus: Bus,
+    session_id: str | None,
+    patterns: list[str],
+    as_json: bool,
+    emit: Callable[[str], None],
+    following: Callable[[str], None] = lambda _: None,
 ) -> None:
-    """Follow a session (from its start) or every session (from now) until cancelled."""
+    """Follow a session (from its start) or every session (from now) until cancelled; `following` hears when."""
     prefix = bus.subjects.prefix
     subject = f"{prefix}.session.{session_id}.>" if session_id else f"{prefix}.session.*.>"
     policy = api.DeliverPolicy.ALL if session_id else api.DeliverPolicy.NEW
     sub = await bus.js.subscribe(subject, ordered_consumer=True, deliver_policy=policy)
+    following(f"following session {session_id}" if session_id else "following every session from now")
     try:
         async for message in sub.messages:
             entry = entry_of(message)

@@ -1,9 +1,13 @@
-"""structlog: readable lines on a terminal, JSON lines in production."""
+"""structlog: readable lines on a terminal, JSON lines in production, for our own logs and for the standard
+library's (uvicorn, httpx, faster-whisper): every line has one format."""
 
 import logging
 import sys
 
 import structlog
+
+# Libraries that log at info on every request or decode: heard only at debug.
+CHATTY = ("faster_whisper", "httpx", "uvicorn.access")
 
 
 def configure(level: str = "info", fmt: str = "auto") -> None:
@@ -12,15 +16,31 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
     renderer: structlog.typing.Processor = (
         structlog.dev.ConsoleRenderer() if fmt == "console" else structlog.processors.JSONRenderer()
     )
+    shared: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    threshold = logging.getLevelNamesMapping()[level.upper()]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(threshold),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
+    # The standard library's records go through the same processors and renderer.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(threshold)
+    for name in CHATTY:
+        logging.getLogger(name).setLevel(max(threshold, logging.WARNING if threshold > logging.DEBUG else threshold))
+    for name in ("uvicorn", "uvicorn.error"):  # uvicorn installs handlers of its own unless told not to
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True

@@ -2,6 +2,8 @@
 
 import asyncio
 import contextlib
+import ctypes
+import fcntl
 import os
 import shutil
 import signal
@@ -10,18 +12,19 @@ import string
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
+import nats.errors
 import structlog
 import uvicorn
 
 from app.analytics import AnalyticsWorker
-from app.bus import Bus
-from app.edge import create_app
+from app.bus import Bus, reachable
+from app.edge import REQUIRED_WORKERS, create_app
 from app.realtime.connection import EdgeServices
 from app.settings import Settings
 from handlers.input_audio.vad import SileroVad
@@ -34,6 +37,8 @@ from handlers.tts import KokoroSynthesizer
 from handlers.tts_worker import TtsWorker
 
 log = structlog.get_logger(__name__)
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+STREAM_SETUP_ATTEMPTS = 4
 
 
 def nats_server_binary() -> str:
@@ -55,6 +60,12 @@ def nats_config() -> Traversable:
     return resources.files("ops").joinpath("nats.conf")
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: Linux ends it when its parent dies, even by SIGKILL (no orphaned nats-server)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def _start_nats(store_dir: Path, port: int) -> subprocess.Popen[bytes]:
     store_dir.mkdir(parents=True, exist_ok=True)
     template = string.Template(nats_config().read_text())
@@ -67,6 +78,7 @@ def _start_nats(store_dir: Path, port: int) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         start_new_session=True,  # Ctrl-C reaches us, and we stop it in order
+        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
     )
 
 
@@ -74,13 +86,17 @@ def _start_nats(store_dir: Path, port: int) -> subprocess.Popen[bytes]:
 async def embedded_nats(store_dir: Path, port: int = 0) -> AsyncIterator[str]:
     """A nats-server child process with JetStream on, stopped (and waited for) on exit."""
     port = port or free_port()
+    _check_free(port)
     process = _start_nats(store_dir, port)
     url = f"nats://127.0.0.1:{port}"
+    recorded = store_dir.parent / "nats.url"  # how the log tools find this server
     try:
         await _wait_for_port(port, process)
+        recorded.write_text(url)
         log.info("nats.started", url=url, store_dir=str(store_dir), pid=process.pid)
         yield url
     finally:
+        recorded.unlink(missing_ok=True)
         process.send_signal(signal.SIGTERM)
         try:
             process.wait(timeout=10)
@@ -88,6 +104,22 @@ async def embedded_nats(store_dir: Path, port: int = 0) -> AsyncIterator[str]:
             process.kill()
             process.wait()
         log.info("nats.stopped")
+
+
+class PortInUse(RuntimeError):
+    pass
+
+
+def _check_free(port: int) -> None:
+    """A port someone else holds is an error, never a server to share silently."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            raise PortInUse(
+                f"the embedded NATS port {port} is in use (another `vocalis serve`, or a nats-server left over?): "
+                "stop it, or set VOCALIS_NATS_PORT to another port (0: any free one)"
+            ) from None
 
 
 async def _wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
@@ -109,13 +141,52 @@ async def nats_url(settings: Settings) -> AsyncIterator[str]:
     if settings.nats_url:
         yield settings.nats_url
         return
-    async with embedded_nats(settings.data_dir / "jetstream", settings.nats_port) as url:
-        yield url
+    with data_dir_lock(settings.data_dir):
+        async with embedded_nats(settings.data_dir / "jetstream", settings.nats_port) as url:
+            yield url
+
+
+class DataDirInUse(RuntimeError):
+    pass
+
+
+@contextlib.contextmanager
+def data_dir_lock(data_dir: Path) -> Iterator[None]:
+    """Hold the data directory for this process: two nats-servers on one store would lose sessions."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with (data_dir / "serve.lock").open("a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            raise DataDirInUse(f"the data directory {data_dir} is in use by {holder}: give this one another") from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"vocalis serve (pid {os.getpid()})")
+        lock.flush()
+        yield
+
+
+def recorded_nats_url(settings: Settings) -> str:
+    """Where the log tools find NATS: VOCALIS_NATS_URL, else the embedded server of a `serve` on this data dir."""
+    if settings.nats_url:
+        return settings.nats_url
+    recorded = settings.data_dir / "nats.url"
+    if recorded.exists():
+        return recorded.read_text().strip()
+    return f"nats://127.0.0.1:{settings.nats_port or 4222}"
 
 
 async def connect(settings: Settings, url: str, name: str) -> Bus:
     bus = await Bus.connect(url, settings.subject_prefix, name)
-    await bus.ensure_streams(settings.log_max_age_s, settings.log_max_bytes)
+    for attempt in range(1, STREAM_SETUP_ATTEMPTS):
+        try:
+            await bus.ensure_streams(settings.log_max_age_s, settings.log_max_bytes)
+            return bus
+        except nats.errors.TimeoutError:  # a busy or just-started JetStream; every part sets up at once
+            log.warning("nats.streams.slow", attempt=attempt, name=name)
+    await bus.ensure_streams(settings.log_max_age_s, settings.log_max_bytes)  # the last try: its error is final
     return bus
 
 
@@ -146,6 +217,7 @@ def edge_services(settings: Settings, bus: Bus) -> EdgeServices:
         max_session_s=settings.max_session_s,
         max_frame_bytes=settings.max_frame_bytes,
         audio_max_age_s=settings.audio_max_age_s,
+        llm_context_tokens=settings.llm_context,
     )
 
 
@@ -171,9 +243,21 @@ async def run_edge(settings: Settings, url: str) -> None:
     try:
         server = http_server(settings, edge_services(settings, bus))
         log.info("edge.listening", host=settings.host, port=settings.port)
-        await server.serve()
+        announcing = asyncio.create_task(_announce_ready(settings, bus))
+        try:
+            await server.serve()
+        finally:
+            announcing.cancel()
     finally:
         await bus.close()
+
+
+async def _announce_ready(settings: Settings, bus: Bus) -> None:
+    """One `ready` line, with the address to connect to, once every worker kind is up (what `/ready` reports)."""
+    while min((await bus.waiting_workers(REQUIRED_WORKERS)).values()) == 0:  # noqa: ASYNC110 (polls the server)
+        await asyncio.sleep(0.5)
+    scheme = "wss" if settings.tls_certfile else "ws"
+    log.info("ready", url=f"{scheme}://{settings.host}:{settings.port}/v1/realtime")
 
 
 async def run_stt_worker(settings: Settings, url: str, stop: asyncio.Event) -> None:
@@ -200,7 +284,7 @@ async def run_llm_worker(settings: Settings, url: str, stop: asyncio.Event) -> N
         base_url = server.base_url
     bus = await connect(settings, url, f"vocalis-llm-{settings.worker_id}")
     try:
-        client = ChatClient(base_url, settings.llm_api_key)
+        client = ChatClient(base_url, server.api_key if server is not None else settings.llm_api_key)
         await LlmWorker(bus, client, settings.worker_id, default_model=settings.llm_model).run(stop)
     finally:
         await bus.close()
@@ -253,4 +337,10 @@ async def worker_until_signalled(settings: Settings, url: str, kind: str) -> Non
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    await WORKERS[kind](settings, url, stop)
+    # Wait for NATS where a signal can still end the wait; a connected worker stops at `stop` by itself.
+    waiting, stopping = asyncio.ensure_future(reachable(url)), asyncio.ensure_future(stop.wait())
+    await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    waiting.cancel()
+    stopping.cancel()
+    if not stop.is_set():
+        await WORKERS[kind](settings, url, stop)

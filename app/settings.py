@@ -12,6 +12,19 @@ def _default_data_dir() -> Path:
     return Path(base) / "vocalis"
 
 
+class SettingsError(ValueError):
+    """A setting that cannot be used, said in one line that names its variable."""
+
+
+# Settings with a fixed set of values.
+CHOICES = {
+    "log_level": ("debug", "info", "warning", "error"),
+    "log_format": ("auto", "json", "console"),
+    "stt_device": ("auto", "cpu", "cuda"),
+    "stt_window": ("trimmed", "full"),
+}
+
+
 @dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
@@ -31,7 +44,7 @@ class Settings:
     llm_base_url: str | None = None  # an OpenAI-compatible endpoint; unset: the bundled model, in process
     llm_api_key: str | None = None
     llm_model: str = "qwen2.5-coder-1.5b"  # a bundled model, or the endpoint's model name
-    llm_context: int = 4096  # the bundled model's context window, in tokens
+    llm_context: int = 4096  # the LLM's context window in tokens (the bundled model's; set an endpoint's own)
     llm_threads: int = 0  # threads for the bundled model; 0: every core
     tls_certfile: Path | None = None  # serve https/wss (the JavaScript SDK always dials wss://)
     tls_keyfile: Path | None = None
@@ -53,9 +66,23 @@ class Settings:
             if raw is None or raw == "":
                 continue
             kinds = typing.get_args(spec.type) or (spec.type,)
-            values[spec.name] = int(raw) if int in kinds else Path(raw) if Path in kinds else raw
+            values[spec.name] = _parsed(spec.name, raw, kinds)
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)  # type: ignore[arg-type]
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings._validate()
+        return settings
+
+    def _validate(self) -> None:
+        for name, allowed in CHOICES.items():
+            value = getattr(self, name)
+            if value.lower() not in allowed:
+                raise SettingsError(f"VOCALIS_{name.upper()}={value!r}: use one of {', '.join(allowed)}")
+        for name in ("port", "nats_port"):
+            if not 0 <= getattr(self, name) <= 65535:
+                raise SettingsError(f"VOCALIS_{name.upper()}={getattr(self, name)}: a port is 0 to 65535")
+        for name in ("max_session_s", "max_frame_bytes", "llm_context", "audio_max_age_s", "log_max_age_s"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"VOCALIS_{name.upper()}={getattr(self, name)}: must be above 0")
 
     @property
     def models_path(self) -> Path:
@@ -64,3 +91,12 @@ class Settings:
     @property
     def worker_id(self) -> str:
         return self.worker_name or f"{os.uname().nodename}-{os.getpid()}"
+
+
+def _parsed(name: str, raw: str, kinds: tuple[object, ...]) -> object:
+    if int in kinds:
+        try:
+            return int(raw)
+        except ValueError:
+            raise SettingsError(f"VOCALIS_{name.upper()}={raw!r}: expected a whole number") from None
+    return Path(raw) if Path in kinds else raw

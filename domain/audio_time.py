@@ -24,6 +24,16 @@ def ms_from_ticks(ticks: int) -> int:
     return ticks // TICKS_PER_MS
 
 
+def ticks_for_bytes(size: int, audio_format: str) -> int:
+    """The length of `size` bytes of audio in `audio_format` (pcm16 24 kHz or G.711 8 kHz)."""
+    return ticks_for_samples(size // BYTES_PER_SAMPLE[audio_format], INPUT_RATES[audio_format])
+
+
+def ms_covering_ticks(ticks: int) -> int:
+    """Whole milliseconds that cover `ticks`: what a client that counts the bytes it played may say."""
+    return -(-ticks // TICKS_PER_MS)
+
+
 def ms_from_samples(samples: int) -> int:
     return samples // SAMPLES_PER_MS
 

@@ -9,12 +9,15 @@ from typing import Any, Literal
 
 import msgspec
 
+from domain import context_window
 from domain import events as ev
 from domain import records as rec
+from domain.audio_time import TICKS_PER_MS, ms_covering_ticks, ticks_for_bytes
 from domain.conversation_state import Clause, ConvEntry, OutputCall, ResponseState, Spoken
 from domain.jobs import GenerateJob, SynthesizeJob, TranscribeJob
 from domain.segmentation import feed, flush
-from domain.state import CancelResponse, Draft
+from domain.session_config import RetentionRatio
+from domain.state import CancelResponse, Draft, SessionState
 
 DEFAULT_INSTRUCTIONS = (
     "You are a helpful voice assistant. Your answers are spoken aloud, so keep them short and conversational: "
@@ -25,7 +28,6 @@ RATE_LIMITS = (
     ev.RateLimit(name="requests", limit=10_000, remaining=9_999, reset_seconds=0.006),
     ev.RateLimit(name="tokens", limit=1_000_000, remaining=1_000_000, reset_seconds=0.0),
 )
-AUDIO_BYTES_PER_MS = {"pcm16": 48, "g711_ulaw": 8, "g711_alaw": 8}
 
 
 def conversation_id(session_id: str) -> str:
@@ -162,19 +164,23 @@ def truncate(draft: Draft, item_id: str, content_index: int, audio_end_ms: int) 
         raise ItemError("Only assistant messages with audio can be truncated.", "item_id")
     if content_index != 0:
         raise ItemError(f"Invalid 'content_index': {content_index}. The audio is content 0.", "content_index")
-    total = sum(clause.audio_ms for clause in entry.spoken)
-    if not 0 <= audio_end_ms <= total:
-        raise ItemError(f"Invalid 'audio_end_ms': {audio_end_ms}. The item has {total} ms of audio.", "audio_end_ms")
+    total = sum(clause.ticks for clause in entry.spoken)
+    if not 0 <= audio_end_ms <= ms_covering_ticks(total):
+        raise ItemError(
+            f"Invalid 'audio_end_ms': {audio_end_ms}. The item has {ms_covering_ticks(total)} ms of audio.",
+            "audio_end_ms",
+        )
+    end = min(audio_end_ms * TICKS_PER_MS, total)
     kept: list[Spoken] = []
     elapsed = 0
     for clause in entry.spoken:
-        if elapsed + clause.audio_ms <= audio_end_ms:
+        if elapsed + clause.ticks <= end:
             kept.append(clause)
-        elif elapsed < audio_end_ms:  # heard in part: keep the words said by then
+        elif elapsed < end:  # heard in part: keep the words said by then
             words = clause.text.split()
-            heard = words[: len(words) * (audio_end_ms - elapsed) // clause.audio_ms]
-            kept.append(Spoken(" ".join(heard), audio_end_ms - elapsed))
-        elapsed += clause.audio_ms
+            heard = words[: len(words) * (end - elapsed) // clause.ticks]
+            kept.append(Spoken(" ".join(heard), end - elapsed))
+        elapsed += clause.ticks
     transcript = " ".join(c.text for c in kept if c.text)
     content = (ev.ContentPart(type="output_audio", transcript=transcript),)
     replace_item(draft, msgspec.structs.replace(item, content=content), spoken=tuple(kept))
@@ -343,20 +349,48 @@ def transcript_arrived(draft: Draft, item_id: str) -> None:
 def _dispatch(draft: Draft, r: ResponseState) -> None:
     state = draft.state
     context = r.input if r.input is not None else tuple(e.item for e in state.items)
+    max_tokens = None if r.max_output_tokens == "inf" else int(r.max_output_tokens)
+    tools = chat_tools(r.tools)
+    messages = _fitted(state, chat_messages(r.instructions, context), tools, max_tokens)
+    if messages is None:
+        limit = context_window.budget(state.llm_context_tokens or 0, max_tokens)
+        message = (
+            f"The conversation needs about {context_window.tokens(chat_messages(r.instructions, context), tools)} "
+            f"tokens, over the {limit} the model's context window leaves for it"
+        )
+        truncation = state.config.truncation
+        message += ", and session.truncation is 'disabled'." if truncation == "disabled" else "."
+        error = {"type": "invalid_request_error", "code": "context_length_exceeded", "message": message}
+        stop(draft, r.id, "failed", {"type": "failed", "error": error})
+        return
     draft.jobs.append(
         GenerateJob(
             job_id=draft.new_id("job"),
             session_id=state.session_id,
             response_id=r.id,
-            messages=chat_messages(r.instructions, context),
+            messages=messages,
             model=state.config.model or "",
-            tools=chat_tools(r.tools),
+            tools=tools,
             tool_choice=chat_tool_choice(r.tool_choice),
             temperature=r.temperature,
-            max_tokens=None if r.max_output_tokens == "inf" else int(r.max_output_tokens),
+            max_tokens=max_tokens,
         )
     )
     _store(draft, msgspec.structs.replace(r, dispatched=True))
+
+
+def _fitted(
+    state: SessionState, messages: tuple[dict[str, Any], ...], tools: tuple[dict[str, Any], ...], max_tokens: int | None
+) -> tuple[dict[str, Any], ...] | None:
+    """The request's messages as `session.truncation` fits them into the LLM's context window (when it is known)."""
+    if state.llm_context_tokens is None:
+        return messages
+    limit = context_window.budget(state.llm_context_tokens, max_tokens)
+    truncation = state.config.truncation
+    if truncation == "disabled":
+        return messages if context_window.tokens(messages, tools) <= limit else None
+    ratio = truncation.retention_ratio if isinstance(truncation, RetentionRatio) else None
+    return context_window.fit(messages, tools, limit, ratio)
 
 
 def _audio(r: ResponseState) -> bool:
@@ -513,7 +547,7 @@ def on_speech(draft: Draft, record: rec.SpeechSynthesized) -> None:
             clause,
             started=True,
             done=chunk.last,
-            audio_ms=clause.audio_ms + len(chunk.audio) // AUDIO_BYTES_PER_MS[r.output_format],
+            ticks=clause.ticks + ticks_for_bytes(len(chunk.audio), r.output_format),
         )
         clauses = tuple(clause if i == current else c for i, c in enumerate(r.clauses))
         r = msgspec.structs.replace(r, clauses=clauses, buffered=tuple(b for b in r.buffered if b is not chunk))
@@ -524,7 +558,7 @@ def on_speech(draft: Draft, record: rec.SpeechSynthesized) -> None:
 def _finish_item(draft: Draft, r: ResponseState, item: ev.Item, output_index: int) -> ResponseState:
     draft.emit(ev.OutputItemDone, response_id=r.id, output_index=output_index, item=item)
     if r.conversation == "auto":
-        spoken = tuple(Spoken(c.text, c.audio_ms) for c in r.clauses if c.started) if item.id == r.message_id else None
+        spoken = tuple(Spoken(c.text, c.ticks) for c in r.clauses if c.started) if item.id == r.message_id else None
         replace_item(draft, item, spoken=spoken)
         index = find(draft, item.id)
         previous = _previous_id(draft, index) if index is not None else None

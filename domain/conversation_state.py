@@ -10,10 +10,11 @@ from domain.segmentation import Segmenter
 
 
 class Spoken(Struct, frozen=True):
-    """A clause of an assistant's audio: its text and how long it sounds."""
+    """A clause of an assistant's audio: its text and how long it sounds, in session ticks (exact: milliseconds
+    summed chunk by chunk would lose up to 1 ms a chunk)."""
 
     text: str
-    audio_ms: int
+    ticks: int
 
 
 class ConvEntry(Struct, frozen=True):
@@ -24,7 +25,7 @@ class ConvEntry(Struct, frozen=True):
 
 class Clause(Struct, frozen=True):
     text: str
-    audio_ms: int = 0
+    ticks: int = 0  # of audio sent so far
     started: bool = False
     done: bool = False
 

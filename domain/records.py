@@ -27,6 +27,7 @@ class SessionOpened(RecordBase, frozen=True, tag="session.opened"):
     model: str | None = None
     transcription_model: str | None = None
     language: str | None = None
+    llm_context_tokens: int | None = None  # the LLM's context window, when known: `session.truncation` fits it
 
 
 class ClientEventReceived(RecordBase, frozen=True, tag="client.event"):

@@ -38,6 +38,7 @@ def open_session(record: rec.SessionOpened) -> Transition:
         default_stt_model=record.default_stt_model,
         expires_at=record.at_ms // 1000 + record.max_duration_s,
         max_duration_s=record.max_duration_s,
+        llm_context_tokens=record.llm_context_tokens,
     )
     draft = Draft(state)
     draft.emit(ev.SessionCreated, session_id=state.session_id, expires_at=state.expires_at, session=config)
@@ -237,12 +238,21 @@ def _create_item(draft: Draft, event: ev.ItemCreateRequested) -> None:
         conversation.transcribe_item_audio(draft, item.id, event.item.audio)
 
 
+UNKNOWN_ITEM: dict[type, tuple[str, str]] = {
+    ev.ItemRetrieveRequested: ("retrieving", "item_retrieve_invalid_item_id"),
+    ev.ItemDeleteRequested: ("deleting", "item_delete_invalid_item_id"),
+    ev.ItemTruncateRequested: ("truncating", "item_truncate_invalid_item_id"),
+}
+
+
 def _item_request(
     draft: Draft, event: ev.ItemRetrieveRequested | ev.ItemDeleteRequested | ev.ItemTruncateRequested
 ) -> None:
     index = conversation.find(draft, event.item_id)
-    if index is None:
-        draft.error("invalid_value", f"Item with id '{event.item_id}' not found.", "item_id", event.event_id)
+    if index is None:  # OpenAI's codes: clients such as pipecat tell this error from a fatal one by its code
+        action, code = UNKNOWN_ITEM[type(event)]
+        message = f"Error {action} item: the item with id '{event.item_id}' does not exist."
+        draft.error(code, message, "item_id", event.event_id)
         return
     match event:
         case ev.ItemRetrieveRequested():

@@ -42,12 +42,38 @@ class Transcription(Struct, frozen=True):
     prompt: str | None = None
     incremental: bool = True  # a Vocalis extension: transcript deltas while the user speaks (server VAD turns)
 
+    @property
+    def wire(self) -> dict[str, Any]:
+        """As OpenAI's session objects show it. The extension shows only once a client turned it off: only a client
+        that knows it sets it, and strict clients refuse fields that OpenAI does not send."""
+        shown: dict[str, Any] = {"model": self.model, "language": self.language, "prompt": self.prompt}
+        if not self.incremental:
+            shown["incremental"] = False
+        return shown
+
 
 class NoiseReduction(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     """Accepted and reported; the audio is not filtered (whisper copes with ordinary noise)."""
 
     type: Literal["near_field", "far_field"]
     strength: float | None = None
+
+
+class TokenLimits(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    post_instructions: int | None = None
+
+
+class RetentionRatio(
+    Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, tag="retention_ratio", tag_field="type"
+):
+    """GA's truncation that keeps a fraction of the budget when it cuts, so the next turns fit without cutting."""
+
+    retention_ratio: float
+    token_limits: TokenLimits | None = None
+
+
+Truncation = Literal["auto", "disabled"] | RetentionRatio
+Tracing = Literal["auto"] | dict[str, Any] | None
 
 
 class SessionConfig(Struct, frozen=True):
@@ -68,6 +94,8 @@ class SessionConfig(Struct, frozen=True):
     tool_choice: str | dict[str, Any] = "auto"
     max_output_tokens: int | Literal["inf"] = "inf"
     temperature: float = 0.8
+    truncation: Truncation = "auto"
+    tracing: Tracing = None  # accepted and reported as sent: Vocalis has no tracing backend
 
 
 class TranscriptionUpdate(Struct, frozen=True, forbid_unknown_fields=True):
@@ -106,6 +134,8 @@ class SessionUpdate(Struct, frozen=True):
     tool_choice: str | dict[str, Any] | UnsetType = UNSET
     max_output_tokens: int | Literal["inf"] | UnsetType = UNSET
     temperature: float | UnsetType = UNSET
+    truncation: Truncation | UnsetType = UNSET
+    tracing: Tracing | UnsetType = UNSET
 
 
 class InvalidUpdate(Exception):
@@ -181,6 +211,12 @@ def apply_update(config: SessionConfig, update: SessionUpdate, default_stt_model
             "invalid_value",
             f"Invalid 'speed': {update.speed}. Expected a value between 0.25 and 1.5.",
             "session.audio.output.speed",
+        )
+    if isinstance(update.truncation, RetentionRatio) and not 0.0 <= update.truncation.retention_ratio <= 1.0:
+        raise InvalidUpdate(
+            "invalid_value",
+            f"Invalid 'retention_ratio': {update.truncation.retention_ratio}. Expected a value between 0 and 1.",
+            "session.truncation.retention_ratio",
         )
     max_tokens = update.max_output_tokens
     if isinstance(max_tokens, int) and not 1 <= max_tokens <= 4096:

@@ -56,6 +56,7 @@ class SessionState(Struct, frozen=True):
     default_stt_model: str
     expires_at: int
     max_duration_s: int
+    llm_context_tokens: int | None = None
     next_id: int = 0
     samples: int = 0  # length of the session's 16 kHz audio stream
     frames: int = 0  # VAD frames seen

@@ -8,6 +8,7 @@ Nothing here downloads weights.
 
 import json
 import os
+import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -74,7 +75,7 @@ class BundledLlmServer:
         threads: int = 0,  # 0: every core
         n_parallel: int = 1,
         gpu_layers: int = 0,
-        verbosity: int = 2,  # llama.cpp's own log: 1 errors, 2 warnings, 3 info
+        verbosity: int = 1,  # llama.cpp's own log (not structured): 1 errors, 2 warnings, 3 info
     ) -> None:
         import xllamacpp
 
@@ -87,7 +88,9 @@ class BundledLlmServer:
         params.n_parallel = n_parallel
         params.n_gpu_layers = gpu_layers
         params.cpuparams.n_threads = params.cpuparams_batch.n_threads = threads or os.cpu_count() or 2
-        params.hostnames = ["127.0.0.1"]
+        params.hostnames = ["127.0.0.1"]  # loopback only, and a key: other local users cannot use it
+        self.api_key = "sk-vocalis-" + secrets.token_hex(16)
+        params.api_keys = [self.api_key]
         params.port = 0  # the server picks a free one; listening_address says which
         params.use_jinja = True  # the model's own chat template, with tool calls
         params.warmup = True

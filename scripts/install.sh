@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Creates .venv (Python 3.11+) and installs Vocalis with its bundled models. `--dev` adds the test tools.
+# Creates .venv (Python 3.11+) and installs Vocalis with its bundled models and the official `openai` SDK (the
+# README's examples use it). `--dev` adds the test tools and the voice-agent frameworks of the compatibility suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3.11}"
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-extra=""
-[ "${1:-}" = "--dev" ] && extra="[dev]"
+extra="[client]"
+[ "${1:-}" = "--dev" ] && extra="[client,dev,compat]"
 .venv/bin/pip install --disable-pip-version-check -q -e ".${extra}"
 .venv/bin/pip install --disable-pip-version-check -q --no-deps -r requirements-nodeps.txt
 .venv/bin/vocalis models prepare

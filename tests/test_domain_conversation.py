@@ -91,6 +91,35 @@ def test_clauses_are_spoken_in_order_whatever_order_their_audio_arrives_in():
     assert done.response.output[0].content[0].transcript == "First clause is here. Second clause follows now."
 
 
+def test_truncation_at_the_audio_s_real_length_is_accepted():
+    """Clients count the bytes they played: chunks that are not whole milliseconds must add up exactly."""
+    sim = Sim("realtime")
+    text_turn(sim)
+    response = respond(sim)
+    llm(sim, response, "One two three four.")
+    sizes = (4824, 4824, 4824, 48)  # 100.5 ms, three times, then 1 ms: 302.5 ms in all
+    for index, size in enumerate(sizes):
+        sim.feed(
+            rec.SpeechSynthesized(
+                at_ms=AT,
+                job_id="t",
+                response_id=response,
+                clause_index=0,
+                chunk_index=index,
+                audio=bytes(size),
+                last=index == len(sizes) - 1,
+                worker="w",
+            )
+        )
+    item = only(sim.events, ev.ResponseDone)[0].response.output[0].id
+    played_ms = sum(sizes) // 48  # what a client that truncates at the end of playback sends (302)
+    sim.client(ev.ItemTruncateRequested(item_id=item, content_index=0, audio_end_ms=played_ms, event_id="end"))
+    assert not only(sim.events, ev.ErrorEvent)
+    assert only(sim.events, ev.ItemTruncated)[-1].audio_end_ms == played_ms
+    entry = next(e for e in sim.state.items if e.item.id == item)
+    assert entry.item.content[0].transcript == "One two three"  # 302 of 302.5 ms: the last word not quite over
+
+
 def test_truncation_keeps_the_words_heard():
     sim = Sim("realtime")
     text_turn(sim)
@@ -155,3 +184,20 @@ def test_a_spoken_turn_during_an_answer_interrupts_it():
     assert kinds.index("SpeechStarted") < kinds.index("ResponseDone")
     assert only(sim.events, ev.ResponseDone)[0].response.status_details["reason"] == "turn_detected"
     assert any(isinstance(j, GenerateJob) for j in sim.jobs)
+
+
+def test_an_unknown_item_gets_openai_s_code_for_what_was_asked():
+    """Clients tell these errors from fatal ones by their codes (pipecat ends its session on any other)."""
+    sim = Sim("realtime")
+    for event, code in (
+        (ev.ItemRetrieveRequested(item_id="item_gone", event_id="a"), "item_retrieve_invalid_item_id"),
+        (ev.ItemDeleteRequested(item_id="item_gone", event_id="b"), "item_delete_invalid_item_id"),
+        (
+            ev.ItemTruncateRequested(item_id="item_gone", content_index=0, audio_end_ms=0, event_id="c"),
+            "item_truncate_invalid_item_id",
+        ),
+    ):
+        sim.client(event)
+        error = only(sim.events, ev.ErrorEvent)[-1].error
+        assert (error.code, error.param, error.event_id) == (code, "item_id", event.event_id)
+        assert "item_gone" in error.message

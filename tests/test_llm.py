@@ -295,7 +295,7 @@ async def test_worker_with_the_bundled_small_model(bus: Bus) -> None:
             temperature=0,
             max_tokens=8,
         )
-        async with worker_running(bus, ChatClient(server.base_url)):
+        async with worker_running(bus, ChatClient(server.base_url, server.api_key)):
             await submit(bus, job)
             records = await records_until(bus, finished, timeout=60)
     finally:

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import wave
+from asyncio.subprocess import PIPE
 from pathlib import Path
 
 import httpx
@@ -81,7 +82,7 @@ async def test_sessions_lists_newest_first_with_filters(stack):
 async def test_tail_follows_live_sessions_readably(stack):
     env = os.environ | {"VOCALIS_NATS_URL": stack.nats_url}
     readable = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "app", "tail", "--all", env=env, stdout=asyncio.subprocess.PIPE
+        sys.executable, "-m", "app", "tail", "--all", env=env, stdout=asyncio.subprocess.PIPE, stderr=PIPE
     )
     filtered = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -94,8 +95,10 @@ async def test_tail_follows_live_sessions_readably(stack):
         "input_audio_buffer.*",
         env=env,
         stdout=asyncio.subprocess.PIPE,
+        stderr=PIPE,
     )
-    await asyncio.sleep(3)  # both are subscribed (two interpreters starting on a busy machine)
+    for process in (readable, filtered):  # both are subscribed
+        assert await asyncio.wait_for(process.stderr.readline(), 60) == b"following every session from now\n"
     session_id, _ = await record_session(stack, "hello_world.wav")
     await asyncio.sleep(0.5)
     lines = {}

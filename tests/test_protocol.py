@@ -107,6 +107,8 @@ def test_ga_realtime_session_update_maps_every_nested_field() -> None:
         tools=({"type": "function", "name": "f", "parameters": {}},),
         tool_choice="required",
         max_output_tokens=200,
+        truncation="auto",
+        tracing="auto",
     )
 
 
@@ -635,12 +637,8 @@ def test_beta_transcription_session_updated() -> None:
     session = body["session"]
     assert session["object"] == "realtime.transcription_session"
     assert session["input_audio_format"] == "pcm16"
-    assert session["input_audio_transcription"] == {
-        "model": "whisper-base",
-        "language": "en",
-        "prompt": None,
-        "incremental": True,
-    }
+    # Only OpenAI's fields: strict clients (pipecat) refuse the Vocalis extension unless they set it themselves.
+    assert session["input_audio_transcription"] == {"model": "whisper-base", "language": "en", "prompt": None}
     assert session["turn_detection"]["threshold"] == 0.6
     assert session["client_secret"] == {"value": "", "expires_at": 1234}  # required by the beta SDK model
     assert "audio" not in session and "type" not in session
@@ -865,3 +863,104 @@ def test_every_rendered_frame_is_json_with_type_and_unique_event_id() -> None:
             assert isinstance(body, dict) and isinstance(body["type"], str) and isinstance(body["event_id"], str)
             ids.append(body["event_id"])
         assert len(ids) == len(set(ids))
+
+
+@pytest.mark.parametrize("dialect", ["ga", "beta"])
+def test_the_incremental_extension_shows_only_when_the_client_set_it(dialect: str) -> None:
+    def shown(transcription: Transcription) -> dict[str, Any]:
+        config = SessionConfig(type="transcription", transcription=transcription)
+        session = parsed(ev.SessionUpdated(event_id="e", session_id=SID, expires_at=1, session=config), dialect)
+        audio_in = session["session"]["audio"]["input"] if dialect == "ga" else session["session"]
+        field = "transcription" if dialect == "ga" else "input_audio_transcription"
+        return audio_in[field]  # type: ignore[no-any-return]
+
+    assert "incremental" not in shown(Transcription(model="whisper-base"))  # on, as by default: nothing to show
+    assert shown(Transcription(model="whisper-base", incremental=False))["incremental"] is False
+
+
+NULL_RESPONSE_GA = {
+    "instructions": None,
+    "tools": None,
+    "tool_choice": None,
+    "max_output_tokens": None,
+    "conversation": None,
+    "input": None,
+    "output_modalities": None,
+    "audio": None,
+    "metadata": None,
+}
+NULL_RESPONSE_BETA = {
+    "instructions": None,
+    "tools": None,
+    "tool_choice": None,
+    "max_response_output_tokens": None,
+    "conversation": None,
+    "input": None,
+    "modalities": None,
+    "voice": None,
+    "output_audio_format": None,
+    "temperature": None,
+    "metadata": None,
+}
+
+
+@pytest.mark.parametrize(("dialect", "response"), [("ga", NULL_RESPONSE_GA), ("beta", NULL_RESPONSE_BETA)])
+def test_null_for_an_optional_response_field_means_not_given(dialect: str, response: dict[str, Any]) -> None:
+    """LiveKit sends `"instructions": null` (and more) for every reply without extra instructions."""
+    result = decode(frame(type="response.create", event_id="r1", response=response), dialect)  # type: ignore[arg-type]
+    assert result == ev.ResponseCreateRequested(response=ev.ResponseParams(), event_id="r1")
+
+
+def test_null_for_an_optional_session_field_means_not_given_and_null_still_turns_things_off() -> None:
+    ga = ga_update(
+        {
+            "type": "realtime",
+            "model": None,
+            "instructions": None,
+            "tools": None,
+            "tool_choice": None,
+            "max_output_tokens": None,
+            "output_modalities": None,
+            "audio": {"input": {"format": None, "turn_detection": None, "transcription": None}, "output": None},
+            "tracing": None,
+        }
+    )
+    assert decoded_update(ga, "ga") == SessionUpdate(
+        type="realtime", turn_detection=None, transcription=None, tracing=None
+    )
+    beta_raw = frame(
+        type="session.update",
+        session={"instructions": None, "voice": None, "temperature": None, "input_audio_transcription": None},
+    )
+    assert decoded_update(beta_raw, "beta") == SessionUpdate(transcription=None)
+    transcription = frame(
+        type="transcription_session.update",
+        session={"input_audio_format": None, "turn_detection": {"type": "server_vad", "threshold": None}},
+    )
+    assert decoded_update(transcription, "beta") == SessionUpdate(turn_detection=TurnDetectionUpdate(type="server_vad"))
+
+
+def test_a_null_where_a_value_is_required_is_still_an_error() -> None:
+    rejection = decode(frame(type="conversation.item.truncate", item_id=None, content_index=0, audio_end_ms=1), "ga")
+    assert isinstance(rejection, Rejection) and rejection.param == "item_id"
+
+
+def test_tracing_and_truncation_are_reported_as_sent() -> None:
+    tracing = {"workflow_name": "support", "group_id": "g1", "metadata": {"tier": "gold"}}
+    truncation = {"type": "retention_ratio", "retention_ratio": 0.5}
+    update = decoded_update(ga_update({"type": "realtime", "tracing": tracing, "truncation": truncation}), "ga")
+    state = open_session(
+        rec.SessionOpened(
+            at_ms=0, session_id=SID, session_type="realtime", dialect="ga", default_stt_model="m", max_duration_s=60
+        )
+    ).state
+    after = step(state, rec.ClientEventReceived(at_ms=0, event=ev.SessionUpdateRequested(update=update)), 2)
+    (updated,) = [e for e in after.events if isinstance(e, ev.SessionUpdated)]
+    session = parsed(updated, "ga")["session"]
+    assert (session["tracing"], session["truncation"]) == (tracing, truncation)
+    bad = decoded_update(
+        ga_update({"type": "realtime", "truncation": {"type": "retention_ratio", "retention_ratio": 2}}), "ga"
+    )
+    refused = step(after.state, rec.ClientEventReceived(at_ms=0, event=ev.SessionUpdateRequested(update=bad)), 3)
+    (error,) = [e for e in refused.events if isinstance(e, ev.ErrorEvent)]
+    assert error.error.param == "session.truncation.retention_ratio"

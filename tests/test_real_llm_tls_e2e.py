@@ -22,7 +22,7 @@ async def test_spoken_question_answered_by_the_bundled_llm(stack, synthesizer):
     stop = asyncio.Event()
     workers = [
         asyncio.create_task(
-            LlmWorker(stack.bus, ChatClient(server.base_url), "llm", default_model=SMALL_LLM).run(stop)
+            LlmWorker(stack.bus, ChatClient(server.base_url, server.api_key), "llm", default_model=SMALL_LLM).run(stop)
         ),
         asyncio.create_task(TtsWorker(stack.bus, synthesizer, "tts").run(stop)),
     ]

@@ -1,6 +1,12 @@
+import os
+import subprocess
+import sys
+from importlib.metadata import version
 from pathlib import Path
 
-from app.settings import Settings
+import pytest
+
+from app.settings import Settings, SettingsError
 
 
 def test_every_setting_reads_its_environment_variable():
@@ -36,3 +42,28 @@ def test_defaults():
     )
     assert settings.nats_url is None and settings.api_key is None
     assert settings.models_path == settings.data_dir / "models"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        ("VOCALIS_PORT", "abc", "VOCALIS_PORT='abc': expected a whole number"),
+        ("VOCALIS_PORT", "70000", "VOCALIS_PORT=70000: a port is 0 to 65535"),
+        ("VOCALIS_LOG_LEVEL", "verbose", "VOCALIS_LOG_LEVEL='verbose': use one of debug, info, warning, error"),
+        ("VOCALIS_STT_DEVICE", "tpu", "VOCALIS_STT_DEVICE='tpu': use one of auto, cpu, cuda"),
+        ("VOCALIS_MAX_SESSION_S", "0", "VOCALIS_MAX_SESSION_S=0: must be above 0"),
+    ],
+)
+def test_a_bad_setting_is_one_line_naming_its_variable(variable, value, says):
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({variable: value})
+    assert str(refused.value) == says
+    cli = subprocess.run(
+        [sys.executable, "-m", "app", "sessions"], env=os.environ | {variable: value}, capture_output=True, text=True
+    )
+    assert (cli.returncode, cli.stderr.strip()) == (2, f"vocalis: {says}")
+
+
+def test_version():
+    cli = subprocess.run([sys.executable, "-m", "app", "--version"], capture_output=True, text=True)
+    assert cli.returncode == 0 and cli.stdout.strip() == f"vocalis {version('vocalis')}"

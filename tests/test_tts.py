@@ -66,14 +66,22 @@ def word_errors(reference: str, hypothesis: str) -> int:
     return output.substitutions + output.deletions + output.insertions
 
 
-def test_default_voice_speaks_the_text(hello: list[bytes], transcriber: Transcriber) -> None:
+@pytest.fixture(scope="module")
+def listener() -> Transcriber:
+    """Whisper as its authors run it (the full 30 s window): this judges Kokoro's speech, not Vocalis' decoding.
+    On a clip this short, tiny.en with the trimmed window sometimes repeats the sentence."""
+    settings = Settings(model_dir=MODEL_CACHE, stt_model=TEST_STT_MODEL, stt_window="full")
+    return runner.transcriber(settings)
+
+
+def test_default_voice_speaks_the_text(hello: list[bytes], listener: Transcriber) -> None:
     assert hello and all(0 < len(c) <= 2 * CHUNK_SAMPLES and len(c) % 2 == 0 for c in hello)
     assert all(len(c) == 2 * CHUNK_SAMPLES for c in hello[:-1])
     samples = pcm(hello)
     assert 0.8 <= len(samples) / SAMPLE_RATE <= 4.0
     assert np.abs(samples).max() > 3000  # speech, not silence
     audio16k = soxr.resample(samples.astype(np.float32) / 32768.0, SAMPLE_RATE, 16_000)
-    heard = "".join(transcriber.transcribe(audio16k, TEST_STT_MODEL, language="en"))
+    heard = "".join(listener.transcribe(audio16k, TEST_STT_MODEL, language="en"))
     print(f"whisper heard: {heard!r}")
     assert word_errors(TEXT, heard) <= 1, heard
 

@@ -39,7 +39,8 @@ class ClientSocket:
         if self.ended.is_set():
             return  # the log still records what the client would have got
         try:
-            await asyncio.wait_for(self._socket.send_data(frame.decode(), mode="text"), SEND_TIMEOUT_S)
+            async with asyncio.timeout(SEND_TIMEOUT_S):  # no task per send, unlike wait_for
+                await self._socket.send_data(frame.decode(), mode="text")
         except TimeoutError:
             log.warning("client.unresponsive", waited_s=SEND_TIMEOUT_S)
             await self.close(1008, "The client did not read its events.", by="unresponsive")

@@ -52,6 +52,7 @@ class EdgeServices:
     max_session_s: int
     max_frame_bytes: int
     audio_max_age_s: int
+    llm_context_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,7 @@ class RealtimeConnection:
             model=self.params.model,
             transcription_model=self.params.transcription_model,
             language=self.params.language,
+            llm_context_tokens=self.services.llm_context_tokens,
         )
         await self.session_log.write("edge", opened)
         for rejection in self.params.rejections:

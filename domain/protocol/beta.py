@@ -12,6 +12,7 @@ from domain.session_config import (
     NoiseReduction,
     SessionConfig,
     SessionUpdate,
+    Tracing,
     TranscriptionUpdate,
     TurnDetectionUpdate,
 )
@@ -40,7 +41,7 @@ class Session(TranscriptionSession):
     temperature: float | UnsetType = UNSET
     max_response_output_tokens: int | Literal["inf"] | UnsetType = UNSET
     speed: float | UnsetType = UNSET
-    tracing: Any = UNSET
+    tracing: Tracing | UnsetType = UNSET
 
 
 class SessionUpdateEvent(_Wire, tag="session.update", tag_field="type"):
@@ -106,6 +107,7 @@ def to_update(session: TranscriptionSession) -> SessionUpdate:
             "temperature": session.temperature,
             "max_output_tokens": session.max_response_output_tokens,
             "speed": session.speed,
+            "tracing": session.tracing,
         }
     return SessionUpdate(**fields)
 
@@ -155,7 +157,7 @@ def session(config: SessionConfig, session_id: str, expires_at: int) -> dict[str
         "id": session_id,
         "expires_at": expires_at,
         "input_audio_format": config.input_format,
-        "input_audio_transcription": msgspec.to_builtins(config.transcription),
+        "input_audio_transcription": config.transcription.wire if config.transcription else None,
         "turn_detection": ga.turn_detection(config.turn_detection),
         "input_audio_noise_reduction": msgspec.to_builtins(config.noise_reduction),
         "include": list(config.include) if config.include is not None else None,
@@ -180,7 +182,7 @@ def session(config: SessionConfig, session_id: str, expires_at: int) -> dict[str
         "temperature": config.temperature,
         "max_response_output_tokens": config.max_output_tokens,
         "speed": config.speed,
-        "tracing": None,
+        "tracing": config.tracing,
     }
 
 

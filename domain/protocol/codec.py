@@ -49,14 +49,24 @@ class _Envelope(Struct):
 
 
 _envelope = msgspec.json.Decoder(_Envelope)
+# In both dialects `null` for an optional field means "not given" (clients such as LiveKit send
+# `"instructions": null`), except for these fields, where `null` has a meaning of its own (off, detect, none).
+NULL_MEANS_SOMETHING = frozenset(
+    {"turn_detection", "transcription", "input_audio_transcription", "noise_reduction", "input_audio_noise_reduction"}
+    | {"include", "language", "prompt", "idle_timeout_ms", "metadata", "tracing"}
+)
 
 
 def decode(frame: str | bytes, dialect: Dialect) -> Decoded:
     decoder = ga.decoder if dialect == "ga" else beta.decoder
     try:
         wire = decoder.decode(frame)
-    except msgspec.ValidationError as error:
-        return _explain(frame, dialect, error)
+    except msgspec.ValidationError:
+        frame = _without_nulls_not_given(frame)
+        try:  # the slow path: only frames that failed, and only once
+            wire = decoder.decode(frame)
+        except msgspec.ValidationError as error:
+            return _explain(frame, dialect, error)
     except msgspec.DecodeError as error:
         return malformed_json(error)
     match wire:
@@ -94,6 +104,24 @@ def decode(frame: str | bytes, dialect: Dialect) -> Decoded:
         case ga.ItemDeleteEvent():
             return ev.ItemDeleteRequested(item_id=wire.item_id, event_id=wire.event_id)
     assert_never(wire)
+
+
+def _without_nulls_not_given(frame: str | bytes) -> str | bytes:
+    """The frame without the `null`s that mean "not given"; as it was if it holds none."""
+    try:
+        body = msgspec.json.decode(frame)
+    except msgspec.DecodeError:
+        return frame
+    cleaned = _drop_nulls(body)
+    return frame if cleaned == body else msgspec.json.encode(cleaned)
+
+
+def _drop_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_nulls(v) for k, v in value.items() if v is not None or k in NULL_MEANS_SOMETHING}
+    if isinstance(value, list):
+        return [_drop_nulls(v) for v in value]
+    return value
 
 
 def _explain(frame: str | bytes, dialect: Dialect, error: msgspec.ValidationError) -> Decoded:

@@ -11,7 +11,9 @@ from domain.session_config import (
     NoiseReduction,
     SessionConfig,
     SessionUpdate,
+    Tracing,
     TranscriptionUpdate,
+    Truncation,
     TurnDetection,
     TurnDetectionUpdate,
 )
@@ -77,10 +79,9 @@ class RealtimeSession(_Wire, tag="realtime", tag_field="type"):
     tools: tuple[dict[str, Any], ...] | UnsetType = UNSET
     tool_choice: str | dict[str, Any] | UnsetType = UNSET
     max_output_tokens: int | Literal["inf"] | UnsetType = UNSET
-    # Accepted for compatibility and reported back as OpenAI's defaults.
-    tracing: Any = UNSET
-    truncation: Any = UNSET
-    prompt: Any = UNSET
+    tracing: Tracing | UnsetType = UNSET
+    truncation: Truncation | UnsetType = UNSET
+    prompt: Any = UNSET  # a stored prompt template: accepted, reported as null (none is stored here)
 
 
 class SessionUpdateEvent(_Wire, tag="session.update", tag_field="type"):
@@ -251,6 +252,8 @@ def to_update(session: RealtimeSession | TranscriptionSession) -> SessionUpdate:
             "tools": session.tools,
             "tool_choice": session.tool_choice,
             "max_output_tokens": session.max_output_tokens,
+            "truncation": session.truncation,
+            "tracing": session.tracing,
             "output_format": _format(audio_out.format),
             "voice": voice,
             "speed": audio_out.speed,
@@ -285,7 +288,7 @@ def turn_detection(value: TurnDetection | None) -> dict[str, Any] | None:
 def session(config: SessionConfig, session_id: str, expires_at: int) -> dict[str, Any]:
     audio_input = {
         "format": _FORMAT_WIRE[config.input_format],
-        "transcription": msgspec.to_builtins(config.transcription),
+        "transcription": config.transcription.wire if config.transcription else None,
         "noise_reduction": msgspec.to_builtins(config.noise_reduction),
         "turn_detection": turn_detection(config.turn_detection),
     }
@@ -319,8 +322,8 @@ def session(config: SessionConfig, session_id: str, expires_at: int) -> dict[str
         "tool_choice": config.tool_choice,
         "max_output_tokens": config.max_output_tokens,
         "include": include,
-        "tracing": None,
-        "truncation": "auto",
+        "tracing": config.tracing,
+        "truncation": msgspec.to_builtins(config.truncation),
         "prompt": None,
     }
 
