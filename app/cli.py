@@ -12,7 +12,7 @@ import structlog
 
 from app import log_tools, runner
 from app.bus import Bus, NatsUnreachable
-from app.log_reader import read_session
+from app.log_reader import RecordedSession, read_session
 from app.logging import configure
 from app.settings import Settings, SettingsError
 from domain.replay import UnsupportedSchema
@@ -130,7 +130,7 @@ async def _log_command(settings: Settings, args: argparse.Namespace) -> int:
                     bus, None if args.all else args.session, args.type, args.json, _print, _print_to_stderr
                 )
             case "replay":
-                recorded = await read_session(bus, args.session)
+                recorded = await _recorded(bus, args.session)
                 if args.save:
                     log_tools.save_fixture(recorded, args.save)
                 divergence = log_tools.replay_recorded(recorded.inputs, recorded.outputs)
@@ -139,7 +139,7 @@ async def _log_command(settings: Settings, args: argparse.Namespace) -> int:
                     return 1
                 print(f"identical: {len(recorded.outputs)} events from {len(recorded.inputs)} records")
             case "export":
-                recorded = await read_session(bus, args.session)
+                recorded = await _recorded(bus, args.session)
                 text = log_tools.export(recorded, args.format, args.output)
                 if args.output and args.format != "wav":
                     args.output.write_text(text)
@@ -151,6 +151,13 @@ async def _log_command(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         await bus.close()
     return 0
+
+
+async def _recorded(bus: Bus, session_id: str) -> RecordedSession:
+    recorded = await read_session(bus, session_id)
+    if not recorded.inputs and not recorded.outputs:
+        raise ValueError(f"no such session on the log: '{session_id}' (`vocalis sessions` lists them)")
+    return recorded
 
 
 def _print(line: str) -> None:

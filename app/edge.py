@@ -7,7 +7,7 @@ from urllib.parse import parse_qs
 
 import nats.js.errors
 from litestar import Litestar, Request, Response, WebSocket, get, websocket
-from litestar.exceptions import NotFoundException
+from litestar.exceptions import HTTPException, NotFoundException
 from litestar.params import FromPath, FromQuery
 
 from app.analytics import SummaryStore
@@ -54,6 +54,11 @@ def connect_params(socket: WebSocket[Any, Any, Any], services: EdgeServices) -> 
             param = "transcription_model" if query.get("transcription_model") else "model"
             rejections.append(Rejection("invalid_value", str(unknown), param))
             stt_model = None
+    if not transcription and model is not None and not is_realtime_model(model) and model not in services.llm_models:
+        served = ", ".join(sorted(services.llm_models))
+        message = f"Unknown model '{model}'. Served: {served}, and OpenAI's realtime model names (gpt-realtime, ...)."
+        rejections.append(Rejection("invalid_value", message, "model"))
+        model = None
     return ConnectParams(
         dialect=dialect,
         session_type="transcription" if transcription else "realtime",
@@ -191,9 +196,18 @@ class ApiKeyGate:
         await send({"type": "http.response.body", "body": body})
 
 
+def _openai_error(request: Request[Any, Any, Any], error: HTTPException) -> Response[dict[str, Any]]:
+    """HTTP errors in OpenAI's shape, as clients of its REST API expect them."""
+    kind = "invalid_request_error" if error.status_code < 500 else "server_error"
+    code = "not_found" if error.status_code == 404 else None
+    body = {"error": {"message": error.detail, "type": kind, "param": None, "code": code}}
+    return Response(body, status_code=error.status_code)
+
+
 def create_app(services: EdgeServices, api_key: str | None) -> ApiKeyGate:
     app = Litestar(
         logging_config=None,
+        exception_handlers={HTTPException: _openai_error},
         route_handlers=[health, ready, realtime, list_sessions, session_summary, session_transcript],
     )
     app.state.services = services

@@ -28,7 +28,7 @@ from app.edge import REQUIRED_WORKERS, create_app
 from app.realtime.connection import EdgeServices
 from app.settings import Settings
 from handlers.input_audio.vad import SileroVad
-from handlers.llm import BundledLlmServer, ChatClient
+from handlers.llm import BUNDLED_LLMS, BundledLlmServer, ChatClient
 from handlers.llm_worker import LlmWorker
 from handlers.models import ModelRegistry
 from handlers.stt import SttOptions, Transcriber
@@ -39,6 +39,7 @@ from handlers.tts_worker import TtsWorker
 log = structlog.get_logger(__name__)
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 STREAM_SETUP_ATTEMPTS = 4
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 def nats_server_binary() -> str:
@@ -110,15 +111,16 @@ class PortInUse(RuntimeError):
     pass
 
 
-def _check_free(port: int) -> None:
+def _check_free(port: int, host: str = "127.0.0.1", what: str = "embedded NATS", setting: str = "NATS_PORT") -> None:
     """A port someone else holds is an error, never a server to share silently."""
-    with socket.socket() as probe:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will: TIME_WAIT is no owner
         try:
-            probe.bind(("127.0.0.1", port))
+            probe.bind((host, port))
         except OSError:
             raise PortInUse(
-                f"the embedded NATS port {port} is in use (another `vocalis serve`, or a nats-server left over?): "
-                "stop it, or set VOCALIS_NATS_PORT to another port (0: any free one)"
+                f"the {what} port {port} is in use (another `vocalis serve`, or one left over?): "
+                f"stop it, or set VOCALIS_{setting} to another port"
             ) from None
 
 
@@ -218,6 +220,7 @@ def edge_services(settings: Settings, bus: Bus) -> EdgeServices:
         max_frame_bytes=settings.max_frame_bytes,
         audio_max_age_s=settings.audio_max_age_s,
         llm_context_tokens=settings.llm_context,
+        llm_models=frozenset({settings.llm_model} if settings.llm_base_url else {settings.llm_model, *BUNDLED_LLMS}),
     )
 
 
@@ -312,6 +315,11 @@ async def run_analytics(settings: Settings, url: str, stop: asyncio.Event) -> No
 async def serve(settings: Settings) -> None:
     """Everything in one process: embedded NATS (unless VOCALIS_NATS_URL), the edge, one worker of each kind
     (STT, LLM, TTS) and the analytics subscriber."""
+    _check_free(settings.port, settings.host, "HTTP", "PORT")  # before any model loads
+    if settings.host not in LOOPBACK and not settings.api_key:
+        log.warning(
+            "security.no_api_key", host=settings.host, hint="anyone who can reach it can use it: set VOCALIS_API_KEY"
+        )
     async with nats_url(settings) as url:
         stop = asyncio.Event()
         workers = [asyncio.create_task(run(settings, url, stop)) for run in WORKERS.values()]

@@ -14,7 +14,7 @@ import jiwer
 import websockets
 from openai import AsyncOpenAI
 
-AUDIO = Path(__file__).resolve().parent / "data"  # copies of ../shared/audio (see data/README.md)
+AUDIO = Path(__file__).resolve().parent / "data"  # real speech (see data/README.md)
 
 JFK = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 LECTURE = (

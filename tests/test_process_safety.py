@@ -79,6 +79,21 @@ def test_an_embedded_nats_port_in_use_is_an_error_naming_it(tmp_path: Path) -> N
     assert f"port {port} is in use" in err and "Traceback" not in err
 
 
+def test_an_http_port_in_use_is_found_before_any_model_loads(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        serve = _vocalis(tmp_path, "serve", VOCALIS_PORT=str(port), VOCALIS_LOG_FORMAT="json")
+        try:
+            _, err = serve.communicate(timeout=60)
+        finally:
+            _kill(serve)
+    assert serve.returncode == 1
+    assert f"the HTTP port {port} is in use" in err and "VOCALIS_PORT" in err
+    assert "model" not in err and "nats.started" not in err, "it stopped before starting anything"
+
+
 def test_a_data_dir_is_held_by_the_serve_that_uses_it(tmp_path: Path) -> None:
     first = _vocalis(tmp_path, "serve")
     try:

@@ -53,6 +53,7 @@ class EdgeServices:
     max_frame_bytes: int
     audio_max_age_s: int
     llm_context_tokens: int | None = None
+    llm_models: frozenset[str] = frozenset()  # the LLM names a session may ask for, besides OpenAI's realtime names
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,49 @@
+"""What a newcomer meets first: OpenAI-shaped HTTP errors, readiness that names the missing workers, and an error
+(not a silent substitute) for a model the server does not serve."""
+
+import httpx
+
+from tests.realtime_client import events_until, sdk
+
+
+async def test_unknown_paths_and_sessions_get_openai_shaped_404s(stack):
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{stack.settings.port}") as client:
+        for path in ("/v1/nope", "/v1/sessions/sess_nope"):
+            response = await client.get(path)
+            assert response.status_code == 404
+            error = response.json()["error"]
+            assert (error["type"], error["code"], error["param"]) == ("invalid_request_error", "not_found", None)
+            assert error["message"]
+
+
+async def test_ready_names_the_worker_kinds_without_a_live_worker(stack):
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{stack.settings.port}") as client:
+        assert (await client.get("/health")).json() == {"status": "ok"}
+        ready = await client.get("/ready")
+    assert ready.status_code == 503  # the stack runs an STT worker only
+    assert ready.json()["status"] == "not ready" and ready.json()["waiting_for"] == ["llm", "tts"]
+    assert ready.json()["workers"]["stt"] >= 1
+
+
+async def test_ready_once_every_kind_has_a_worker(conversation):
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{conversation.stack.settings.port}") as client:
+        for _ in range(100):  # the workers of the fixture start fetching within moments
+            ready = await client.get("/ready")
+            if ready.status_code == 200:
+                break
+    assert ready.status_code == 200 and ready.json()["waiting_for"] == []
+
+
+async def test_an_unknown_conversation_model_is_an_error_and_openai_names_are_aliases(stack):
+    async with sdk(stack.ws_url).realtime.connect(model="foo") as conn:
+        events = await events_until(conn, lambda e: e.type == "error")
+    error = events[-1].error
+    assert (error.code, error.param) == ("invalid_value", "model")
+    assert "Unknown model 'foo'" in error.message and "qwen2.5-coder-1.5b" in error.message
+    assert events[0].type == "session.created" and events[0].session.model is None, "the session goes on, as default"
+    for alias in ("gpt-realtime", "gpt-4o-realtime-preview", "gpt-realtime-mini"):
+        async with sdk(stack.ws_url).realtime.connect(model=alias) as conn:
+            created = await conn.recv()
+            await conn.session.update(session={"type": "realtime", "instructions": "hi"})
+            updated = await conn.recv()
+        assert (created.type, updated.type) == ("session.created", "session.updated"), alias
