@@ -237,7 +237,7 @@ async def reachable(url: str, attempts: int | None = None) -> None:
                     asyncio.open_connection(address.hostname or "127.0.0.1", address.port or 4222), 5
                 )
             except (OSError, TimeoutError) as error:
-                errors.append(f"{server}: {_reason(error)}")
+                errors.append(f"{_without_credentials(server)}: {_reason(error)}")
                 continue
             writer.close()
             return
@@ -247,6 +247,11 @@ async def reachable(url: str, attempts: int | None = None) -> None:
             log.warning("nats.unreachable", attempt=attempt, retry_in_s=pause, errors=errors)
         await asyncio.sleep(pause)
         pause = min(pause * 2, 10.0)
+
+
+def _without_credentials(server: str) -> str:
+    address = urlsplit(server if "://" in server else f"nats://{server}")
+    return f"{address.scheme}://{address.hostname}:{address.port or 4222}"
 
 
 def _reason(error: BaseException) -> str:

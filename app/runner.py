@@ -5,6 +5,7 @@ import contextlib
 import ctypes
 import fcntl
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -40,6 +41,7 @@ log = structlog.get_logger(__name__)
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 STREAM_SETUP_ATTEMPTS = 4
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+NATS_USER = "vocalis"
 
 
 def nats_server_binary() -> str:
@@ -67,13 +69,19 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _start_nats(store_dir: Path, port: int) -> subprocess.Popen[bytes]:
+def _start_nats(store_dir: Path, port: int, password: str) -> subprocess.Popen[bytes]:
     store_dir.mkdir(parents=True, exist_ok=True)
     template = string.Template(nats_config().read_text())
     config = store_dir.parent / "nats.conf"
-    config.write_text(
-        template.substitute(host="127.0.0.1", port=port, server_name=f"vocalis-{port}", store_dir=store_dir)
+    rendered = template.substitute(
+        host="127.0.0.1",
+        port=port,
+        server_name=f"vocalis-{port}",
+        store_dir=store_dir,
+        user=NATS_USER,
+        password=password,
     )
+    _write_private(config, rendered)
     return subprocess.Popen(
         [nats_server_binary(), "-c", str(config)],
         stdout=subprocess.DEVNULL,
@@ -88,13 +96,14 @@ async def embedded_nats(store_dir: Path, port: int = 0) -> AsyncIterator[str]:
     """A nats-server child process with JetStream on, stopped (and waited for) on exit."""
     port = port or free_port()
     _check_free(port)
-    process = _start_nats(store_dir, port)
-    url = f"nats://127.0.0.1:{port}"
-    recorded = store_dir.parent / "nats.url"  # how the log tools find this server
+    password = _nats_password(store_dir.parent)
+    process = _start_nats(store_dir, port, password)
+    url = f"nats://{NATS_USER}:{password}@127.0.0.1:{port}"
+    recorded = store_dir.parent / "nats.url"  # how the log tools find this server (and its credentials)
     try:
         await _wait_for_port(port, process)
-        recorded.write_text(url)
-        log.info("nats.started", url=url, store_dir=str(store_dir), pid=process.pid)
+        _write_private(recorded, url)
+        log.info("nats.started", url=f"nats://127.0.0.1:{port}", store_dir=str(store_dir), pid=process.pid)
         yield url
     finally:
         recorded.unlink(missing_ok=True)
@@ -105,6 +114,22 @@ async def embedded_nats(store_dir: Path, port: int = 0) -> AsyncIterator[str]:
             process.kill()
             process.wait()
         log.info("nats.stopped")
+
+
+def _nats_password(data_dir: Path) -> str:
+    """The embedded server's password: made once per data dir, readable by its owner only."""
+    stored = data_dir / "nats.password"
+    if not stored.exists():
+        _write_private(stored, secrets.token_urlsafe(24))
+    return stored.read_text().strip()
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(text)
+    path.chmod(0o600)
 
 
 class PortInUse(RuntimeError):

@@ -34,7 +34,7 @@ class Settings:
     nats_port: int = 4222  # the embedded server's client port; 0 picks a free one
     subject_prefix: str = "vocalis"
     api_key: str | None = None
-    model_dir: Path | None = None  # default: <data_dir>/models
+    model_dir: Path | None = None  # default: one directory for every data dir (models are large; never copied)
     stt_model: str = "whisper-base"
     stt_device: str = "auto"
     stt_compute_type: str = "int8"  # CTranslate2 compute type; float16 or int8_float16 suit a GPU
@@ -86,7 +86,7 @@ class Settings:
 
     @property
     def models_path(self) -> Path:
-        return self.model_dir or self.data_dir / "models"
+        return self.model_dir or _default_data_dir() / "models"
 
     @property
     def worker_id(self) -> str:

@@ -121,7 +121,7 @@ async def measure(llm: str, runs: int, fake: FakeLlm | None) -> dict[str, object
                     except httpx.TransportError:
                         await asyncio.sleep(0.1)
             await asyncio.sleep(15 if fake is None else 3)  # the workers load their models
-            bus = await Bus.connect(f"nats://127.0.0.1:{nats_port}", "vocalis", "bench")
+            bus = await Bus.connect((Path(data) / "nats.url").read_text(), "vocalis", "bench")  # with its password
             rows = []
             for _ in range(runs + 1):  # the first run warms up and is not counted
                 if fake is not None:

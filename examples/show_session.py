@@ -1,6 +1,6 @@
 """Print every record of one Vocalis session, from JetStream, in stream order.
 
-python examples/show_session.py SESSION_ID [NATS_URL]
+python examples/show_session.py SESSION_ID NATS_URL      (for `vocalis serve`: the URL in <data dir>/nats.url)
 """
 
 import asyncio
@@ -20,4 +20,4 @@ async def main(session_id: str, url: str) -> None:
     await nc.close()
 
 
-asyncio.run(main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "nats://127.0.0.1:4222"))
+asyncio.run(main(sys.argv[1], sys.argv[2]))

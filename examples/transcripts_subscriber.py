@@ -1,6 +1,6 @@
 """Follow every Vocalis session live and print each finished transcript with its session id.
 
-python examples/transcripts_subscriber.py [NATS_URL] [--prefix vocalis] [--limit N]
+python examples/transcripts_subscriber.py NATS_URL [--prefix vocalis] [--limit N]
 """
 
 import argparse
@@ -30,7 +30,9 @@ async def main(url: str, prefix: str, limit: int) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Print every finished transcript of every session.")
-    parser.add_argument("url", nargs="?", default="nats://127.0.0.1:4222")
+    parser.add_argument(
+        "url", help="the NATS URL: for `vocalis serve`, the one in <data dir>/nats.url (with its password)"
+    )
     parser.add_argument("--prefix", default="vocalis", help="the server's VOCALIS_SUBJECT_PREFIX")
     parser.add_argument("--limit", type=int, default=0, help="exit after N transcripts (default: never)")
     args = parser.parse_args()

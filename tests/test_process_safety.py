@@ -108,7 +108,7 @@ def test_a_data_dir_is_held_by_the_serve_that_uses_it(tmp_path: Path) -> None:
         listed, err = sessions.communicate(timeout=60)
         assert sessions.returncode == 0, err
         assert listed.split() == ["session", "started", "(UTC)", "mode", "duration", "turns", "state"], listed
-        assert url.startswith("nats://127.0.0.1:")
+        assert url.startswith("nats://vocalis:") and oct((tmp_path / "nats.url").stat().st_mode)[-3:] == "600"
     finally:
         _kill(first)
 

@@ -67,3 +67,10 @@ def test_a_bad_setting_is_one_line_naming_its_variable(variable, value, says):
 def test_version():
     cli = subprocess.run([sys.executable, "-m", "app", "--version"], capture_output=True, text=True)
     assert cli.returncode == 0 and cli.stdout.strip() == f"vocalis {version('vocalis')}"
+
+
+def test_every_data_dir_shares_one_model_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    first = Settings.from_env({"VOCALIS_DATA_DIR": "/srv/a"})
+    second = Settings.from_env({"VOCALIS_DATA_DIR": "/srv/b"})
+    assert first.models_path == second.models_path == tmp_path / "vocalis" / "models"
