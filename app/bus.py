@@ -78,15 +78,22 @@ class Bus:
         is re-established without end, one log line per event."""
         servers = _servers(url)
         await reachable(url, attempts)
+        connection: list[Client] = []
+
+        async def disconnected() -> None:
+            if connection and not (connection[0].is_draining or connection[0].is_closed):  # not our own close
+                log.warning("nats.disconnected")
+
         nc = await nats.connect(
             servers=servers,
             name=name,
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
             error_cb=_log_error,
-            disconnected_cb=_log_disconnected,
+            disconnected_cb=disconnected,
             reconnected_cb=_log_reconnected,
         )
+        connection.append(nc)
         return cls(nc, Subjects(prefix))
 
     async def close(self) -> None:
@@ -264,10 +271,6 @@ def _reason(error: BaseException) -> str:
 
 async def _log_error(error: Exception) -> None:
     log.warning("nats.error", error=_reason(error))
-
-
-async def _log_disconnected() -> None:
-    log.warning("nats.disconnected")
 
 
 async def _log_reconnected() -> None:

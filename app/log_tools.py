@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import nats.errors
 from nats.js import api
 
 from app.analytics import LogEntry, entry_of, session_of, summarize
@@ -102,6 +103,10 @@ def format_sessions(rows: list[SessionRow]) -> str:
 # --- tail ---------------------------------------------------------------------------------------------------
 
 
+ENDINGS = frozenset({"session.closed", "session.expired"})
+ENDED_SESSION_QUIET_S = 2.0
+
+
 def entry_type(entry: LogEntry) -> str:
     body = json.loads(entry.data)
     return str(body.get("kind") if ".in." in entry.subject else body.get("type"))
@@ -136,17 +141,24 @@ async def tail(
     emit: Callable[[str], None],
     following: Callable[[str], None] = lambda _: None,
 ) -> None:
-    """Follow a session (from its start) or every session (from now) until cancelled; `following` hears when."""
+    """Follow a session (from its start, until it ends) or every session (from now, until cancelled);
+    `following` hears when the following starts."""
     prefix = bus.subjects.prefix
     subject = f"{prefix}.session.{session_id}.>" if session_id else f"{prefix}.session.*.>"
     policy = api.DeliverPolicy.ALL if session_id else api.DeliverPolicy.NEW
     sub = await bus.js.subscribe(subject, ordered_consumer=True, deliver_policy=policy)
     following(f"following session {session_id}" if session_id else "following every session from now")
+    ended = False
     try:
-        async for message in sub.messages:
+        while True:
+            try:  # once the session has ended, what it still says (its last events) comes within moments
+                message = await sub.next_msg(timeout=ENDED_SESSION_QUIET_S if ended else None)
+            except nats.errors.TimeoutError:
+                return
             entry = entry_of(message)
             if matches(entry, patterns):
                 emit(entry.data.decode() if as_json else describe(entry))
+            ended = ended or (session_id is not None and entry_type(entry) in ENDINGS)
     finally:
         await sub.unsubscribe()
 

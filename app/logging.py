@@ -2,12 +2,24 @@
 library's (uvicorn, httpx, faster-whisper): every line has one format."""
 
 import logging
+import re
 import sys
 
 import structlog
 
 # Libraries that log at info on every request or decode: heard only at debug.
 CHATTY = ("faster_whisper", "httpx", "uvicorn.access")
+_API_KEY = re.compile(r"(api_key=)[^&\s\"']+")
+
+
+class RedactApiKeys(logging.Filter):
+    """`?api_key=` (browsers cannot set headers on a WebSocket) never reaches a log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "api_key=" in message:
+            record.msg, record.args = _API_KEY.sub(r"\1***", message), None
+        return True
 
 
 def configure(level: str = "info", fmt: str = "auto") -> None:
@@ -36,6 +48,7 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
         )
     )
+    handler.addFilter(RedactApiKeys())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(threshold)

@@ -308,11 +308,14 @@ async def run_llm_worker(settings: Settings, url: str, stop: asyncio.Event) -> N
             settings.models_path,
             n_ctx=settings.llm_context,
             threads=settings.llm_threads,
+            gpu_layers=settings.llm_gpu_layers,
         )
         base_url = server.base_url
     bus = await connect(settings, url, f"vocalis-llm-{settings.worker_id}")
     try:
         client = ChatClient(base_url, server.api_key if server is not None else settings.llm_api_key)
+        if server is None and (problem := await client.check()) is not None:  # said at start, not at the first turn
+            log.error("llm.endpoint.unusable", problem=problem)
         await LlmWorker(bus, client, settings.worker_id, default_model=settings.llm_model).run(stop)
     finally:
         await bus.close()
@@ -321,7 +324,7 @@ async def run_llm_worker(settings: Settings, url: str, stop: asyncio.Event) -> N
 
 
 async def run_tts_worker(settings: Settings, url: str, stop: asyncio.Event) -> None:
-    synthesizer = await asyncio.to_thread(KokoroSynthesizer, settings.models_path)
+    synthesizer = await asyncio.to_thread(KokoroSynthesizer, settings.models_path, device=settings.tts_device)
     bus = await connect(settings, url, f"vocalis-tts-{settings.worker_id}")
     try:
         await TtsWorker(bus, synthesizer, settings.worker_id).run(stop)

@@ -22,6 +22,7 @@ CHOICES = {
     "log_format": ("auto", "json", "console"),
     "stt_device": ("auto", "cpu", "cuda"),
     "stt_window": ("trimmed", "full"),
+    "tts_device": ("auto", "cpu", "cuda"),
 }
 
 
@@ -46,6 +47,8 @@ class Settings:
     llm_model: str = "qwen2.5-coder-1.5b"  # a bundled model, or the endpoint's model name
     llm_context: int = 4096  # the LLM's context window in tokens (the bundled model's; set an endpoint's own)
     llm_threads: int = 0  # threads for the bundled model; 0: every core
+    llm_gpu_layers: int = 0  # layers of the bundled model on the GPU (llama.cpp built with CUDA); 0: CPU only
+    tts_device: str = "cpu"  # Kokoro on "cpu", "cuda" (onnxruntime-gpu, the [gpu] extra) or "auto"
     tls_certfile: Path | None = None  # serve https/wss (the JavaScript SDK always dials wss://)
     tls_keyfile: Path | None = None
     max_session_s: int = 3600

@@ -163,6 +163,18 @@ class ChatClient:
             body["max_tokens"] = job.max_tokens
         return body
 
+    async def check(self) -> str | None:
+        """Why the endpoint cannot be used (unreachable, refused the key), or None: a start-up check."""
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        try:
+            async with httpx.AsyncClient(transport=self.transport, timeout=5.0) as client:
+                response = await client.get(f"{self.base_url.rstrip('/')}/models", headers=headers)
+        except httpx.HTTPError as error:
+            return f"cannot reach {self.base_url}: {error or type(error).__name__}"
+        if response.status_code in (401, 403):
+            return f"{self.base_url} refused the API key (HTTP {response.status_code}): set VOCALIS_LLM_API_KEY"
+        return None
+
     async def stream(self, job: GenerateJob) -> AsyncIterator[Delta]:
         """Text and tool-call pieces as they come, then one `Finished`. Closing the iterator closes the stream."""
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}

@@ -103,10 +103,22 @@ def voices_path() -> Path:
     return package_dir(package) / inner
 
 
+def providers(device: str) -> list[str]:
+    """ONNX Runtime's execution providers for `device` (cpu, cuda, or auto: CUDA where onnxruntime-gpu has it)."""
+    import onnxruntime as ort
+
+    cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+    if device == "cuda" and not cuda:
+        raise RuntimeError("VOCALIS_TTS_DEVICE=cuda, but ONNX Runtime has no CUDA provider: install the [gpu] extra")
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"] if device != "cpu" and cuda else ["CPUExecutionProvider"]
+
+
 class KokoroSynthesizer:
     """One Kokoro model, loaded once; `synthesize` is safe to call from several threads (one runs at a time)."""
 
-    def __init__(self, cache_dir: Path, default_voice: str = DEFAULT_VOICE, threads: int = 0) -> None:
+    def __init__(
+        self, cache_dir: Path, default_voice: str = DEFAULT_VOICE, threads: int = 0, device: str = "cpu"
+    ) -> None:
         import onnxruntime as ort
         from kokoro_onnx import Kokoro
 
@@ -114,7 +126,7 @@ class KokoroSynthesizer:
         log.info("tts.model.loading", path=str(path))
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or os.cpu_count() or 1
-        session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(path), sess_options=options, providers=providers(device))
         self._kokoro = Kokoro.from_session(session, str(voices_path()))
         self.voices = Voices(self._kokoro.get_voices(), default_voice)
         self._lock = threading.Lock()

@@ -308,3 +308,10 @@ async def test_worker_with_the_bundled_small_model(bus: Bus) -> None:
     assert done.finish_reason in ("stop", "length")
     assert done.input_tokens > 0 and 0 < done.output_tokens <= 8
     print(f"answer {answer!r}, usage {done.input_tokens} in / {done.output_tokens} out")
+
+
+async def test_an_unusable_endpoint_is_found_by_the_start_up_check(fake_llm) -> None:
+    assert await ChatClient(fake_llm.base_url).check() is None
+    dead = f"http://127.0.0.1:{runner.free_port()}/v1"
+    problem = await ChatClient(dead).check()
+    assert problem is not None and problem.startswith(f"cannot reach {dead}")

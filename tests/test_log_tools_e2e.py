@@ -294,3 +294,24 @@ async def test_audio_expires_sooner_than_the_rest_of_the_log(stack):
         log_tools.replay_recorded(recorded.inputs, recorded.outputs)
     code, _ = await vocalis_cli(stack, "replay", session_id)
     assert code == 1
+
+
+async def test_tail_of_an_ended_session_prints_it_and_ends(stack):
+    session_id, _ = await record_session(stack, "hello_world.wav", manual=True)
+    code, output = await asyncio.wait_for(vocalis_cli(stack, "tail", session_id), 60)
+    lines = output.splitlines()
+    assert code == 0 and lines, "it ends by itself, having printed the session"
+    assert "session.opened" in lines[0] and any(COMPLETED in line for line in lines)
+    assert "session.closed" in lines[-1]
+
+
+async def test_replay_of_an_unknown_session_says_so(stack):
+    env = os.environ | {"VOCALIS_NATS_URL": stack.nats_url}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "app", "replay", "sess_mistyped", env=env, stdout=PIPE, stderr=PIPE
+    )
+    _, err = await process.communicate()
+    assert process.returncode == 1
+    assert err.decode().strip() == (
+        "vocalis replay: no such session on the log: 'sess_mistyped' (`vocalis sessions` lists them)"
+    )
