@@ -160,31 +160,48 @@ def truncate(draft: Draft, item_id: str, content_index: int, audio_end_ms: int) 
         raise ItemError(f"Item with id '{item_id}' not found.", "item_id")
     entry = draft.state.items[index]
     item = entry.item
-    if not (isinstance(item, ev.MessageItem) and item.role == "assistant" and entry.spoken):
+    # An answer still being spoken is cut at what was heard too: its audio so far is in its response's clauses.
+    running = next((r for r in draft.state.responses if r.message_id == item_id and _audio(r)), None)
+    spoken = entry.spoken or (_spoken(running) if running is not None else ())
+    if not (isinstance(item, ev.MessageItem) and item.role == "assistant" and spoken):
         raise ItemError("Only assistant messages with audio can be truncated.", "item_id")
     if content_index != 0:
         raise ItemError(f"Invalid 'content_index': {content_index}. The audio is content 0.", "content_index")
-    total = sum(clause.ticks for clause in entry.spoken)
+    total = sum(clause.ticks for clause in spoken)
     if not 0 <= audio_end_ms <= ms_covering_ticks(total):
         raise ItemError(
             f"Invalid 'audio_end_ms': {audio_end_ms}. The item has {ms_covering_ticks(total)} ms of audio.",
             "audio_end_ms",
         )
     end = min(audio_end_ms * TICKS_PER_MS, total)
+    if running is not None and not entry.spoken:  # the cut holds when the answer finishes
+        _store(draft, msgspec.structs.replace(running, heard_ticks=end))
+    kept = _heard(spoken, end)
+    replace_item(draft, msgspec.structs.replace(item, content=_audio_content(kept)), spoken=kept)
+    draft.emit(ev.ItemTruncated, item_id=item_id, content_index=content_index, audio_end_ms=audio_end_ms)
+
+
+def _spoken(r: ResponseState) -> tuple[Spoken, ...]:
+    return tuple(Spoken(c.text, c.ticks) for c in r.clauses if c.started)
+
+
+def _heard(spoken: tuple[Spoken, ...], end: int) -> tuple[Spoken, ...]:
+    """The clauses heard by `end` (session ticks into the audio); one heard in part keeps the words said by then."""
     kept: list[Spoken] = []
     elapsed = 0
-    for clause in entry.spoken:
+    for clause in spoken:
         if elapsed + clause.ticks <= end:
             kept.append(clause)
-        elif elapsed < end:  # heard in part: keep the words said by then
+        elif elapsed < end:
             words = clause.text.split()
             heard = words[: len(words) * (end - elapsed) // clause.ticks]
             kept.append(Spoken(" ".join(heard), end - elapsed))
         elapsed += clause.ticks
-    transcript = " ".join(c.text for c in kept if c.text)
-    content = (ev.ContentPart(type="output_audio", transcript=transcript),)
-    replace_item(draft, msgspec.structs.replace(item, content=content), spoken=tuple(kept))
-    draft.emit(ev.ItemTruncated, item_id=item_id, content_index=content_index, audio_end_ms=audio_end_ms)
+    return tuple(kept)
+
+
+def _audio_content(spoken: tuple[Spoken, ...]) -> tuple[ev.ContentPart, ...]:
+    return (ev.ContentPart(type="output_audio", transcript=" ".join(c.text for c in spoken if c.text)),)
 
 
 # --- the LLM request ----------------------------------------------------------------------------------------
@@ -558,7 +575,10 @@ def on_speech(draft: Draft, record: rec.SpeechSynthesized) -> None:
 def _finish_item(draft: Draft, r: ResponseState, item: ev.Item, output_index: int) -> ResponseState:
     draft.emit(ev.OutputItemDone, response_id=r.id, output_index=output_index, item=item)
     if r.conversation == "auto":
-        spoken = tuple(Spoken(c.text, c.ticks) for c in r.clauses if c.started) if item.id == r.message_id else None
+        spoken = _spoken(r) if item.id == r.message_id else None
+        if spoken is not None and r.heard_ticks is not None:  # truncated while it was spoken: the cut holds
+            spoken = _heard(spoken, r.heard_ticks)
+            item = msgspec.structs.replace(item, content=_audio_content(spoken))
         replace_item(draft, item, spoken=spoken)
         index = find(draft, item.id)
         previous = _previous_id(draft, index) if index is not None else None

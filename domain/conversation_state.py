@@ -66,5 +66,6 @@ class ResponseState(Struct, frozen=True):
     finished: tuple[ev.Item, ...] = ()
     llm_done: bool = False
     finish_reason: str | None = None
+    heard_ticks: int | None = None  # the client truncated the message while it was spoken, here
     input_tokens: int = 0
     output_tokens: int = 0

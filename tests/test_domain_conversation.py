@@ -201,3 +201,23 @@ def test_an_unknown_item_gets_openai_s_code_for_what_was_asked():
         error = only(sim.events, ev.ErrorEvent)[-1].error
         assert (error.code, error.param, error.event_id) == (code, "item_id", event.event_id)
         assert "item_gone" in error.message
+
+
+def test_an_answer_truncated_while_it_is_spoken_keeps_the_cut_when_it_ends():
+    """The OpenAI Agents SDK truncates at speech_started, before it cancels: the answer is still running."""
+    sim = Sim("realtime")
+    text_turn(sim)
+    response = respond(sim)
+    llm(sim, response, "One two three four. Five six seven eight nine ten eleven twelve.")
+    speech(sim, response, 0, 0, 400, last=True)
+    speech(sim, response, 1, 0, 400, last=False)  # half of clause two is out so far: the answer still runs
+    item = sim.state.responses[0].message_id
+    sim.client(ev.ItemTruncateRequested(item_id=item, content_index=0, audio_end_ms=600, event_id="cut"))
+    assert not only(sim.events, ev.ErrorEvent)
+    assert only(sim.events, ev.ItemTruncated)[-1].audio_end_ms == 600
+    sim.client(ev.ResponseCancelRequested())
+    (done,) = only(sim.events, ev.ResponseDone)
+    assert done.response.status == "cancelled"
+    entry = next(e for e in sim.state.items if e.item.id == item)
+    heard = "One two three four. Five six seven eight"  # 200 ms of the 400 sent of clause two: half its words
+    assert entry.item.content[0].transcript == heard, "what was heard, not what was sent"

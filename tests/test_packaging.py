@@ -22,7 +22,7 @@ def test_a_plain_install_ships_the_layers_and_configures_nats_from_ops(tmp_path:
     top_level = {path.name for path in installed.iterdir() if not path.name.endswith(".dist-info")}
     assert top_level == {"app", "domain", "handlers", "ops"}
     assert (
-        "console_scripts]\nvocalis = app.cli:main" in next(installed.glob("*.dist-info/entry_points.txt")).read_text()
+        "console_scripts]\nvocalis = app.entry:main" in next(installed.glob("*.dist-info/entry_points.txt")).read_text()
     )
 
     # The installed copy, ahead of the checkout on the path, finds its own config.

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+import pytest
 
 from app import runner
 from app.bus import Bus
@@ -183,3 +184,13 @@ async def test_serve_says_ready_once_its_workers_are_up_and_logs_only_json(tmp_p
     for line in filter(str.strip, lines):
         json.loads(line)  # every line, uvicorn's and the libraries' included
     assert not any("Traceback" in line for line in lines)
+
+
+@pytest.mark.parametrize("after_s", [0.2, 0.6, 2.0])  # while importing, while starting NATS, while loading models
+def test_ctrl_c_at_any_moment_of_the_start_leaves_quietly(tmp_path: Path, after_s: float) -> None:
+    serve = _vocalis(tmp_path, "serve", VOCALIS_LOG_FORMAT="json")
+    time.sleep(after_s)
+    serve.send_signal(signal.SIGINT)
+    out, err = serve.communicate(timeout=120)
+    assert "Traceback" not in out + err, err[-3000:]
+    assert serve.returncode in (0, 130, -signal.SIGINT)
