@@ -42,7 +42,7 @@ def session_of(subject: str) -> str:
 
 
 def fold_entry(summary: SessionSummary | None, entry: LogEntry) -> SessionSummary | None:
-    """Fold one log entry (an `in.edge` record or an `out.` event) into its session's summary."""
+    """Fold one log entry (an `in.edge` or `in.stt` record, or an `out.` event) into its session's summary."""
     if ".in." in entry.subject:
         record = decode_record(entry.data)
         if isinstance(record, rec.SessionOpened):
@@ -144,7 +144,12 @@ class AnalyticsWorker:
             s.sessions_stream,
             api.ConsumerConfig(
                 durable_name=DURABLE,
-                filter_subjects=[f"{s.prefix}.session.*.in.edge", f"{s.prefix}.session.*.out.>"],
+                # in.stt: the transcripts of a conversation's user turns, which its client may not have asked for
+                filter_subjects=[
+                    f"{s.prefix}.session.*.in.edge",
+                    f"{s.prefix}.session.*.in.stt",
+                    f"{s.prefix}.session.*.out.>",
+                ],
                 deliver_policy=api.DeliverPolicy.ALL,
                 ack_policy=api.AckPolicy.EXPLICIT,
                 ack_wait=30.0,

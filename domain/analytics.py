@@ -21,6 +21,7 @@ class LoggedEvent(Struct, frozen=True):
     audio_start_ms: int | None = None
     audio_end_ms: int | None = None
     transcript: str | None = None
+    text: str | None = None
     response: dict[str, Any] | None = None
 
 
@@ -34,6 +35,7 @@ class Utterance(Struct, frozen=True):
     stopped_at_ms: int | None = None  # wall clock of speech_stopped (or the commit)
     transcription_latency_ms: int | None = None  # speech_stopped to transcription completed
     first_audio_latency_ms: int | None = None  # speech_stopped to the answer's first audio (conversation)
+    speaker: Literal["user", "assistant"] = "user"
 
 
 class SessionSummary(Struct, frozen=True):
@@ -61,7 +63,8 @@ class SessionSummary(Struct, frozen=True):
 
     @property
     def word_count(self) -> int:
-        return sum(len(u.words) for u in self.utterances)
+        """The user's words (what talk time measures)."""
+        return sum(len(u.words) for u in self.utterances if u.speaker == "user")
 
     def view(self, now_ms: int) -> dict[str, Any]:
         """The summary as served over HTTP, with the derived figures."""
@@ -73,7 +76,7 @@ class SessionSummary(Struct, frozen=True):
         body |= {
             "state": self.state,
             "duration_ms": end - self.started_at_ms,
-            "turns": sum(1 for u in self.utterances if u.status != "speaking"),
+            "turns": sum(1 for u in self.utterances if u.status != "speaking" and u.speaker == "user"),
             "talk_ms": talk,
             "silence_ms": max(0, self.audio_ms - talk),
             "words": self.word_count,
@@ -87,11 +90,22 @@ def open_summary(record: rec.SessionOpened, seq: int) -> SessionSummary:
 
 
 def fold_record(summary: SessionSummary, record: rec.Record, seq: int) -> SessionSummary:
-    """A lifecycle record (`in.edge`) of the session."""
+    """A lifecycle record (`in.edge`) of the session, or a transcript (`in.stt`): a conversation's user turns are
+    transcribed for its LLM even when its client did not ask for transcription events."""
     if seq <= summary.last_seq:
         return summary
     if isinstance(record, rec.SessionClosed | rec.SessionExpired) and summary.ended_at_ms is None:
         return msgspec.structs.replace(summary, ended_at_ms=record.at_ms, last_seq=seq)
+    if isinstance(record, rec.TranscriptionCompleted):
+        utterances = tuple(
+            msgspec.structs.replace(
+                u, text=record.transcript, words=tuple(record.transcript.split()), status="completed"
+            )
+            if u.item_id == record.item_id and u.text is None
+            else u
+            for u in summary.utterances
+        )
+        return msgspec.structs.replace(summary, utterances=utterances, last_seq=seq)
     return msgspec.structs.replace(summary, last_seq=seq)
 
 
@@ -129,6 +143,11 @@ def fold_event(summary: SessionSummary, event: LoggedEvent, at_ms: int, seq: int
             update(text=text, words=tuple(text.split()), status="completed", transcription_latency_ms=latency)
         case "conversation.item.input_audio_transcription.failed":
             update(status="failed")
+        case "response.output_audio_transcript.done" | "response.output_text.done" if event.item_id:
+            said = event.transcript if event.transcript is not None else (event.text or "")
+            heard_at = at_ms - summary.started_at_ms  # the answer is not on the input audio's clock: session time
+            answer = Utterance(event.item_id, heard_at, heard_at, said, tuple(said.split()), "completed")
+            utterances.append(msgspec.structs.replace(answer, speaker="assistant"))
         case "response.created":
             changes["responding"] = True
         case "response.done":

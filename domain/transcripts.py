@@ -6,11 +6,20 @@ from domain.analytics import SessionSummary, Utterance
 
 
 def _timed(utterances: Iterable[Utterance]) -> list[tuple[int, int, str]]:
+    """Both sides of a conversation, each line named by its speaker once an assistant has spoken."""
+    said = [u for u in utterances if u.text and u.text.strip()]
+    named = any(u.speaker == "assistant" for u in said)
     return [
-        (u.start_ms or 0, max(u.end_ms or 0, u.start_ms or 0), u.text.strip())
-        for u in utterances
-        if u.text and u.text.strip()
+        (
+            u.start_ms or 0,
+            max(u.end_ms or 0, u.start_ms or 0),
+            f"{SPEAKERS[u.speaker]}: {u.text.strip()}" if named else u.text.strip(),  # type: ignore[union-attr]
+        )
+        for u in said
     ]
+
+
+SPEAKERS = {"user": "User", "assistant": "Assistant"}
 
 
 def _clock(ms: int, separator: str) -> str:

@@ -43,7 +43,7 @@ async def conversation_log_checks(conversation, session_id: str, answer_audio: b
         assert [p.name.split("-")[0] for p in paths] == ["user", "assistant"]
         with wave.open(str(paths[1])) as answer:
             assert answer.getframerate() == 24000 and answer.readframes(10**9) == answer_audio
-    entries = [e for e in recorded.entries if ".out." in e.subject or e.subject.endswith(".in.edge")]
+    entries = [e for e in recorded.entries if ".out." in e.subject or e.subject.endswith((".in.edge", ".in.stt"))]
     summary = summarize(entries)
     assert summary is not None and summary.utterances[0].first_audio_latency_ms is not None
 

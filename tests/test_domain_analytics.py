@@ -90,3 +90,30 @@ def test_subtitles_and_markdown():
     assert to_vtt(summary).startswith("WEBVTT\n\n00:00:01.500 --> 00:00:03.250\nHello, world.\n")
     markdown = to_markdown(summary)
     assert "**[00:00:01]** Hello, world." in markdown and "**[01:02:03]** Bye" in markdown
+
+
+def test_a_conversation_s_transcript_holds_both_sides_without_transcription_events():
+    """A conversation client that did not ask for input transcription still gets both sides in the exports: the
+    user's words come from the transcript records its LLM request used, the assistant's from its answer."""
+    summary = opened()
+    events = [
+        (0, LoggedEvent("input_audio_buffer.speech_started", item_id="u1", audio_start_ms=0)),
+        (1500, LoggedEvent("input_audio_buffer.speech_stopped", item_id="u1", audio_end_ms=1500)),
+        (1501, LoggedEvent("input_audio_buffer.committed", item_id="u1")),
+    ]
+    for seq, (at, event) in enumerate(events, start=2):
+        summary = fold_event(summary, event, T0 + at, seq)
+    transcript = rec.TranscriptionCompleted(
+        at_ms=T0 + 1502, job_id="j", item_id="u1", transcript="what time is it", audio_seconds=1.5, worker="w"
+    )
+    summary = fold_record(summary, transcript, seq=5)
+    answer = LoggedEvent("response.output_audio_transcript.done", item_id="a1", transcript="It is noon.")
+    summary = fold_event(summary, answer, T0 + 2600, seq=6)
+    assert [(u.speaker, u.text) for u in summary.utterances] == [
+        ("user", "what time is it"),
+        ("assistant", "It is noon."),
+    ]
+    assert summary.word_count == 4 and summary.view(T0 + 3000)["turns"] == 1, "talk figures are the user's"
+    markdown = to_markdown(summary)
+    assert "User: what time is it" in markdown and "Assistant: It is noon." in markdown
+    assert "00:00:02,600 --> 00:00:02,600\nAssistant: It is noon." in to_srt(summary)
