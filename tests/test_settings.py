@@ -74,3 +74,11 @@ def test_every_data_dir_shares_one_model_dir(monkeypatch, tmp_path):
     first = Settings.from_env({"VOCALIS_DATA_DIR": "/srv/a"})
     second = Settings.from_env({"VOCALIS_DATA_DIR": "/srv/b"})
     assert first.models_path == second.models_path == tmp_path / "vocalis" / "models"
+
+
+def test_models_list_says_what_is_not_prepared_yet(tmp_path):
+    env = os.environ | {"VOCALIS_MODEL_DIR": str(tmp_path / "empty")}
+    cli = subprocess.run([sys.executable, "-m", "app", "models", "list"], env=env, capture_output=True, text=True)
+    rows = dict(line.split("\t") for line in cli.stdout.splitlines())
+    assert cli.returncode == 0 and {"whisper-base", "qwen2.5-coder-1.5b", "kokoro"} <= set(rows)
+    assert set(rows.values()) == {"not prepared (vocalis models prepare)"}
