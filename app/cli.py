@@ -4,7 +4,6 @@ import argparse
 import asyncio
 import signal
 import sys
-import time
 from importlib.metadata import version
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from app.settings import Settings, SettingsError
 from domain.replay import UnsupportedSchema
 from handlers.llm import BUNDLED_LLMS, bundled_llm_path
 from handlers.models import BUNDLED
+from handlers.ports import now_ms
 from handlers.tts import model_path as tts_model_path
 
 
@@ -118,7 +118,7 @@ async def _log_command(settings: Settings, args: argparse.Namespace) -> int:
     try:
         match args.command:
             case "sessions":
-                now = time.time_ns() // 1_000_000
+                now = now_ms()
                 since = log_tools.parse_when(args.since, now) if args.since else None
                 until = log_tools.parse_when(args.until, now) if args.until else None
                 print(log_tools.format_sessions(await log_tools.list_sessions(bus, since, until, args.mode)))

@@ -3,7 +3,6 @@
 import fnmatch
 import json
 import re
-import time
 import wave
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from domain.jobs import TranscribeJob
 from domain.replay import Divergence, compare, replay, transitions
 from domain.transcripts import to_markdown, to_srt, to_vtt
 from handlers.input_audio.decode import g711_to_pcm16
+from handlers.ports import now_ms
 from handlers.stt_worker import turn_audio
 
 # --- sessions -----------------------------------------------------------------------------------------------
@@ -74,7 +74,7 @@ async def list_sessions(
             await subject_counts(bus, f"{prefix}.session.*.out.input_audio_buffer.committed")
         ).items()
     }
-    now = time.time_ns() // 1_000_000
+    now = now_ms()
     rows = [
         SessionRow(
             session_id=sid,
