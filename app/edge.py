@@ -12,6 +12,7 @@ from litestar.params import FromPath, FromQuery
 
 from app.analytics import SummaryStore
 from app.realtime.connection import ConnectParams, EdgeServices, RealtimeConnection
+from app.realtime.intake import unknown_llm
 from domain.analytics import SessionSummary
 from domain.protocol.codec import Dialect
 from domain.protocol.errors import Rejection
@@ -54,10 +55,9 @@ def connect_params(socket: WebSocket[Any, Any, Any], services: EdgeServices) -> 
             param = "transcription_model" if query.get("transcription_model") else "model"
             rejections.append(Rejection("invalid_value", str(unknown), param))
             stt_model = None
-    if not transcription and model is not None and not is_realtime_model(model) and model not in services.llm_models:
-        served = ", ".join(sorted(services.llm_models))
-        message = f"Unknown model '{model}'. Served: {served}, and OpenAI's realtime model names (gpt-realtime, ...)."
-        rejections.append(Rejection("invalid_value", message, "model"))
+    refused = unknown_llm(model, services.llm_models) if model is not None and not transcription else None
+    if refused is not None:
+        rejections.append(Rejection("invalid_value", refused, "model"))
         model = None
     return ConnectParams(
         dialect=dialect,

@@ -120,6 +120,7 @@ class SessionUpdate(Struct, frozen=True):
     """A partial session: UNSET keeps the current value, None clears a nullable field."""
 
     type: SessionType | UnsetType = UNSET
+    model: str | UnsetType = UNSET  # the edge refuses a name it does not serve
     input_format: AudioFormat | UnsetType = UNSET
     transcription: TranscriptionUpdate | None | UnsetType = UNSET
     turn_detection: TurnDetectionUpdate | None | UnsetType = UNSET

@@ -47,3 +47,15 @@ async def test_an_unknown_conversation_model_is_an_error_and_openai_names_are_al
             await conn.session.update(session={"type": "realtime", "instructions": "hi"})
             updated = await conn.recv()
         assert (created.type, updated.type) == ("session.created", "session.updated"), alias
+
+
+async def test_session_update_with_an_unknown_model_is_an_error_and_aliases_pass(stack):
+    async with sdk(stack.ws_url).realtime.connect(model="gpt-realtime") as conn:
+        await conn.recv()
+        await conn.send({"type": "session.update", "event_id": "m1", "session": {"type": "realtime", "model": "foo"}})
+        error = await conn.recv()
+        await conn.session.update(session={"type": "realtime", "model": "gpt-realtime-mini"})
+        updated = await conn.recv()
+    assert (error.type, error.error.param, error.error.event_id) == ("error", "session.model", "m1")
+    assert "Unknown model 'foo'" in error.error.message
+    assert (updated.type, updated.session.model) == ("session.updated", "gpt-realtime-mini")

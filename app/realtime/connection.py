@@ -80,6 +80,7 @@ class RealtimeConnection:
             self.reducer,
             dialect=params.dialect,
             registry=services.registry,
+            llm_models=services.llm_models,
             vad=services.vad.stream(),
             executor=services.executor,
             max_frame_bytes=services.max_frame_bytes,

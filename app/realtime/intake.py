@@ -23,7 +23,7 @@ from domain.protocol.errors import Rejection
 from domain.session_config import TranscriptionUpdate
 from handlers.input_audio.decode import InputAudio, InvalidAudio, to_pcm16
 from handlers.input_audio.vad import VadStream
-from handlers.models import ModelRegistry, UnknownModel
+from handlers.models import ModelRegistry, UnknownModel, is_realtime_model
 from handlers.ports import now_ms
 from handlers.tts import BUNDLED_VOICES, UnknownVoice, Voices
 
@@ -42,6 +42,7 @@ class Intake:
         *,
         dialect: Dialect,
         registry: ModelRegistry,
+        llm_models: frozenset[str],
         vad: VadStream,
         executor: Executor,
         max_frame_bytes: int,
@@ -50,6 +51,7 @@ class Intake:
         self._reducer = reducer
         self._dialect = dialect
         self._registry = registry
+        self._llm_models = llm_models
         self._vad = vad
         self._executor = executor
         self._max_frame_bytes = max_frame_bytes
@@ -91,7 +93,11 @@ class Intake:
         await self._log.write("client", record)
 
     def _check(self, event: ClientEvent) -> Rejection | None:
-        """What the state machine cannot know: whether a requested voice or transcription model is installed."""
+        """What the state machine cannot know: whether a requested voice, LLM or transcription model is served."""
+        if isinstance(event, SessionUpdateRequested) and isinstance(event.update.model, str):
+            unknown = unknown_llm(event.update.model, self._llm_models)
+            if unknown is not None:
+                return Rejection("invalid_value", unknown, "session.model", event.event_id)
         try:
             if isinstance(event, SessionUpdateRequested) and isinstance(event.update.voice, str):
                 where = "session.audio.output.voice"
@@ -154,6 +160,13 @@ class Intake:
         state = self._reducer.state
         if state is not None and state.config.input_format != self._input.format:
             self._input = InputAudio(state.config.input_format)
+
+
+def unknown_llm(model: str, served: frozenset[str]) -> str | None:
+    """Why a conversation's `model` is refused, or None: OpenAI's realtime names all mean the default LLM."""
+    if is_realtime_model(model) or model in served:
+        return None
+    return f"Unknown model '{model}'. Served: {', '.join(sorted(served))}, and OpenAI's realtime model names."
 
 
 def _peek_event_id(frame: str | bytes) -> str | None:

@@ -98,6 +98,7 @@ def to_update(session: TranscriptionSession) -> SessionUpdate:
         if not isinstance(modalities, UnsetType):
             modalities = ("audio",) if "audio" in modalities else ("text",)
         fields |= {
+            "model": session.model,
             "output_modalities": modalities,
             "instructions": session.instructions,
             "voice": session.voice,

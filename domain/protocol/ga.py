@@ -247,6 +247,7 @@ def to_update(session: RealtimeSession | TranscriptionSession) -> SessionUpdate:
     if isinstance(session, RealtimeSession):
         voice = audio_out.voice.id if isinstance(audio_out.voice, Voice) else audio_out.voice
         fields |= {
+            "model": session.model,
             "instructions": session.instructions,
             "output_modalities": session.output_modalities,
             "tools": session.tools,
