@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from app import runner
@@ -287,6 +288,8 @@ async def test_worker_with_the_bundled_small_model(bus: Bus) -> None:
     server = await asyncio.to_thread(BundledLlmServer, "qwen2.5-coder-0.5b", MODEL_CACHE, n_ctx=2048)
     try:
         assert server.base_url.startswith("http://127.0.0.1:") and server.base_url.endswith("/v1")
+        async with httpx.AsyncClient() as anyone:  # another local user, without the key
+            assert (await anyone.get(f"{server.base_url}/models")).status_code == 401
         print(f"model ready in {time.perf_counter() - started:.1f} s (load {server.load_seconds:.1f} s)")
         job = make_job(
             "job-real",

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import nats
 import psutil
 import pytest
 
@@ -194,3 +195,12 @@ def test_ctrl_c_at_any_moment_of_the_start_leaves_quietly(tmp_path: Path, after_
     out, err = serve.communicate(timeout=120)
     assert "Traceback" not in out + err, err[-3000:]
     assert serve.returncode in (0, 130, -signal.SIGINT)
+
+
+async def test_the_embedded_nats_refuses_a_client_without_its_password(nats_url: str) -> None:
+    assert nats_url.startswith("nats://vocalis:")
+    bare = "nats://" + nats_url.split("@", 1)[1]
+    with pytest.raises(Exception, match=r"(?i)authoriz"):
+        await nats.connect(bare, allow_reconnect=False, connect_timeout=5)
+    bus = await Bus.connect(nats_url, "vocalis", "test-with-password", attempts=1)
+    await bus.close()
