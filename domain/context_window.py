@@ -46,12 +46,12 @@ def fit(
     head = _instructions_end(messages)
     tail = _latest_turn_start(messages, head)
     target = limit if retention_ratio is None else max(1, int(limit * retention_ratio))
-    for start in _group_starts(messages, head, tail):
-        kept = (*messages[:head], *messages[start:])
-        if tokens(kept, tools) <= target:
-            return kept
-    kept = (*messages[:head], *messages[tail:])
-    return kept if tokens(kept, tools) <= limit else None
+    for goal in (target, limit):  # the ratio when it can be met, else as much as fits
+        for start in _group_starts(messages, head, tail):
+            kept = (*messages[:head], *messages[start:])
+            if tokens(kept, tools) <= goal:
+                return kept
+    return None
 
 
 def _instructions_end(messages: Sequence[Message]) -> int:

@@ -64,3 +64,10 @@ def test_the_answer_keeps_its_room() -> None:
     assert context_window.budget(4096, None) == 4096 - context_window.DEFAULT_OUTPUT_RESERVE
     assert context_window.budget(4096, 100) == 3996
     assert context_window.budget(1000, 4096) == 500
+
+
+def test_a_ratio_that_cannot_be_met_still_keeps_what_fits() -> None:
+    recent = turn(1, words=5)
+    messages = [SYSTEM, *turn(0, words=300), *recent, {"role": "user", "content": "latest"}]
+    limit = tokens([SYSTEM, *recent, messages[-1]]) + 2  # the recent turn fits; a tenth of the budget does not
+    assert fit(messages, (), limit, retention_ratio=0.1) == (SYSTEM, *recent, messages[-1])
