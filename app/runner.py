@@ -40,6 +40,7 @@ from handlers.tts_worker import TtsWorker
 log = structlog.get_logger(__name__)
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 STREAM_SETUP_ATTEMPTS = 4
+WORKER_STOP_S = 5.0
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 NATS_USER = "vocalis"
 
@@ -212,6 +213,8 @@ async def connect(settings: Settings, url: str, name: str) -> Bus:
             await bus.ensure_streams(settings.log_max_age_s, settings.log_max_bytes)
             return bus
         except nats.errors.TimeoutError:  # a busy or just-started JetStream; every part sets up at once
+            if (task := asyncio.current_task()) is not None and task.cancelling():
+                raise asyncio.CancelledError from None  # a cancellation that nats-py's wait_for turned into this
             log.warning("nats.streams.slow", attempt=attempt, name=name)
     await bus.ensure_streams(settings.log_max_age_s, settings.log_max_bytes)  # the last try: its error is final
     return bus
@@ -357,6 +360,11 @@ async def serve(settings: Settings) -> None:
             await run_edge(settings, url)
         finally:
             stop.set()
+            # A worker with a job in hand finishes it; one still loading or connecting is not waited for.
+            _, starting = await asyncio.wait(workers, timeout=WORKER_STOP_S)
+            for worker in starting:
+                worker.remove_done_callback(_report_crash)
+                worker.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
 
 
