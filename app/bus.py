@@ -10,7 +10,7 @@ Subjects (prefix `vocalis` by default):
 import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import msgspec
 import nats
@@ -238,7 +238,7 @@ async def reachable(url: str, attempts: int | None = None) -> None:
         attempt += 1
         errors = []
         for server in servers:
-            address = urlsplit(server if "://" in server else f"nats://{server}")
+            address = _address(server)
             try:
                 _, writer = await asyncio.wait_for(
                     asyncio.open_connection(address.hostname or "127.0.0.1", address.port or 4222), 5
@@ -256,8 +256,12 @@ async def reachable(url: str, attempts: int | None = None) -> None:
         pause = min(pause * 2, 10.0)
 
 
+def _address(server: str) -> SplitResult:
+    return urlsplit(server if "://" in server else f"nats://{server}")
+
+
 def _without_credentials(server: str) -> str:
-    address = urlsplit(server if "://" in server else f"nats://{server}")
+    address = _address(server)
     return f"{address.scheme}://{address.hostname}:{address.port or 4222}"
 
 

@@ -43,6 +43,7 @@ STREAM_SETUP_ATTEMPTS = 4
 WORKER_STOP_S = 5.0
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 NATS_USER = "vocalis"
+NATS_URL_FILE = "nats.url"  # in the data dir while its `serve` runs: the embedded server's URL, with its password
 
 
 def nats_server_binary() -> str:
@@ -100,7 +101,7 @@ async def embedded_nats(store_dir: Path, port: int = 0) -> AsyncIterator[str]:
     password = _nats_password(store_dir.parent)
     process = _start_nats(store_dir, port, password)
     url = f"nats://{NATS_USER}:{password}@127.0.0.1:{port}"
-    recorded = store_dir.parent / "nats.url"  # how the log tools find this server (and its credentials)
+    recorded = store_dir.parent / NATS_URL_FILE  # how the log tools find this server (and its credentials)
     try:
         await _wait_for_port(port, process)
         _write_private(recorded, url)
@@ -200,7 +201,7 @@ def recorded_nats_url(settings: Settings) -> str:
     """Where the log tools find NATS: VOCALIS_NATS_URL, else the embedded server of a `serve` on this data dir."""
     if settings.nats_url:
         return settings.nats_url
-    recorded = settings.data_dir / "nats.url"
+    recorded = settings.data_dir / NATS_URL_FILE
     if recorded.exists():
         return recorded.read_text().strip()
     return f"nats://127.0.0.1:{settings.nats_port or 4222}"

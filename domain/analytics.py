@@ -146,8 +146,10 @@ def fold_event(summary: SessionSummary, event: LoggedEvent, at_ms: int, seq: int
         case "response.output_audio_transcript.done" | "response.output_text.done" if event.item_id:
             said = event.transcript if event.transcript is not None else (event.text or "")
             heard_at = at_ms - summary.started_at_ms  # the answer is not on the input audio's clock: session time
-            answer = Utterance(event.item_id, heard_at, heard_at, said, tuple(said.split()), "completed")
-            utterances.append(msgspec.structs.replace(answer, speaker="assistant"))
+            words = tuple(said.split())
+            utterances.append(
+                Utterance(event.item_id, heard_at, heard_at, said, words, "completed", speaker="assistant")
+            )
         case "response.created":
             changes["responding"] = True
         case "response.done":

@@ -368,11 +368,12 @@ def _dispatch(draft: Draft, r: ResponseState) -> None:
     context = r.input if r.input is not None else tuple(e.item for e in state.items)
     max_tokens = None if r.max_output_tokens == "inf" else int(r.max_output_tokens)
     tools = chat_tools(r.tools)
-    messages = _fitted(state, chat_messages(r.instructions, context), tools, max_tokens)
-    if messages is None:
+    requested = chat_messages(r.instructions, context)
+    messages = _fitted(state, requested, tools, max_tokens)
+    if messages is None:  # only where the window is known: _fitted sends everything otherwise
         limit = context_window.budget(state.llm_context_tokens or 0, max_tokens)
         message = (
-            f"The conversation needs about {context_window.tokens(chat_messages(r.instructions, context), tools)} "
+            f"The conversation needs about {context_window.tokens(requested, tools)} "
             f"tokens, over the {limit} the model's context window leaves for it"
         )
         truncation = state.config.truncation
