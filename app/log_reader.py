@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 import nats.errors
+import nats.js.errors
 from nats.js import api
 
 from app.analytics import LogEntry, entry_of, session_of
@@ -15,7 +16,12 @@ _events = msgspec.json.Decoder(AnyServerEvent)
 
 
 async def subject_counts(bus: Bus, subject: str) -> dict[str, int]:
-    info = await bus.js.stream_info(bus.subjects.sessions_stream, subjects_filter=subject)
+    """How many records each subject matching `subject` holds; none while the log's stream does not exist yet (a
+    `serve` that is still starting)."""
+    try:
+        info = await bus.js.stream_info(bus.subjects.sessions_stream, subjects_filter=subject)
+    except nats.js.errors.NotFoundError:
+        return {}
     return dict(info.state.subjects or {})
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from app import log_tools
 from app.analytics import SummaryStore, summarize
+from app.bus import Bus
 from app.log_reader import read_session
 from domain import events as ev
 from domain import records as rec
@@ -316,3 +317,13 @@ async def test_replay_of_an_unknown_session_says_so(stack):
     assert err.decode().strip() == (
         "vocalis replay: no such session on the log: 'sess_mistyped' (`vocalis sessions` lists them)"
     )
+
+
+async def test_log_tools_on_a_nats_without_the_log_yet_find_nothing(nats_url):
+    """A `serve` that is still starting has not made its streams: the tools say there is nothing, not a traceback."""
+    bus = await Bus.connect(nats_url, "vocalis", "test-empty-log")
+    try:
+        assert await log_tools.list_sessions(bus) == []
+        assert (await read_session(bus, "sess_any")).entries == []
+    finally:
+        await bus.close()
