@@ -103,7 +103,7 @@ class Bus:
             log.warning("bus.close.pending_publishes", pending=self.js.publish_async_pending())
         await self.nc.drain()
 
-    async def ensure_streams(self, max_age_s: int, max_bytes: int) -> None:
+    async def ensure_streams(self, max_age_s: int, max_bytes: int, replicas: int = 1) -> None:
         """Create or update the streams and consumers; safe to run at every start, from every process."""
         s = self.subjects
         await self._upsert_stream(
@@ -116,6 +116,7 @@ class Bus:
                 max_bytes=max_bytes,
                 duplicate_window=120.0,
                 allow_msg_ttl=True,  # audio records carry a shorter time to live (Nats-TTL)
+                num_replicas=replicas,
             )
         )
         await self._upsert_stream(
@@ -125,6 +126,7 @@ class Bus:
                 retention=api.RetentionPolicy.WORK_QUEUE,
                 storage=api.StorageType.FILE,
                 duplicate_window=120.0,
+                num_replicas=replicas,
             )
         )
         for kind in WORKER_KINDS:

@@ -211,13 +211,15 @@ async def connect(settings: Settings, url: str, name: str) -> Bus:
     bus = await Bus.connect(url, settings.subject_prefix, name)
     for attempt in range(1, STREAM_SETUP_ATTEMPTS):
         try:
-            await bus.ensure_streams(settings.log_max_age_s, settings.log_max_bytes)
+            await bus.ensure_streams(settings.log_max_age_s, settings.log_max_bytes, settings.stream_replicas)
             return bus
         except nats.errors.TimeoutError:  # a busy or just-started JetStream; every part sets up at once
             if (task := asyncio.current_task()) is not None and task.cancelling():
                 raise asyncio.CancelledError from None  # a cancellation that nats-py's wait_for turned into this
             log.warning("nats.streams.slow", attempt=attempt, name=name)
-    await bus.ensure_streams(settings.log_max_age_s, settings.log_max_bytes)  # the last try: its error is final
+    await bus.ensure_streams(
+        settings.log_max_age_s, settings.log_max_bytes, settings.stream_replicas
+    )  # the last try: its error is final
     return bus
 
 

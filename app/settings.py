@@ -56,6 +56,7 @@ class Settings:
     log_max_age_s: int = 7 * 24 * 3600
     log_max_bytes: int = -1
     audio_max_age_s: int = 24 * 3600  # audio records expire sooner than the rest of the log
+    stream_replicas: int = 1  # copies of each stream: 3 on a three-node NATS cluster, 1 on the embedded server
     log_format: str = "auto"  # auto (console on a terminal, else json), json, console
     log_level: str = "info"
     worker_name: str = ""
@@ -83,7 +84,14 @@ class Settings:
         for name in ("port", "nats_port"):
             if not 0 <= getattr(self, name) <= 65535:
                 raise SettingsError(f"VOCALIS_{name.upper()}={getattr(self, name)}: a port is 0 to 65535")
-        for name in ("max_session_s", "max_frame_bytes", "llm_context", "audio_max_age_s", "log_max_age_s"):
+        for name in (
+            "max_session_s",
+            "max_frame_bytes",
+            "llm_context",
+            "audio_max_age_s",
+            "log_max_age_s",
+            "stream_replicas",
+        ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"VOCALIS_{name.upper()}={getattr(self, name)}: must be above 0")
 
