@@ -3,12 +3,14 @@
 Subjects (prefix `vocalis` by default):
     <prefix>.session.<sid>.in.<edge|client|audio|stt>   the inputs of a session, reduced in stream order
     <prefix>.session.<sid>.out.<event type>             the server events the state machine produced
-    <prefix>.jobs.<stt|stt-partial|llm|tts>             work queues of the model workers
+    <prefix>.jobs.<stt|stt-partial|llm|tts>.<sid>       work queues of the model workers, by session
     <prefix>.cancel.<response id>                       core NATS: stop generating and speaking a response
+    <prefix>.drop.<sid>                                 core NATS: the session wants no more jobs of the kinds
+                                                        listed in the payload (its client left, or it ended)
 """
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
@@ -26,6 +28,12 @@ log = structlog.get_logger(__name__)
 
 MSG_ID = "Nats-Msg-Id"
 WORKER_KINDS = ("stt", "stt-partial", "llm", "tts")
+# A job whose worker stopped telling the queue it is alive (handlers.job_loop.HEARTBEAT_S) goes to another worker.
+ACK_WAIT_S = 5.0
+# Jobs a queue holds, in all and for one session of one kind: past them a job is refused, and the session is told
+# its result failed. Jobs also expire unstarted (domain.jobs), so these bound a burst, not a backlog.
+MAX_QUEUED_JOBS = 10_000
+MAX_QUEUED_JOBS_PER_SESSION = 200
 _records = msgspec.json.Decoder(Record)
 _encode = msgspec.json.Encoder().encode
 
@@ -54,8 +62,11 @@ class Subjects:
     def session_output(self, session_id: str, event_type: str) -> str:
         return f"{self.prefix}.session.{session_id}.out.{event_type}"
 
-    def jobs(self, kind: str) -> str:
-        return f"{self.prefix}.jobs.{kind}"
+    def jobs(self, kind: str, session_id: str) -> str:
+        return f"{self.prefix}.jobs.{kind}.{session_id}"
+
+    def drop(self, session_id: str) -> str:
+        return f"{self.prefix}.drop.{session_id}"
 
     def cancel(self, response_id: str) -> str:
         return f"{self.prefix}.cancel.{response_id}"
@@ -127,20 +138,26 @@ class Bus:
                 storage=api.StorageType.FILE,
                 duplicate_window=120.0,
                 num_replicas=replicas,
+                max_msgs=MAX_QUEUED_JOBS,
+                max_msgs_per_subject=MAX_QUEUED_JOBS_PER_SESSION,
+                discard=api.DiscardPolicy.NEW,
+                discard_new_per_subject=True,
             )
         )
         for kind in WORKER_KINDS:
-            await self.js.add_consumer(
-                s.jobs_stream,
-                api.ConsumerConfig(
-                    durable_name=kind,
-                    filter_subject=s.jobs(kind),
-                    ack_policy=api.AckPolicy.EXPLICIT,
-                    ack_wait=60.0,
-                    max_deliver=3,
-                    max_ack_pending=1000,
-                ),
+            config = api.ConsumerConfig(
+                durable_name=kind,
+                filter_subject=s.jobs(kind, ">"),
+                ack_policy=api.AckPolicy.EXPLICIT,
+                ack_wait=ACK_WAIT_S,
+                max_deliver=5,  # a job that kills every worker taking it is given up
+                max_ack_pending=1000,
             )
+            try:
+                await self.js.add_consumer(s.jobs_stream, config)
+            except nats.js.errors.BadRequestError:  # made by an older Vocalis: take the new settings
+                await self.js.delete_consumer(s.jobs_stream, kind)
+                await self.js.add_consumer(s.jobs_stream, config)
 
     async def _upsert_stream(self, config: api.StreamConfig) -> None:
         try:
@@ -154,7 +171,7 @@ class Bus:
 
     async def publish_pipelined(
         self, subject: str, payload: bytes, msg_id: str, ttl_s: float | None = None
-    ) -> Awaitable[api.PubAck]:
+    ) -> "asyncio.Future[api.PubAck]":
         """Publish without waiting for the acknowledgement (order on this connection is kept)."""
         future: asyncio.Future[api.PubAck] = await self.js.publish_async(
             subject, payload, headers={MSG_ID: msg_id}, msg_ttl=ttl_s
@@ -212,6 +229,22 @@ class Bus:
 
     async def publish_record(self, session_id: str, source: str, record: Record, msg_id: str) -> None:
         await self.publish(self.subjects.session_input(session_id, source), encode(record), msg_id)
+
+    async def drop_jobs(self, session_id: str, kinds: Sequence[str]) -> None:
+        """The session wants no more jobs of `kinds`: the queued ones are deleted unseen, and the workers running
+        one hear it and stop."""
+        await self.nc.publish(self.subjects.drop(session_id), " ".join(kinds).encode())
+        for kind in kinds:
+            await self.js.purge_stream(self.subjects.jobs_stream, subject=self.subjects.jobs(kind, session_id))
+
+    async def on_drop(self, heard: Callable[[str, Sequence[str]], None]) -> Subscription:
+        prefix = self.subjects.drop("")
+
+        async def deliver(message: Msg) -> None:
+            if session_id := message.subject.removeprefix(prefix):
+                heard(session_id, message.data.decode().split())
+
+        return await self.nc.subscribe(self.subjects.drop("*"), cb=deliver)
 
     async def on_cancel(self, heard: Callable[[str], None]) -> Subscription:
         """Cancel signals are core NATS, not records: every worker hears each one, and none is kept."""

@@ -14,7 +14,14 @@ from domain import events as ev
 from domain import records as rec
 from domain.audio_time import TICKS_PER_MS, ms_covering_ticks, ticks_for_bytes
 from domain.conversation_state import Clause, ConvEntry, OutputCall, ResponseState, Spoken
-from domain.jobs import GenerateJob, SynthesizeJob, TranscribeJob
+from domain.jobs import (
+    GENERATE_WAIT_MS,
+    SYNTHESIZE_WAIT_MS,
+    TRANSCRIPT_WAIT_MS,
+    GenerateJob,
+    SynthesizeJob,
+    TranscribeJob,
+)
 from domain.segmentation import feed, flush
 from domain.session_config import RetentionRatio
 from domain.state import CancelResponse, Draft, SessionState
@@ -147,6 +154,7 @@ def transcribe_item_audio(draft: Draft, item_id: str, audio: ev.AudioRef) -> Non
             end_sample=audio.samples,
             model=state.stt_model,
             language=state.stt_language,
+            deadline_ms=draft.now_ms + TRANSCRIPT_WAIT_MS,
         )
     )
     announced = state.announced + ((item_id,) if state.config.transcription else ())
@@ -392,6 +400,7 @@ def _dispatch(draft: Draft, r: ResponseState) -> None:
             tool_choice=chat_tool_choice(r.tool_choice),
             temperature=r.temperature,
             max_tokens=max_tokens,
+            deadline_ms=draft.now_ms + GENERATE_WAIT_MS,
         )
     )
     _store(draft, msgspec.structs.replace(r, dispatched=True))
@@ -448,8 +457,30 @@ def _open_message(draft: Draft, r: ResponseState) -> ResponseState:
     return r
 
 
-def on_generation(draft: Draft, record: rec.GenerationDelta) -> None:
+def generating(
+    draft: Draft, record: rec.GenerationDelta | rec.GenerationDone | rec.GenerationFailed
+) -> ResponseState | None:
+    """The response a generation record is for, if the record comes from the attempt the response follows.
+
+    A job taken over from a worker that stopped is a new attempt, and generates another sample: the response takes
+    it only if nothing of the first one was heard; otherwise it fails rather than join two samples into one answer.
+    Records of an earlier attempt that still arrive are dropped."""
     r = active(draft, record.response_id)
+    if r is None or record.attempt == r.attempt:
+        return r
+    if record.attempt < r.attempt:
+        return None
+    if r.text or r.calls:
+        message = "The worker generating this response stopped mid-answer; the answer was not finished."
+        fail(draft, r.id, "generation_interrupted", message)
+        return None
+    r = msgspec.structs.replace(r, attempt=record.attempt)
+    _store(draft, r)
+    return r
+
+
+def on_generation(draft: Draft, record: rec.GenerationDelta) -> None:
+    r = generating(draft, record)
     if r is None:
         return
     if record.text:
@@ -508,6 +539,7 @@ def _speak(draft: Draft, r: ResponseState, clauses: tuple[str, ...]) -> Response
                 voice=r.voice,
                 speed=r.speed,
                 audio_format=r.output_format,  # type: ignore[arg-type]
+                deadline_ms=draft.now_ms + SYNTHESIZE_WAIT_MS,
             )
         )
         r = msgspec.structs.replace(r, clauses=(*r.clauses, Clause(text=text)))
@@ -515,7 +547,7 @@ def _speak(draft: Draft, r: ResponseState, clauses: tuple[str, ...]) -> Response
 
 
 def on_generation_done(draft: Draft, record: rec.GenerationDone) -> None:
-    r = active(draft, record.response_id)
+    r = generating(draft, record)
     if r is None:
         return
     r = msgspec.structs.replace(
@@ -548,13 +580,17 @@ def on_speech(draft: Draft, record: rec.SpeechSynthesized) -> None:
     r = active(draft, record.response_id)
     if r is None or r.message_id is None:
         return
+    if record.clause_index >= len(r.clauses) or record.chunk_index < r.clauses[record.clause_index].chunks:
+        return  # a chunk sent already, made again by a worker that took the clause over
     r = msgspec.structs.replace(r, buffered=(*r.buffered, record))
     while True:  # emit, in clause order, every chunk whose clause is the one being spoken
         current = next((i for i, c in enumerate(r.clauses) if not c.done), None)
-        chunk = next((b for b in r.buffered if b.clause_index == current), None) if current is not None else None
-        if chunk is None or current is None:
+        if current is None:
             break
         clause = r.clauses[current]
+        chunk = next((b for b in r.buffered if (b.clause_index, b.chunk_index) == (current, clause.chunks)), None)
+        if chunk is None:
+            break
         ids = {"response_id": r.id, "item_id": r.message_id, "output_index": r.message_index, "content_index": 0}
         if not clause.started:
             spoken_before = any(c.started for c in r.clauses)
@@ -564,6 +600,7 @@ def on_speech(draft: Draft, record: rec.SpeechSynthesized) -> None:
         clause = msgspec.structs.replace(
             clause,
             started=True,
+            chunks=clause.chunks + 1,
             done=chunk.last,
             ticks=clause.ticks + ticks_for_bytes(len(chunk.audio), r.output_format),
         )

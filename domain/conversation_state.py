@@ -26,6 +26,7 @@ class ConvEntry(Struct, frozen=True):
 class Clause(Struct, frozen=True):
     text: str
     ticks: int = 0  # of audio sent so far
+    chunks: int = 0  # sent so far: a clause's chunks go out once each, in order, whichever worker made them
     started: bool = False
     done: bool = False
 
@@ -55,6 +56,7 @@ class ResponseState(Struct, frozen=True):
     input: tuple[ev.Item, ...] | None = None  # out-of-band input; None: the conversation
     waiting_for: tuple[str, ...] = ()  # user items whose transcript the request needs
     dispatched: bool = False
+    attempt: int = 0  # the delivery of the generation job whose pieces the response took (0: none yet)
     message_id: str | None = None
     message_index: int = 0
     text: str = ""  # the message's text (or transcript) so far

@@ -1,10 +1,22 @@
-"""Work the state machine hands to model workers. Jobs are small: audio is read from the log by sequence."""
+"""Work the state machine hands to model workers. Jobs are small: audio is read from the log by sequence.
+
+Every job carries its session, so a worker can tell when the session no longer wants it, and a deadline (epoch
+milliseconds, from the clock of the record that asked for it): a job not started by then is not worth starting,
+because its turn has moved on or its client would wait too long. Once started, a job runs to its end.
+"""
 
 from typing import Any
 
 from msgspec import Struct
 
+from domain import records as rec
 from domain.session_config import AudioFormat
+
+# How long a job may wait in its queue, by what it is for.
+PARTIAL_DECODE_WAIT_MS = 2_000  # a decode while the user speaks: the next one will say more
+TRANSCRIPT_WAIT_MS = 30_000  # a transcript the client waits for
+GENERATE_WAIT_MS = 60_000
+SYNTHESIZE_WAIT_MS = 120_000  # a late clause of a long answer waits for the ones before it
 
 
 class TranscribeJob(Struct, frozen=True, tag="transcribe"):
@@ -28,6 +40,7 @@ class TranscribeJob(Struct, frozen=True, tag="transcribe"):
     prompt: str | None = None
     words: bool = False
     partial: bool = False  # a decode while the user speaks: it waits for the transcripts already due
+    deadline_ms: int | None = None  # start by then, or not at all (None: whenever)
 
 
 class GenerateJob(Struct, frozen=True, tag="generate"):
@@ -42,6 +55,7 @@ class GenerateJob(Struct, frozen=True, tag="generate"):
     tool_choice: str | dict[str, Any] = "auto"
     temperature: float | None = None
     max_tokens: int | None = None
+    deadline_ms: int | None = None  # start by then, or not at all (None: whenever)
 
 
 class SynthesizeJob(Struct, frozen=True, tag="synthesize"):
@@ -55,6 +69,29 @@ class SynthesizeJob(Struct, frozen=True, tag="synthesize"):
     voice: str
     speed: float = 1.0
     audio_format: AudioFormat = "pcm16"
+    deadline_ms: int | None = None  # start by then, or not at all (None: whenever)
 
 
 Job = TranscribeJob | GenerateJob | SynthesizeJob
+
+
+def failed(job: Job, message: str, worker: str, at_ms: int) -> rec.Record:
+    """The record that ends a job without its result: the state machine answers it as the job's failure."""
+    match job:
+        case TranscribeJob():
+            return rec.TranscriptionFailed(
+                at_ms=at_ms, job_id=job.job_id, item_id=job.item_id, message=message, worker=worker
+            )
+        case GenerateJob():
+            return rec.GenerationFailed(
+                at_ms=at_ms, job_id=job.job_id, response_id=job.response_id, message=message, worker=worker
+            )
+        case SynthesizeJob():
+            return rec.SpeechFailed(
+                at_ms=at_ms,
+                job_id=job.job_id,
+                response_id=job.response_id,
+                clause_index=job.clause_index,
+                message=message,
+                worker=worker,
+            )

@@ -116,10 +116,14 @@ class ToolCallDelta(Struct, frozen=True):
 
 
 class GenerationDelta(RecordBase, frozen=True, tag="llm.delta"):
+    """A piece of a streamed completion. `attempt` counts the job's deliveries: a job taken over from a worker
+    that stopped generates a different sample, which must never be joined to the first one."""
+
     job_id: str
     response_id: str
     index: int
     worker: str
+    attempt: int = 1
     text: str = ""
     tool_calls: tuple[ToolCallDelta, ...] = ()
 
@@ -129,6 +133,7 @@ class GenerationDone(RecordBase, frozen=True, tag="llm.done"):
     response_id: str
     finish_reason: str  # "stop", "length", "tool_calls", ... as the endpoint said
     worker: str
+    attempt: int = 1
     input_tokens: int = 0
     output_tokens: int = 0
 
@@ -138,6 +143,7 @@ class GenerationFailed(RecordBase, frozen=True, tag="llm.failed"):
     response_id: str
     message: str
     worker: str
+    attempt: int = 1
 
 
 class SpeechSynthesized(RecordBase, frozen=True, tag="tts.audio"):

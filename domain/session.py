@@ -40,7 +40,7 @@ def open_session(record: rec.SessionOpened) -> Transition:
         max_duration_s=record.max_duration_s,
         llm_context_tokens=record.llm_context_tokens,
     )
-    draft = Draft(state)
+    draft = Draft(state, record.at_ms)
     draft.emit(ev.SessionCreated, session_id=state.session_id, expires_at=state.expires_at, session=config)
     return draft.finish()
 
@@ -49,7 +49,7 @@ def step(state: SessionState, record: rec.Record, seq: int) -> Transition:
     """Reduce one record (stream sequence `seq`) into the session."""
     if state.closed:
         return Transition(state)
-    draft = Draft(state)
+    draft = Draft(state, record.at_ms)
     match record:
         case rec.AudioReceived():
             _on_audio(draft, record, seq)
@@ -73,7 +73,8 @@ def step(state: SessionState, record: rec.Record, seq: int) -> Transition:
         case rec.GenerationDone():
             conversation.on_generation_done(draft, record)
         case rec.GenerationFailed():
-            conversation.fail(draft, record.response_id, "llm_failed", record.message)
+            if conversation.generating(draft, record) is not None:
+                conversation.fail(draft, record.response_id, "llm_failed", record.message)
         case rec.SpeechSynthesized():
             conversation.on_speech(draft, record)
         case rec.SpeechFailed():

@@ -97,8 +97,9 @@ class Transition(Struct, frozen=True):
 class Draft:
     """The mutable scratch of one step: the new state is built here, the input state is never touched."""
 
-    def __init__(self, state: SessionState) -> None:
+    def __init__(self, state: SessionState, now_ms: int) -> None:
         self.state = state
+        self.now_ms = now_ms  # the clock of the record being reduced: what deadlines are counted from
         self.events: list[ev.AnyServerEvent] = []
         self.jobs: list[Job | CancelResponse] = []
         self.close = False

@@ -26,7 +26,7 @@ from domain import events as ev
 from domain import records as rec
 from domain.agreement import TIME_TOLERANCE, agreed, text_of, unheard
 from domain.audio_time import MODEL_RATE, samples_from_ms
-from domain.jobs import TranscribeJob
+from domain.jobs import PARTIAL_DECODE_WAIT_MS, TRANSCRIPT_WAIT_MS, TranscribeJob
 from domain.records import Word
 from domain.state import AudioMark, Draft, LiveTurn, SessionState
 from domain.turns import Speaking
@@ -75,6 +75,7 @@ def job(
         prompt=" ".join(p for p in (transcription.prompt if transcription else None, context) if p) or None,
         words=words,
         partial=partial,
+        deadline_ms=draft.now_ms + (PARTIAL_DECODE_WAIT_MS if partial else TRANSCRIPT_WAIT_MS),
     )
 
 

@@ -1,5 +1,5 @@
-"""What every model worker shares: pulling its jobs one at a time (by priority), and hearing which responses were
-cancelled."""
+"""What every model worker shares: taking its jobs one at a time (by priority) while it is alive, and knowing
+which jobs nobody wants any more."""
 
 import asyncio
 import contextlib
@@ -10,10 +10,14 @@ from typing import TypeVar
 
 import structlog
 
-from handlers.ports import Delivery, Unsubscribe, WorkerBus
+from domain.jobs import Job
+from handlers.ports import Delivery, JobQueue, Unsubscribe, WorkerBus, now_ms
 
 log = structlog.get_logger(__name__)
-MAX_CANCELLED = 10_000
+REMEMBERED = 10_000  # cancelled responses and ended sessions a worker remembers
+# While a job runs, its worker tells the queue every second that it is alive, so the queue's ack wait can be short
+# (app.bus.ACK_WAIT_S): a worker that dies has its job taken over within seconds, one alive keeps it however long.
+HEARTBEAT_S = 1.0
 T = TypeVar("T")
 _DONE = object()
 
@@ -23,90 +27,142 @@ async def serve_jobs(
 ) -> None:
     """Handle jobs from the work queues `kinds` until `stop`, one at a time, earlier queues first.
 
-    Each queue has at most one job fetched and waiting here, so a job of the first queue waits at most for the job
-    in hand, and the jobs this worker cannot start yet stay in the stream for the other workers. A job whose
-    handler raises is left for redelivery; jobs still waiting at `stop` are handed back at once.
+    Only an idle worker asks for jobs, so a job never waits in a busy worker while another could start it: one
+    that arrives as the worker starts another is handed back at once. A job whose handler raises is left for
+    redelivery.
     """
     subscriptions = [await bus.job_queue(kind) for kind in kinds]
-    waiting: list[Delivery | None] = [None] * len(kinds)
-    arrived = asyncio.Event()
-    taken = [asyncio.Event() for _ in kinds]
-
+    arrived: asyncio.Queue[tuple[int, Delivery]] = asyncio.Queue()
+    idle = asyncio.Event()
+    idle.set()
     closing = asyncio.Event()
 
     async def fetch(index: int) -> None:
         # Stops on `closing` as well as on cancellation: nats-py waits with asyncio.wait_for, which on Python 3.11
         # can lose a cancellation that arrives as its message does.
         while not closing.is_set():
-            if waiting[index] is not None:
-                await taken[index].wait()
-                taken[index].clear()
-                continue
+            await idle.wait()
             try:
-                (waiting[index],) = await subscriptions[index].fetch(1, timeout=1)
+                (message,) = await subscriptions[index].fetch(1, timeout=1)
             except TimeoutError:  # nats.errors.TimeoutError
                 continue
-            arrived.set()
+            if idle.is_set() and not closing.is_set():
+                arrived.put_nowait((index, message))
+            else:
+                await message.nak()
 
     fetchers = [asyncio.create_task(fetch(index)) for index in range(len(kinds))]
     try:
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(arrived.wait(), 1)
-            arrived.clear()
-            while not stop.is_set() and (index := _first_waiting(waiting)) is not None:
-                message = waiting[index]
-                assert message is not None
-                waiting[index] = None
-                taken[index].set()
-                try:
-                    await handle(message)
-                except Exception:
-                    log.exception("job.unhandled", kind=kinds[index])
+            try:
+                async with asyncio.timeout(1):
+                    first = await arrived.get()
+            except TimeoutError:
+                continue
+            idle.clear()
+            ready = sorted([first, *_drain(arrived)], key=lambda delivery: delivery[0])
+            (index, message), later = ready[0], [other for _, other in ready[1:]]
+            taken = not await _waiting_before(subscriptions[:index])
+            for other in later if taken else [message, *later]:  # back to the queues, for whoever is free
+                await other.nak()
+            if not taken:  # an earlier queue's job comes first
+                idle.set()
+                continue
+            heartbeat = asyncio.create_task(_heartbeat(message))
+            try:
+                await handle(message)
+            except Exception:
+                log.exception("job.unhandled", kind=kinds[index])
+            finally:
+                heartbeat.cancel()
+                idle.set()
     finally:
         closing.set()
+        idle.set()
         for fetcher in fetchers:
             fetcher.cancel()
         await asyncio.gather(*fetchers, return_exceptions=True)
-        for message in waiting:
-            if message is not None:
-                await message.nak()
+        for _, message in _drain(arrived):
+            await message.nak()
         for subscription in subscriptions:
             await subscription.unsubscribe()
 
 
-def _first_waiting(waiting: Sequence[Delivery | None]) -> int | None:
-    return next((index for index, message in enumerate(waiting) if message is not None), None)
+async def _waiting_before(queues: Sequence[JobQueue]) -> bool:
+    """Whether an earlier queue holds a job that no worker has taken yet (both queues' fetches race)."""
+    for queue in queues:
+        with contextlib.suppress(Exception):  # without an answer, go on with the job in hand
+            if (await queue.consumer_info()).num_pending:
+                return True
+    return False
 
 
-class CancelledResponses:
-    """The most recent cancelled response ids, as heard on `<prefix>.cancel.<response id>` (core NATS)."""
+def _drain(queue: "asyncio.Queue[T]") -> list[T]:
+    items = []
+    while not queue.empty():
+        items.append(queue.get_nowait())
+    return items
 
-    def __init__(self, limit: int = MAX_CANCELLED) -> None:
-        self._ids: OrderedDict[str, None] = OrderedDict()
+
+async def _heartbeat(message: Delivery) -> None:
+    while True:
+        await asyncio.sleep(HEARTBEAT_S)
+        with contextlib.suppress(Exception):  # a missed beat only risks a redelivery; the next one may get through
+            await message.in_progress()
+
+
+class Unwanted:
+    """The jobs nobody waits for any more: those of cancelled responses and of sessions that ended (or whose client
+    left), as heard on core NATS, and those past their deadline."""
+
+    def __init__(self, kind: str, limit: int = REMEMBERED) -> None:
+        self.kind = kind  # the worker's queue ("stt", "llm" or "tts"): a session may drop some kinds only
+        self._responses: OrderedDict[str, None] = OrderedDict()
+        self._sessions: OrderedDict[str, None] = OrderedDict()
         self._limit = limit
 
-    def add(self, response_id: str) -> None:
-        self._ids[response_id] = None
-        self._ids.move_to_end(response_id)
-        while len(self._ids) > self._limit:
-            self._ids.popitem(last=False)
+    def why(self, job: Job) -> str | None:
+        """Why the job is not wanted: "cancelled", "dropped" (its session ended) or "expired"; None: it is."""
+        if job.session_id in self._sessions:
+            return "dropped"
+        if getattr(job, "response_id", None) in self._responses:
+            return "cancelled"
+        if job.deadline_ms is not None and now_ms() > job.deadline_ms:
+            return "expired"
+        return None
 
-    def __contains__(self, response_id: object) -> bool:
-        return response_id in self._ids
+    def stopped(self, job: Job) -> bool:
+        """Whether a job in progress should stop (a deadline only decides whether a job starts)."""
+        return self.why(job) in ("cancelled", "dropped")
 
-    def __len__(self) -> int:
-        return len(self._ids)
+    def cancel(self, response_id: str) -> None:
+        _remember(self._responses, response_id, self._limit)
 
-    async def listen(self, bus: WorkerBus, then: Callable[[str], None] | None = None) -> Unsubscribe:
-        """Subscribe to the cancel signals; `then(response_id)` runs for each."""
+    def drop(self, session_id: str, kinds: Sequence[str]) -> None:
+        if self.kind in kinds:
+            _remember(self._sessions, session_id, self._limit)
 
-        def heard(response_id: str) -> None:
-            self.add(response_id)
+    async def listen(self, bus: WorkerBus, then: Callable[[], None] | None = None) -> list[Unsubscribe]:
+        """Hear cancels and dropped sessions from now on; `then()` runs after each."""
+
+        def cancelled(response_id: str) -> None:
+            self.cancel(response_id)
             if then is not None:
-                then(response_id)
+                then()
 
-        return await bus.on_cancel(heard)
+        def dropped(session_id: str, kinds: Sequence[str]) -> None:
+            self.drop(session_id, kinds)
+            if then is not None:
+                then()
+
+        return [await bus.on_cancel(cancelled), await bus.on_drop(dropped)]
+
+
+def _remember(seen: "OrderedDict[str, None]", key: str, limit: int) -> None:
+    seen[key] = None
+    seen.move_to_end(key)
+    while len(seen) > limit:
+        seen.popitem(last=False)
 
 
 async def in_thread(make: Callable[[], Iterator[T]]) -> AsyncGenerator[T, None]:

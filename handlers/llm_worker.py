@@ -4,9 +4,13 @@ OpenAI-compatible endpoint, and publishes the pieces to the session's log as the
 Workers are competing consumers of one durable pull consumer. A record's `Nats-Msg-Id` derives from its job, so a
 redelivered job cannot record the same piece twice (within the stream's duplicate window).
 
-Cancellation is core NATS, not logged: `<prefix>.cancel.<response_id>` reaches every worker; the one streaming that
-response closes the HTTP stream at once (llama.cpp stops generating when its client goes away) and publishes nothing
-more for it. A cancel that arrives before its job is taken makes the job be acknowledged without generating.
+Cancellation is core NATS, not logged: `<prefix>.cancel.<response_id>` (or `<prefix>.drop.<session_id>`, when a
+session's client left) reaches every worker; the one streaming that response closes the HTTP stream at once
+(llama.cpp stops generating when its client goes away) and publishes nothing more for it. A job cancelled before it
+is taken is acknowledged without generating; one past its deadline fails its response.
+
+A job taken over from a worker that stopped is another attempt: its records carry the attempt and ids of their own,
+and the state machine decides whether the response can take them (`domain.conversation.generating`).
 """
 
 import asyncio
@@ -17,13 +21,12 @@ import structlog
 
 from domain import records as rec
 from domain.jobs import GenerateJob
-from handlers.job_loop import CancelledResponses, serve_jobs
+from handlers.job_loop import Unwanted, serve_jobs
 from handlers.llm import DEFAULT_LLM, ChatClient, Finished, LlmError, TextDelta, ToolCallsDelta, resolve_model
 from handlers.ports import Delivery, WorkerBus, now_ms
 
 log = structlog.get_logger(__name__)
 _jobs = msgspec.json.Decoder(GenerateJob)
-_PROGRESS_EVERY_S = 5.0
 
 
 class LlmWorker:
@@ -38,31 +41,37 @@ class LlmWorker:
         self.bus = bus
         self.client = client
         self.worker_id = worker_id
-        self.cancelled = CancelledResponses()
-        self._streaming: dict[str, asyncio.Task[str]] = {}  # response_id -> its generation
+        self.unwanted = Unwanted("llm")
+        self._streaming: dict[str, tuple[GenerateJob, asyncio.Task[str]]] = {}  # response_id -> its generation
 
     async def run(self, stop: asyncio.Event) -> None:
-        cancels = await self.cancelled.listen(self.bus, then=self._stop_generating)
+        listening = await self.unwanted.listen(self.bus, then=self._stop_unwanted)
         log.info("llm.worker.ready", worker=self.worker_id)
         try:
             await serve_jobs(self.bus, ("llm",), self.handle, stop)
         finally:
-            await cancels.unsubscribe()
+            for subscription in listening:
+                await subscription.unsubscribe()
 
-    def _stop_generating(self, response_id: str) -> None:
-        if (task := self._streaming.get(response_id)) is not None:
-            task.cancel()  # closes the HTTP stream: the endpoint stops within a token
-            log.info("llm.job.cancelling", response_id=response_id, worker=self.worker_id)
+    def _stop_unwanted(self) -> None:
+        for job, task in self._streaming.values():
+            if self.unwanted.stopped(job) and not task.done():
+                task.cancel()  # closes the HTTP stream: the endpoint stops within a token
+                log.info("llm.job.cancelling", response_id=job.response_id, worker=self.worker_id)
 
     async def handle(self, message: Delivery) -> None:
         job = _jobs.decode(message.data)
-        if job.response_id in self.cancelled:
+        attempt = message.metadata.num_delivered
+        if (unwanted := self.unwanted.why(job)) is not None:
+            if unwanted == "expired":
+                note = "The server was too busy to start this answer in time; try again shortly."
+                await self._fail(job, attempt, note)
             await message.ack()
-            log.info("llm.job.skipped", job_id=job.job_id, response_id=job.response_id, reason="cancelled")
+            log.info("llm.job.skipped", job_id=job.job_id, response_id=job.response_id, reason=unwanted)
             return
         started = time.perf_counter()
-        generation = asyncio.create_task(self._generate(job, message))
-        self._streaming[job.response_id] = generation
+        generation = asyncio.create_task(self._generate(job, attempt))
+        self._streaming[job.response_id] = (job, generation)
         outcome = "done"
         try:
             outcome = await generation
@@ -78,14 +87,20 @@ class LlmWorker:
             "llm.job.finished",
             job_id=job.job_id,
             response_id=job.response_id,
+            attempt=attempt,
             outcome=outcome,
             seconds=round(time.perf_counter() - started, 3),
         )
 
-    async def _generate(self, job: GenerateJob, message: Delivery) -> str:
+    async def _publish(self, job: GenerateJob, attempt: int, name: str | int, record: rec.Record) -> None:
+        """One record of the job's attempt, under an id unique to the attempt: a redelivered job's pieces must not
+        be taken for, or dropped as, the first attempt's."""
+        piece = f"{job.job_id}.{name}" if attempt == 1 else f"{job.job_id}.a{attempt}.{name}"
+        await self.bus.publish_record(job.session_id, "llm", record, piece)
+
+    async def _generate(self, job: GenerateJob, attempt: int) -> str:
         """Stream the completion into the log; the outcome ("done" or "failed") for the log line."""
         index = 0
-        progress_at = time.monotonic()
         job = msgspec.structs.replace(job, model=resolve_model(job.model, self.default_model))
         try:
             async for delta in self.client.stream(job):
@@ -98,8 +113,9 @@ class LlmWorker:
                         worker=self.worker_id,
                         input_tokens=delta.input_tokens,
                         output_tokens=delta.output_tokens,
+                        attempt=attempt,
                     )
-                    await self.bus.publish_record(job.session_id, "llm", done, f"{job.job_id}.done")
+                    await self._publish(job, attempt, "done", done)
                     return "done"
                 record = rec.GenerationDelta(
                     at_ms=now_ms(),
@@ -109,24 +125,26 @@ class LlmWorker:
                     worker=self.worker_id,
                     text=delta.text if isinstance(delta, TextDelta) else "",
                     tool_calls=delta.tool_calls if isinstance(delta, ToolCallsDelta) else (),
+                    attempt=attempt,
                 )
-                await self.bus.publish_record(job.session_id, "llm", record, f"{job.job_id}.{index}")
+                await self._publish(job, attempt, index, record)
                 index += 1
-                if time.monotonic() - progress_at > _PROGRESS_EVERY_S:
-                    progress_at = time.monotonic()
-                    await message.in_progress()
             raise LlmError("the stream ended without a finish")
         except Exception as error:
             if isinstance(error, LlmError):  # the endpoint's fault, said in full by the message
                 log.warning("llm.job.failed", job_id=job.job_id, session_id=job.session_id, error=str(error))
             else:
                 log.exception("llm.job.failed", job_id=job.job_id, session_id=job.session_id)
-            failed = rec.GenerationFailed(
-                at_ms=now_ms(),
-                job_id=job.job_id,
-                response_id=job.response_id,
-                message=f"Generation failed: {error}",
-                worker=self.worker_id,
-            )
-            await self.bus.publish_record(job.session_id, "llm", failed, f"{job.job_id}.failed")
+            await self._fail(job, attempt, f"Generation failed: {error}")
             return "failed"
+
+    async def _fail(self, job: GenerateJob, attempt: int, message: str) -> None:
+        record = rec.GenerationFailed(
+            at_ms=now_ms(),
+            job_id=job.job_id,
+            response_id=job.response_id,
+            message=message,
+            worker=self.worker_id,
+            attempt=attempt,
+        )
+        await self._publish(job, attempt, "failed", record)

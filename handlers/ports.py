@@ -17,11 +17,20 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+class DeliveryCount(Protocol):
+    @property
+    def num_delivered(self) -> int:
+        """1 the first time a job is delivered; more when it was taken over from a worker that stopped."""
+
+
 class Delivery(Protocol):
     """One job as the queue delivered it. Settle it once: `ack` (done), or `nak` (hand it back)."""
 
     @property
     def data(self) -> bytes: ...
+
+    @property
+    def metadata(self) -> DeliveryCount: ...
 
     async def ack(self) -> None: ...
 
@@ -37,7 +46,16 @@ class JobQueue(Protocol):
     async def fetch(self, batch: int = 1, timeout: float | None = 5) -> Sequence[Delivery]:  # noqa: ASYNC109 (nats-py's)
         """Up to `batch` jobs; raises TimeoutError when none came within `timeout` seconds."""
 
+    async def consumer_info(self) -> "QueueInfo":
+        """How the queue stands now."""
+
     async def unsubscribe(self) -> None: ...
+
+
+class QueueInfo(Protocol):
+    @property
+    def num_pending(self) -> int | None:
+        """Jobs not yet delivered to any worker."""
 
 
 class Unsubscribe(Protocol):
@@ -57,3 +75,7 @@ class WorkerBus(Protocol):
 
     async def on_cancel(self, heard: Callable[[str], None]) -> Unsubscribe:
         """Call `heard(response_id)` for every response cancelled from now on."""
+
+    async def on_drop(self, heard: Callable[[str, Sequence[str]], None]) -> Unsubscribe:
+        """Call `heard(session_id, kinds)` whenever a session no longer wants jobs of those kinds (its client left,
+        or it ended)."""

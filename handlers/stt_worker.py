@@ -15,8 +15,8 @@ import structlog
 
 from domain import records as rec
 from domain.audio_time import MODEL_RATE
-from domain.jobs import TranscribeJob
-from handlers.job_loop import in_thread, serve_jobs
+from domain.jobs import TranscribeJob, failed
+from handlers.job_loop import Unwanted, in_thread, serve_jobs
 from handlers.ports import Delivery, WorkerBus, now_ms
 from handlers.stt import Transcriber
 
@@ -56,51 +56,68 @@ class SttWorker:
         self.bus = bus
         self.transcriber = transcriber
         self.worker_id = worker_id
+        self.unwanted = Unwanted("stt")
 
     async def run(self, stop: asyncio.Event) -> None:
+        listening = await self.unwanted.listen(self.bus)
         log.info("stt.worker.ready", worker=self.worker_id)
-        await serve_jobs(self.bus, ("stt", "stt-partial"), self.handle, stop)  # a transcript before a partial
+        try:
+            await serve_jobs(self.bus, ("stt", "stt-partial"), self.handle, stop)  # a transcript before a partial
+        finally:
+            for subscription in listening:
+                await subscription.unsubscribe()
 
     async def handle(self, message: Delivery) -> None:
         job = _jobs.decode(message.data)
         started = time.perf_counter()
-        try:
-            records = await self.bus.read_audio(job.session_id, job.first_seq, job.last_seq)
-            audio = turn_audio(job, records)
-            if job.words:
-                result = await self._decode_words(job, audio)
-            else:
-                result = await self._transcribe(job, audio, message)
-        except Exception as error:
-            log.exception("stt.job.failed", job_id=job.job_id, session_id=job.session_id)
-            result = rec.TranscriptionFailed(
-                at_ms=now_ms(),
-                job_id=job.job_id,
-                item_id=job.item_id,
-                message=f"Transcription failed: {error}",
-                worker=self.worker_id,
-            )
-        await self.bus.publish_record(job.session_id, "stt", result, f"{job.job_id}.result")
+        result: rec.Record | None
+        if (unwanted := self.unwanted.why(job)) is not None:
+            result = self._unwanted(job, unwanted)
+        else:
+            try:
+                records = await self.bus.read_audio(job.session_id, job.first_seq, job.last_seq)
+                audio = turn_audio(job, records)
+                if job.words:
+                    result = await self._decode_words(job, audio)
+                else:
+                    result = await self._transcribe(job, audio)
+            except Exception as error:
+                log.exception("stt.job.failed", job_id=job.job_id, session_id=job.session_id)
+                result = failed(job, f"Transcription failed: {error}", self.worker_id, now_ms())
+        if result is not None:
+            await self.bus.publish_record(job.session_id, "stt", result, f"{job.job_id}.result")
         await message.ack()
         log.info(
             "stt.job.done",
             job_id=job.job_id,
             item_id=job.item_id,
             seconds=round(time.perf_counter() - started, 3),
-            kind=result.__struct_config__.tag,
+            kind=result.__struct_config__.tag if result is not None else "dropped",
+            outcome=unwanted or "done",
         )
+
+    def _unwanted(self, job: TranscribeJob, why: str) -> rec.Record | None:
+        """A job not worth starting. Its session is told only of an expired one: it still waits for that result
+        (a decode while the user speaks is shed for the next one; a transcript comes too late to be of use)."""
+        if why != "expired":
+            return None
+        late_s = (now_ms() - (job.deadline_ms or 0)) / 1000
+        message = f"Transcription could not start in time (the server is busy; {late_s:.1f} s past its deadline)."
+        return failed(job, message, self.worker_id, now_ms())
 
     async def _decode_words(self, job: TranscribeJob, audio: np.ndarray) -> rec.Record:
         """One decode of a turn in progress."""
         decoded, language = await asyncio.to_thread(self.transcriber.words, audio, job.model, job.language, job.prompt)
         return words_decoded(job, decoded, language, self.worker_id, now_ms())
 
-    async def _transcribe(self, job: TranscribeJob, audio: np.ndarray, message: Delivery) -> rec.Record:
-        """A whole item's transcript, published piece by piece as it is decoded."""
+    async def _transcribe(self, job: TranscribeJob, audio: np.ndarray) -> rec.Record | None:
+        """A whole item's transcript, published piece by piece as it is decoded (None: its session ended)."""
         pieces: list[str] = []
         decoding = in_thread(lambda: self.transcriber.transcribe(audio, job.model, job.language, job.prompt))
         async with contextlib.aclosing(decoding) as transcript:
             async for piece in transcript:
+                if self.unwanted.stopped(job):
+                    return None
                 delta = rec.TranscriptionDeltaProduced(
                     at_ms=now_ms(),
                     job_id=job.job_id,
@@ -111,7 +128,6 @@ class SttWorker:
                 )
                 await self.bus.publish_record(job.session_id, "stt", delta, f"{job.job_id}.delta.{len(pieces)}")
                 pieces.append(piece)
-                await message.in_progress()
         return rec.TranscriptionCompleted(
             at_ms=now_ms(),
             job_id=job.job_id,

@@ -8,16 +8,6 @@ from app.bus import Bus
 from handlers.job_loop import serve_jobs
 
 
-async def fetched(bus: Bus, kind: str, count: int) -> None:
-    """Wait until the worker holds `count` jobs of `kind` (delivered, not yet acked)."""
-    for _ in range(100):
-        info = await bus.js.consumer_info(bus.subjects.jobs_stream, kind)
-        if info.num_ack_pending >= count:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"no {kind} job fetched")
-
-
 async def test_a_transcript_due_goes_before_the_partial_decodes_queued_earlier(nats_url: str):
     bus = await Bus.connect(nats_url, "vocalis", "test-job-loop")
     await bus.ensure_streams(3600, -1)
@@ -34,7 +24,7 @@ async def test_a_transcript_due_goes_before_the_partial_decodes_queued_earlier(n
             finished.set()
 
     async def job(kind: str, name: str) -> None:
-        await bus.publish(bus.subjects.jobs(kind), name.encode(), name)
+        await bus.publish(bus.subjects.jobs(kind, "sess_1"), name.encode(), name)
 
     stop = asyncio.Event()
     await job("stt-partial", "partial 1")
@@ -44,14 +34,90 @@ async def test_a_transcript_due_goes_before_the_partial_decodes_queued_earlier(n
         await job("stt-partial", "partial 2")
         await job("stt-partial", "partial 3")
         await job("stt", "transcript")
-        await fetched(bus, "stt", 1)
-        await fetched(bus, "stt-partial", 2)  # the one in hand and the next; the third stays in the stream
-        info = await bus.js.consumer_info(bus.subjects.jobs_stream, "stt-partial")
-        assert info.num_pending == 1, "a worker holds at most one waiting job per queue"
         release.set()
         await asyncio.wait_for(finished.wait(), 10)
     finally:
+        release.set()
         stop.set()
         await worker
         await bus.close()
     assert order == ["partial 1", "transcript", "partial 2", "partial 3"]
+
+
+async def test_a_busy_worker_leaves_the_jobs_it_cannot_start_to_an_idle_one(nats_url: str):
+    bus = await Bus.connect(nats_url, "vocalis", "test-job-loop")
+    await bus.ensure_streams(3600, -1)
+    handled: dict[str, list[str]] = {"busy": [], "idle": []}
+    release = asyncio.Event()
+
+    def worker(name: str):
+        async def handle(message: Msg) -> None:
+            handled[name].append(message.data.decode())
+            if name == "busy":
+                await release.wait()
+            await message.ack()
+
+        return handle
+
+    stops = asyncio.Event(), asyncio.Event()
+    busy = asyncio.create_task(serve_jobs(bus, ("stt",), worker("busy"), stops[0]))
+    await bus.publish(bus.subjects.jobs("stt", "sess_1"), b"first", "first")
+    while not handled["busy"]:
+        await asyncio.sleep(0.05)
+    for name in ("second", "third"):  # while the busy worker's fetches from when it was idle still wait
+        await bus.publish(bus.subjects.jobs("stt", "sess_1"), name.encode(), name)
+    await asyncio.sleep(1.5)
+    idle = asyncio.create_task(serve_jobs(bus, ("stt",), worker("idle"), stops[1]))
+    try:
+        for _ in range(60):
+            if len(handled["idle"]) == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert handled == {"busy": ["first"], "idle": ["second", "third"]}
+    finally:
+        release.set()
+        for stop in stops:
+            stop.set()
+        await asyncio.gather(busy, idle)
+        await bus.close()
+
+
+async def test_a_long_job_stays_with_its_live_worker_and_moves_on_when_the_worker_dies(nats_url: str):
+    """The queue's ack wait is short (5 s), but a worker alive beats for its job: no other worker gets it. Once the
+    worker stops beating (as if killed), another worker has the job within the ack wait."""
+    bus = await Bus.connect(nats_url, "vocalis", "test-job-loop")
+    await bus.ensure_streams(3600, -1)
+    taken: list[tuple[str, float]] = []
+    loop = asyncio.get_running_loop()
+
+    async def first_worker(message: Msg) -> None:
+        taken.append(("first", loop.time()))
+        await asyncio.sleep(8)  # longer than the ack wait; ends by being cancelled below
+
+    async def second_worker(message: Msg) -> None:
+        taken.append(("second", loop.time()))
+        await message.ack()
+
+    stops = asyncio.Event(), asyncio.Event()
+    first = asyncio.create_task(serve_jobs(bus, ("llm",), first_worker, stops[0]))
+    await bus.publish(bus.subjects.jobs("llm", "sess_1"), b"long", "long")
+    for _ in range(100):
+        if taken:
+            break
+        await asyncio.sleep(0.05)
+    second = asyncio.create_task(serve_jobs(bus, ("llm",), second_worker, stops[1]))
+    try:
+        await asyncio.sleep(7)
+        assert [who for who, _ in taken] == ["first"], "redelivered while its worker was alive"
+        first.cancel()  # the worker dies: no more beats, no nak
+        died = loop.time()
+        for _ in range(200):
+            if len(taken) == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert [who for who, _ in taken] == ["first", "second"]
+        assert taken[1][1] - died < 7, "taken over within about the ack wait"
+    finally:
+        stops[1].set()
+        await asyncio.gather(first, second, return_exceptions=True)
+        await bus.close()

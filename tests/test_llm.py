@@ -179,7 +179,7 @@ async def worker_running(bus: Bus, client: ChatClient) -> AsyncIterator[LlmWorke
 
 
 async def submit(bus: Bus, job: GenerateJob) -> None:
-    await bus.js.publish(bus.subjects.jobs("llm"), encode(job), headers={MSG_ID: job.job_id})
+    await bus.js.publish(bus.subjects.jobs("llm", job.session_id), encode(job), headers={MSG_ID: job.job_id})
 
 
 async def records_until(
@@ -269,7 +269,7 @@ async def test_worker_cancel_stops_the_stream_mid_reply(bus: Bus, fake_llm: Fake
 async def test_worker_skips_a_job_cancelled_before_it_starts(bus: Bus, fake_llm: FakeLlm) -> None:
     fake_llm.reply("Only the second job.")
     async with worker_running(bus, ChatClient(fake_llm.base_url)) as worker:
-        while "resp_job-x" not in worker.cancelled:  # until the worker has subscribed to cancels
+        while worker.unwanted.why(make_job("job-x")) != "cancelled":  # until the worker has subscribed to cancels
             await bus.nc.publish(bus.subjects.cancel("resp_job-x"), b"")
             await asyncio.sleep(0.02)
         await submit(bus, make_job("job-x"))

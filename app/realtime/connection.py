@@ -20,7 +20,7 @@ from typing import Any, Literal
 import structlog
 from litestar import WebSocket
 
-from app.bus import Bus
+from app.bus import WORKER_KINDS, Bus
 from app.realtime.client_socket import ClientSocket
 from app.realtime.effects import Effects
 from app.realtime.intake import Intake
@@ -104,6 +104,8 @@ class RealtimeConnection:
             self.log.error("session.failed", exc_info=crashed.exceptions[0])
             await self._fail()
         finally:
+            with contextlib.suppress(Exception):  # the log may be what failed; queued jobs expire anyway
+                await self.session_log.drop_jobs(WORKER_KINDS)
             await subscription.unsubscribe()
             self.log.info("session.closed", by=self.socket.ended_by)
 
@@ -131,6 +133,7 @@ class RealtimeConnection:
 
     async def _client_left(self) -> None:
         """A client that leaves right after speaking still gets its last words into the log; then the close."""
+        await self.session_log.drop_jobs(("stt-partial", "llm", "tts"))  # nobody hears answers any more
         await self.reducer.wait_transcripts(TRANSCRIPTS_GRACE_S)
         reason = self.socket.ended_by or "client"
         closed = await self.session_log.write_and_wait("edge", rec.SessionClosed(at_ms=now_ms(), reason=reason))

@@ -4,7 +4,12 @@ Every record the edge writes gets a `Nats-Msg-Id` unique within the session, so 
 acknowledgement is stored once; audio records carry the audio retention as their time to live.
 """
 
+import asyncio
+
+from nats.js.api import PubAck
+
 from app.bus import Bus, encode
+from domain import jobs
 from domain import records as rec
 from domain.events import AnyServerEvent
 from domain.jobs import GenerateJob, Job, SynthesizeJob, TranscribeJob
@@ -21,6 +26,7 @@ class SessionLog:
         self.session_id = session_id
         self._audio_max_age_s = audio_max_age_s
         self._written = 0
+        self._pending: set[asyncio.Task[PubAck]] = set()  # failures of refused jobs, being written
 
     async def write(self, source: str, record: rec.Record) -> None:
         """Append an input record without waiting for the stream (order on this connection is kept)."""
@@ -55,7 +61,24 @@ class SessionLog:
             await self.bus.nc.publish(self.bus.subjects.cancel(job.response_id), b"")
             return
         queue = "stt-partial" if isinstance(job, TranscribeJob) and job.partial else JOB_QUEUES[type(job)]
-        await self.bus.publish_pipelined(self.bus.subjects.jobs(queue), encode(job), job.job_id)
+        subject = self.bus.subjects.jobs(queue, self.session_id)
+        queued = await self.bus.publish_pipelined(subject, encode(job), job.job_id)
+        queued.add_done_callback(lambda ack: self._refused(job, ack))
+
+    def _refused(self, job: Job, ack: "asyncio.Future[PubAck]") -> None:
+        """A job the queue would not take (it is full) fails at once: the session is told, not left waiting."""
+        if ack.cancelled() or ack.exception() is None:
+            return
+        message = "The server is too busy to take this work now; try again shortly."
+        record = jobs.failed(job, message, "edge", now_ms())
+        source = JOB_QUEUES[type(job)]
+        subject = self.bus.subjects.session_input(self.session_id, source)
+        writing = asyncio.create_task(self.bus.publish(subject, encode(record), f"{job.job_id}.refused"))
+        self._pending.add(writing)
+        writing.add_done_callback(self._pending.discard)
+
+    async def drop_jobs(self, kinds: tuple[str, ...]) -> None:
+        await self.bus.drop_jobs(self.session_id, kinds)
 
     def _where(self, source: str) -> tuple[str, float | None]:
         ttl = self._audio_max_age_s if source == "audio" else None
