@@ -1,0 +1,71 @@
+"""Frames that once closed the session (4500) or poisoned it: each gets an `error`, and the session goes on."""
+
+from tests.realtime_client import raw_connect
+
+TRANSCRIPTION = {"type": "transcription", "audio": {"input": {"turn_detection": None}}}
+
+
+async def _still_answers(client) -> None:
+    await client.send({"type": "session.update", "event_id": "after", "session": TRANSCRIPTION})
+    event = await client.next_of("session.updated")
+    assert event["event_id"]
+
+
+async def _error(client) -> dict:
+    event = await client.next()
+    assert event["type"] == "error", event
+    assert event["error"]["type"] == "invalid_request_error"
+    return event["error"]
+
+
+async def test_deeply_nested_json(stack):
+    async with raw_connect(stack.ws_url) as client:
+        await client.next()
+        session = "[" * 1000 + "]" * 1000
+        await client.send('{"type": "session.update", "event_id": "deep", "session": ' + session + "}")
+        error = await _error(client)
+        assert (error["code"], error["param"], error["event_id"]) == ("invalid_json", None, "deep")
+        await _still_answers(client)
+
+
+async def test_invalid_utf8_in_a_binary_frame(stack):
+    async with raw_connect(stack.ws_url) as client:
+        await client.next()
+        await client.send(b'{"type": "input_audio_buffer.clear", "event_id": "bin", "x": "\xff\xfe"}')
+        error = await _error(client)
+        assert (error["code"], error["param"], error["event_id"]) == ("invalid_json", None, "bin")
+        await _still_answers(client)
+
+
+async def test_session_update_over_the_bus_limit(stack):
+    async with raw_connect(stack.ws_url, "") as client:
+        await client.next()
+        tools = [{"type": "function", "name": f"f{i}", "description": "x" * 1000} for i in range(10_000)]
+        session = {"type": "realtime", "tools": tools}
+        await client.send({"type": "session.update", "event_id": "big", "session": session})
+        error = await _error(client)
+        assert (error["code"], error["param"], error["event_id"]) == ("invalid_value", None, "big")
+        await client.send({"type": "session.update", "event_id": "after", "session": {"type": "realtime"}})
+        assert (await client.next_of("session.updated"))["event_id"]
+
+
+async def test_huge_transcription_prompt(stack):
+    async with raw_connect(stack.ws_url) as client:
+        await client.next()
+        session = {"type": "transcription", "audio": {"input": {"transcription": {"prompt": "word " * 1_400_000}}}}
+        await client.send({"type": "session.update", "event_id": "prompt", "session": session})
+        error = await _error(client)
+        param = "session.audio.input.transcription.prompt"
+        assert (error["code"], error["param"], error["event_id"]) == ("string_above_max_length", param, "prompt")
+        await _still_answers(client)
+
+
+async def test_unknown_language(stack):
+    async with raw_connect(stack.ws_url) as client:
+        await client.next()
+        session = {"type": "transcription", "audio": {"input": {"transcription": {"language": "xx-invalid"}}}}
+        await client.send({"type": "session.update", "event_id": "lang", "session": session})
+        error = await _error(client)
+        param = "session.audio.input.transcription.language"
+        assert (error["code"], error["param"], error["event_id"]) == ("invalid_value", param, "lang")
+        await _still_answers(client)
