@@ -1,5 +1,8 @@
 """Frames that once closed the session (4500) or poisoned it: each gets an `error`, and the session goes on."""
 
+import pytest
+import websockets
+
 from tests.realtime_client import raw_connect
 
 TRANSCRIPTION = {"type": "transcription", "audio": {"input": {"turn_detection": None}}}
@@ -69,3 +72,35 @@ async def test_unknown_language(stack):
         param = "session.audio.input.transcription.language"
         assert (error["code"], error["param"], error["event_id"]) == ("invalid_value", param, "lang")
         await _still_answers(client)
+
+
+async def test_unknown_language_in_the_url(stack):
+    async with raw_connect(stack.ws_url, "intent=transcription&language=xx-invalid") as client:
+        created = await client.next()
+        assert created["session"]["audio"]["input"]["transcription"]["language"] is None
+        error = await _error(client)
+        assert (error["code"], error["param"], error["event_id"]) == ("invalid_value", "language", None)
+        await _still_answers(client)
+
+
+async def test_a_text_frame_that_is_not_utf8_ends_the_connection_as_rfc_6455_requires(stack):
+    async with raw_connect(stack.ws_url) as client:
+        await client.next()
+        await client.socket.send(b'{"type": "input_audio_buffer.clear", "event_id": "\xff"}', text=True)
+        with pytest.raises(websockets.ConnectionClosedError) as closed:
+            await client.next()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1007
+
+
+async def test_a_session_update_just_under_the_bus_limit_is_taken(stack):
+    """8.0 MB of tools: under max_payload less 64 KiB, and its `session.updated` fits in the headroom."""
+    async with raw_connect(stack.ws_url, "") as client:
+        await client.next()
+        tools = [{"type": "function", "name": f"f{i}", "description": "x" * 1000} for i in range(7_600)]
+        await client.send(
+            {"type": "session.update", "event_id": "near", "session": {"type": "realtime", "tools": tools}}
+        )
+        updated = await client.next()
+        assert updated["type"] == "session.updated" and len(updated["session"]["tools"]) == 7_600
+        await client.send({"type": "session.update", "event_id": "after", "session": {"type": "realtime", "tools": []}})
+        assert (await client.next_of("session.updated"))["session"]["tools"] == []

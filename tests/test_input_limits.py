@@ -53,6 +53,11 @@ def test_a_binary_frame_that_is_not_utf8_is_invalid_json(where: bytes) -> None:
     assert (refused.code, refused.param, refused.event_id) == ("invalid_json", None, "bin")
 
 
+def test_a_text_frame_with_an_escaped_lone_surrogate_is_invalid_json() -> None:
+    refused = decode('{"type": "input_audio_buffer.clear", "event_id": "s", "x": "\\ud800"}', "ga")
+    assert isinstance(refused, Rejection) and refused.code == "invalid_json"
+
+
 def test_a_rejection_repeats_little_of_a_frame() -> None:
     huge = "x" * 10 * MAX_ECHO_CHARS
     bounded = Rejection("invalid_value", huge, huge, huge).bounded()
