@@ -1,5 +1,7 @@
 """Frames that once closed the session (4500) or poisoned it: each gets an `error`, and the session goes on."""
 
+import base64
+
 import pytest
 import websockets
 
@@ -104,3 +106,15 @@ async def test_a_session_update_just_under_the_bus_limit_is_taken(stack):
         assert updated["type"] == "session.updated" and len(updated["session"]["tools"]) == 7_600
         await client.send({"type": "session.update", "event_id": "after", "session": {"type": "realtime", "tools": []}})
         assert (await client.next_of("session.updated"))["session"]["tools"] == []
+
+
+async def test_an_append_at_the_frame_limit_is_recorded_in_pieces(stack):
+    """More audio in one append than NATS's max_payload (8 MB) holds: it is recorded in 5 s pieces, not refused."""
+    async with raw_connect(stack.ws_url) as client:
+        await client.next()
+        await client.send({"type": "session.update", "session": TRANSCRIPTION})
+        await client.next_of("session.updated")
+        audio = base64.b64encode(bytes(9 << 20)).decode()  # 197 s at 24 kHz
+        await client.send({"type": "input_audio_buffer.append", "event_id": "long", "audio": audio})
+        await client.send({"type": "input_audio_buffer.clear", "event_id": "clear"})
+        assert (await client.next(timeout=60))["type"] == "input_audio_buffer.cleared"
