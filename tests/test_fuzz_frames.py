@@ -66,55 +66,57 @@ def _set(event: dict[str, Any], path: tuple[Any, ...], value: Any) -> None:
     target[path[-1]] = value
 
 
-def mutate(rng: random.Random, event: dict[str, Any]) -> tuple[str | bytes, str, set[str] | None]:
-    """A mutated frame of `event`, what it should get, and the error codes it may get (None: any)."""
-    text = json.dumps(event)
+Expected = tuple[str | bytes, str, set[str] | None, set[str | None] | None]
+
+
+def mutate(rng: random.Random, event: dict[str, Any]) -> Expected:
+    """A mutated frame of `event`, what it should get, and the error codes and event_ids its error may carry (None:
+    any)."""
+    text, own = json.dumps(event), {event["event_id"]}
     paths = [p for p in _leaf_paths(event) if p not in (("type",), ("event_id",))]
     mutation = rng.choice(
         ["none", "binary", "truncate", "flip", "wrong-type", "huge", "deep", "utf8", "unknown-type", "null"]
     )
     if mutation == "none":
-        return text, VALID, None
+        return text, VALID, None, None
     if mutation == "binary":
-        return text.encode(), VALID, None
-    if mutation == "truncate":
-        return text[: rng.randrange(1, len(text) - 1)], INVALID, {"invalid_json"}
+        return text.encode(), VALID, None, None
+    if mutation == "truncate":  # the event_id, if it made it whole
+        return text[: rng.randrange(1, len(text) - 1)], INVALID, {"invalid_json"}, own | {None}
     if mutation == "flip":
         raw = bytearray(text.encode())
         for _ in range(rng.randint(1, 3)):
             raw[rng.randrange(len(raw))] = rng.randrange(256)
-        return bytes(raw), EITHER, None
+        return bytes(raw), EITHER, None, None
     if mutation == "wrong-type" and paths:
         _set(event, rng.choice(paths), rng.choice([12, 1.5, True, [1, 2], {"x": 1}]))
-        return json.dumps(event), EITHER, None
+        return json.dumps(event), EITHER, None, own
     if mutation == "huge":
         size = rng.choice([5_000, 300_000, 3_000_000, 9_000_000])
         if event["type"] == "session.update":
             event["session"]["audio"]["input"]["transcription"]["prompt"] = "word " * (size // 5)
-            return json.dumps(event), INVALID, {"string_above_max_length", "invalid_value"}
+            return json.dumps(event), INVALID, {"string_above_max_length", "invalid_value"}, own
         if event["type"] == "input_audio_buffer.append":
             event["audio"] = "@" * size
-            return json.dumps(event), INVALID, {"invalid_value"}
+            return json.dumps(event), INVALID, {"invalid_value"}, own
         event["event_id"] = "e" * size
-        return json.dumps(event), *((INVALID, {"invalid_value"}) if size > 8_000_000 else (VALID, None))
+        if size > 8_000_000:  # over the bus's limit, and too long to repeat
+            return json.dumps(event), INVALID, {"invalid_value"}, {None}
+        return json.dumps(event), VALID, None, None
     if mutation == "deep":
         depth = rng.choice([65, 100, 1_000, 100_000])
-        deep = text[:-1] + ', "x": ' + "[" * depth + "]" * depth + "}"
-        return deep, INVALID, {"invalid_json"}
+        return text[:-1] + ', "x": ' + "[" * depth + "]" * depth + "}", INVALID, {"invalid_json"}, own
     if mutation == "utf8":
         raw = text.encode()
         at = raw.index(b'"type"') + 1  # inside a string
-        return (
-            raw[:at] + rng.choice([b"\xff", b"\xc0\xaf", b"\xed\xa0\x80", b"\xe2\x82"]) + raw[at:],
-            INVALID,
-            {"invalid_json"},
-        )
+        bad = rng.choice([b"\xff", b"\xc0\xaf", b"\xed\xa0\x80", b"\xe2\x82"])
+        return raw[:at] + bad + raw[at:], INVALID, {"invalid_json"}, own
     if mutation == "unknown-type":
         event["type"] = rng.choice(["no.such.event", "", "session.updat", "x" * 100_000])
-        return json.dumps(event), INVALID, {"invalid_value"}
+        return json.dumps(event), INVALID, {"invalid_value"}, own
     if paths:  # null
         _set(event, rng.choice(paths), None)
-    return json.dumps(event), EITHER, None
+    return json.dumps(event), EITHER, None, own
 
 
 async def _answers_until_probe(client: RawClient, n: int) -> list[dict[str, Any]]:
@@ -143,7 +145,7 @@ async def test_mutated_frames_get_answers_or_errors_and_the_session_lives_on(sta
         for n in range(FRAMES):
             event = base_events(rng, n)
             kind = event["type"]
-            frame, expected, codes = mutate(rng, event)
+            frame, expected, codes, event_ids = mutate(rng, event)
             await client.send(frame)
             answers = await _answers_until_probe(client, n)
             errors = [a["error"] for a in answers if a["type"] == "error"]
@@ -156,6 +158,7 @@ async def test_mutated_frames_get_answers_or_errors_and_the_session_lives_on(sta
                 assert len(errors) == 1 and not others, what
                 assert errors[0]["type"] == "invalid_request_error", what
                 assert codes is None or errors[0]["code"] in codes, what
+                assert event_ids is None or errors[0]["event_id"] in event_ids, what
             outcomes["error" if errors else "answer"] = outcomes.get("error" if errors else "answer", 0) + 1
         grown = _rss() - before
         await client.send({"type": "session.update", "event_id": "last", "session": {"type": "transcription"}})

@@ -91,7 +91,7 @@ def _decode(frame: str | bytes, dialect: Dialect) -> Decoded:
         except msgspec.ValidationError as error:
             return _explain(frame, dialect, error)
     except msgspec.DecodeError as error:
-        return malformed_json(error)
+        return malformed_json(error, peek_event_id(frame))
     match wire:
         case ga.AppendEvent():
             return AudioAppend(audio=wire.audio, event_id=wire.event_id)
@@ -185,10 +185,10 @@ def _explain(frame: str | bytes, dialect: Dialect, error: msgspec.ValidationErro
         try:
             msgspec.json.decode(frame)
         except msgspec.DecodeError as malformed:
-            return malformed_json(malformed)
+            return malformed_json(malformed, peek_event_id(frame))
         return Rejection("invalid_type", "A client event must be a JSON object.", None, None)
     except msgspec.DecodeError as malformed:  # the typed decoder stopped before the JSON broke
-        return malformed_json(malformed)
+        return malformed_json(malformed, peek_event_id(frame))
     event_id = envelope.event_id if isinstance(envelope.event_id, str) else None
     kind = envelope.type
     if kind is None:

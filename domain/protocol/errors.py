@@ -68,5 +68,5 @@ def from_validation_error(error: msgspec.ValidationError, event_id: str | None) 
     return Rejection("invalid_value", f"Invalid value for '{param}': {what}.", param, event_id)
 
 
-def malformed_json(error: msgspec.DecodeError) -> Rejection:
-    return Rejection("invalid_json", f"The frame is not valid JSON: {error}.", None, None)
+def malformed_json(error: msgspec.DecodeError, event_id: str | None) -> Rejection:
+    return Rejection("invalid_json", f"The frame is not valid JSON: {error}.", None, event_id)
