@@ -23,7 +23,7 @@ from domain.jobs import (
     TranscribeJob,
 )
 from domain.segmentation import feed, flush
-from domain.session_config import RetentionRatio
+from domain.session_config import MAX_INSTRUCTIONS_CHARS, InvalidUpdate, RetentionRatio, check_length
 from domain.state import CancelResponse, Draft, SessionState
 
 DEFAULT_INSTRUCTIONS = (
@@ -303,6 +303,12 @@ def _view(
 def create_response(draft: Draft, params: ev.ResponseParams, event_id: str | None = None) -> None:
     state = draft.state
     config = state.config
+    if isinstance(params.instructions, str):
+        try:
+            check_length(params.instructions, MAX_INSTRUCTIONS_CHARS, "response.instructions")
+        except InvalidUpdate as invalid:
+            draft.error(invalid.code, invalid.message, invalid.param, event_id)
+            return
     if params.conversation == "auto" and (current := default_response(draft)) is not None:
         draft.error(
             "conversation_already_has_active_response",

@@ -15,7 +15,7 @@ from domain.audio_time import (
     samples_from_ms,
 )
 from domain.conversation_state import ConvEntry
-from domain.session_config import InvalidUpdate, SessionConfig, Transcription, apply_update
+from domain.session_config import InvalidUpdate, SessionConfig, Transcription, apply_update, unknown_language
 from domain.state import AudioMark, Draft, SessionState, Transition
 from domain.turns import TurnStarted, TurnStopped, advance
 
@@ -27,7 +27,9 @@ def open_session(record: rec.SessionOpened) -> Transition:
     stt_model = record.transcription_model
     if record.session_type == "transcription":
         stt_model = stt_model or record.model or record.default_stt_model
-    transcription = Transcription(model=stt_model, language=record.language) if stt_model else None
+    refused = unknown_language(record.language) if record.language is not None else None
+    language = None if refused is not None else record.language  # whisper detects it, as if none was given
+    transcription = Transcription(model=stt_model, language=language) if stt_model else None
     config = SessionConfig(type=record.session_type, model=record.model, transcription=transcription)
     if record.session_type == "realtime":
         config = msgspec.structs.replace(config, instructions=conversation.DEFAULT_INSTRUCTIONS)
@@ -42,6 +44,8 @@ def open_session(record: rec.SessionOpened) -> Transition:
     )
     draft = Draft(state, record.at_ms)
     draft.emit(ev.SessionCreated, session_id=state.session_id, expires_at=state.expires_at, session=config)
+    if refused is not None:
+        draft.error("invalid_value", refused, "language")
     return draft.finish()
 
 

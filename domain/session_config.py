@@ -9,6 +9,8 @@ from typing import Any, Literal
 import msgspec
 from msgspec import UNSET, Struct, UnsetType
 
+from domain.languages import WHISPER_LANGUAGES
+
 AudioFormat = Literal["pcm16", "g711_ulaw", "g711_alaw"]
 SessionType = Literal["realtime", "transcription"]
 
@@ -17,6 +19,12 @@ DEFAULT_PREFIX_PADDING_MS = 300
 DEFAULT_SILENCE_DURATION_MS = 500
 # semantic_vad has no silence setting; its eagerness picks one (OpenAI: low waits longest).
 EAGERNESS_SILENCE_MS = {"low": 1000, "medium": 500, "auto": 500, "high": 250}
+# OpenAI documents no limit for realtime instructions; its Assistants API takes 256,000 characters, far more than
+# any context window holds. The bound keeps what every LLM job and session event copies small.
+MAX_INSTRUCTIONS_CHARS = 256_000
+# Whisper reads only the last 223 tokens of a prompt (about 1,000 characters of English) and ignores the rest,
+# which every transcription job would still copy; four times that leaves room for any prompt a client means.
+MAX_PROMPT_CHARS = 4_096
 
 
 class TurnDetection(Struct, frozen=True, omit_defaults=False):
@@ -185,7 +193,31 @@ def _merge_transcription(
 ) -> Transcription:
     base = current if current is not None else Transcription(model=default_model)
     changes = {name: value for name in update.__struct_fields__ if (value := getattr(update, name)) is not UNSET}
-    return msgspec.structs.replace(base, **changes)
+    merged = msgspec.structs.replace(base, **changes)
+    if merged.language is not None and (refused := unknown_language(merged.language)) is not None:
+        raise InvalidUpdate("invalid_value", refused, "session.audio.input.transcription.language")
+    if merged.prompt is not None:
+        check_length(merged.prompt, MAX_PROMPT_CHARS, "session.audio.input.transcription.prompt")
+    return merged
+
+
+def unknown_language(language: str) -> str | None:
+    """Why whisper cannot take `language`, or None."""
+    if language in WHISPER_LANGUAGES:
+        return None
+    return f"Invalid 'language': '{language[:64]}'. Expected an ISO-639-1 code, such as 'en', 'de' or 'ja'."
+
+
+def check_length(text: str, limit: int, param: str) -> None:
+    """InvalidUpdate as OpenAI words it when `text` is over `limit` characters."""
+    if len(text) > limit:
+        name = param.rsplit(".", 1)[-1]
+        raise InvalidUpdate(
+            "string_above_max_length",
+            f"Invalid '{name}': string too long. Expected a string with maximum length {limit}, "
+            f"but got a string with length {len(text)} instead.",
+            param,
+        )
 
 
 def apply_update(config: SessionConfig, update: SessionUpdate, default_stt_model: str) -> SessionConfig:
@@ -207,6 +239,8 @@ def apply_update(config: SessionConfig, update: SessionUpdate, default_stt_model
         elif name == "transcription" and value is not None:
             value = _merge_transcription(config.transcription, value, default_stt_model)
         changes[name] = value
+    if isinstance(update.instructions, str):
+        check_length(update.instructions, MAX_INSTRUCTIONS_CHARS, "session.instructions")
     if isinstance(update.speed, float) and not 0.25 <= update.speed <= 1.5:
         raise InvalidUpdate(
             "invalid_value",

@@ -14,11 +14,11 @@ import msgspec
 from msgspec import UNSET
 
 from app.realtime.reducer import Reducer
-from app.realtime.session_log import SessionLog
+from app.realtime.session_log import RecordTooLarge, SessionLog
 from domain import records as rec
 from domain.events import AudioRef, ClientEvent, ResponseCreateRequested, SessionUpdateRequested
 from domain.protocol import beta
-from domain.protocol.codec import AudioAppend, Dialect, ItemWithAudio, decode
+from domain.protocol.codec import AudioAppend, Dialect, ItemWithAudio, decode, peek_event_id
 from domain.protocol.errors import Rejection
 from domain.session_config import TranscriptionUpdate
 from handlers.input_audio.decode import InputAudio, InvalidAudio, to_pcm16
@@ -67,7 +67,7 @@ class Intake:
                 f"The frame is {len(frame)} bytes, over the limit of {self._max_frame_bytes} bytes. "
                 "Send audio in smaller appends."
             )
-            await self._log.reject(Rejection("invalid_value", message, None, _peek_event_id(frame)))
+            await self._log.reject(Rejection("invalid_value", message, None, peek_event_id(frame)))
             return
         decoded = decode(frame, self._dialect)
         match decoded:
@@ -85,12 +85,16 @@ class Intake:
             await self._log.reject(rejection)
             return
         record = rec.ClientEventReceived(at_ms=now_ms(), event=event)
-        if isinstance(event, SessionUpdateRequested) and event.update.input_format is not UNSET:
-            # The audio that follows must be decoded in the new format: wait until the session took it.
-            seq = await self._log.write_and_wait("client", record)
-            await self._reducer.wait_reduced(seq, seconds=FORMAT_BARRIER_S)
-            return
-        await self._log.write("client", record)
+        try:
+            if isinstance(event, SessionUpdateRequested) and event.update.input_format is not UNSET:
+                # The audio that follows must be decoded in the new format: wait until the session took it.
+                seq = await self._log.write_and_wait("client", record)
+                await self._reducer.wait_reduced(seq, seconds=FORMAT_BARRIER_S)
+                return
+            await self._log.write("client", record)
+        except RecordTooLarge as large:
+            message = f"The event is {large}. Send less in one event."
+            await self._log.reject(Rejection("invalid_value", message, None, event.event_id))
 
     def _check(self, event: ClientEvent) -> Rejection | None:
         """What the state machine cannot know: whether a requested voice, LLM or transcription model is served."""
@@ -143,15 +147,20 @@ class Intake:
         self._follow_input_format()
         loop = asyncio.get_running_loop()
         decoder = InputAudio(self._input.format)
+        param = "item.content.audio"
         try:
             pieces = await loop.run_in_executor(self._executor, decoder.decode, request.audio, 3600)
         except InvalidAudio as invalid:
-            param = "item.content.audio"
             await self._log.reject(Rejection("invalid_value", str(invalid), param, request.event.event_id))
             return
         pcm16k = b"".join(to_pcm16(samples) for _, samples in pieces)
         record = rec.ItemAudioReceived(at_ms=now_ms(), pcm16k=pcm16k, event_id=request.event.event_id)
-        seq = await self._log.write_and_wait("audio", record)
+        try:
+            seq = await self._log.write_and_wait("audio", record)
+        except RecordTooLarge as large:
+            message = f"The item's audio is {large}. Send long audio with input_audio_buffer.append."
+            await self._log.reject(Rejection("invalid_value", message, param, request.event.event_id))
+            return
         item = msgspec.structs.replace(request.event.item, audio=AudioRef(seq=seq, samples=len(pcm16k) // 2))
         await self._on_client_event(msgspec.structs.replace(request.event, item=item))
 
@@ -167,17 +176,3 @@ def unknown_llm(model: str, served: frozenset[str]) -> str | None:
     if is_realtime_model(model) or model in served:
         return None
     return f"Unknown model '{model}'. Served: {', '.join(sorted(served))}, and OpenAI's realtime model names."
-
-
-def _peek_event_id(frame: str | bytes) -> str | None:
-    """The event_id of an oversized frame, if it appears near the start, without parsing the whole frame."""
-    head = frame[:512] if isinstance(frame, str) else frame[:512].decode(errors="ignore")
-    marker = '"event_id"'
-    at = head.find(marker)
-    if at < 0:
-        return None
-    rest = head[at + len(marker) :].lstrip(" :")
-    if not rest.startswith('"'):
-        return None
-    end = rest.find('"', 1)
-    return rest[1:end] if end > 0 else None

@@ -1,7 +1,8 @@
 """Writing one session to the log: its input records, the server events it produced, and the work it asked for.
 
 Every record the edge writes gets a `Nats-Msg-Id` unique within the session, so a publish retried after a lost
-acknowledgement is stored once; audio records carry the audio retention as their time to live.
+acknowledgement is stored once; audio records carry the audio retention as their time to live. An input record
+must fit in one NATS message with room to spare; one that would not is refused before it is published.
 """
 
 import asyncio
@@ -18,6 +19,16 @@ from domain.state import CancelResponse
 from handlers.ports import now_ms
 
 JOB_QUEUES = {TranscribeJob: "stt", GenerateJob: "llm", SynthesizeJob: "tts"}
+# An input record leaves this much of the server's max_payload free: its headers take a few hundred bytes, and the
+# events and jobs the state machine makes of it (a `session.updated` repeating the session) are a little larger.
+RECORD_HEADROOM_BYTES = 64 * 1024
+
+
+class RecordTooLarge(Exception):
+    """A record the bus cannot carry in one message: the frame it came from is refused."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"{size} bytes once recorded, over the limit of {limit} bytes")
 
 
 class SessionLog:
@@ -31,16 +42,17 @@ class SessionLog:
     async def write(self, source: str, record: rec.Record) -> None:
         """Append an input record without waiting for the stream (order on this connection is kept)."""
         subject, ttl = self._where(source)
-        await self.bus.publish_pipelined(subject, encode(record), self._next_id(), ttl_s=ttl)
+        await self.bus.publish_pipelined(subject, self._encode(record), self._next_id(), ttl_s=ttl)
 
     async def write_and_wait(self, source: str, record: rec.Record) -> int:
         """Append an input record; its stream sequence once stored."""
         subject, ttl = self._where(source)
-        ack = await self.bus.publish(subject, encode(record), self._next_id(), ttl_s=ttl)
+        ack = await self.bus.publish(subject, self._encode(record), self._next_id(), ttl_s=ttl)
         return int(ack.seq)
 
     async def reject(self, rejection: Rejection) -> None:
         """A frame the edge could not accept, as a record: the state machine answers it with an `error`."""
+        rejection = rejection.bounded()
         await self.write(
             "client",
             rec.ClientEventRejected(
@@ -79,6 +91,13 @@ class SessionLog:
 
     async def drop_jobs(self, kinds: tuple[str, ...]) -> None:
         await self.bus.drop_jobs(self.session_id, kinds)
+
+    def _encode(self, record: rec.Record) -> bytes:
+        payload = encode(record)
+        limit = self.bus.nc.max_payload - RECORD_HEADROOM_BYTES
+        if len(payload) > limit:
+            raise RecordTooLarge(len(payload), limit)
+        return payload
 
     def _where(self, source: str) -> tuple[str, float | None]:
         ttl = self._audio_max_age_s if source == "audio" else None

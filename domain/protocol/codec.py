@@ -1,5 +1,6 @@
 """Frames to canonical client events, canonical server events to frames, for either dialect."""
 
+import re
 from typing import Any, Literal, assert_never
 
 import msgspec
@@ -57,7 +58,29 @@ NULL_MEANS_SOMETHING = frozenset(
 )
 
 
+# Deeper than any client event needs (a tool's JSON schema included), and far shallower than where msgspec, in this
+# decode or in any later decode of the record, gives up (Python's recursion limit).
+MAX_NESTING = 64
+# Everything but brackets outside strings, and the innermost pairs of brackets: the scan is a few passes in C.
+_NOT_BRACKETS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[^\[\]{}"]+|"', re.DOTALL)
+_INNERMOST = re.compile(r"[\[{][\]}]")
+
+
 def decode(frame: str | bytes, dialect: Dialect) -> Decoded:
+    if _nested_deeper(frame, MAX_NESTING):
+        message = f"The frame is not valid JSON: it nests deeper than {MAX_NESTING} levels."
+        return Rejection("invalid_json", message, None, peek_event_id(frame))
+    try:
+        return _decode(frame, dialect)
+    except RecursionError:  # brackets that never close (malformed) are not counted above
+        message = "The frame is not valid JSON: it nests too deeply."
+        return Rejection("invalid_json", message, None, peek_event_id(frame))
+    except UnicodeDecodeError:  # msgspec decodes a binary frame's strings as UTF-8 as it meets them
+        message = "The frame is not valid JSON: it is not UTF-8."
+        return Rejection("invalid_json", message, None, peek_event_id(frame))
+
+
+def _decode(frame: str | bytes, dialect: Dialect) -> Decoded:
     decoder = ga.decoder if dialect == "ga" else beta.decoder
     try:
         wire = decoder.decode(frame)
@@ -68,7 +91,7 @@ def decode(frame: str | bytes, dialect: Dialect) -> Decoded:
         except msgspec.ValidationError as error:
             return _explain(frame, dialect, error)
     except msgspec.DecodeError as error:
-        return malformed_json(error)
+        return malformed_json(error, peek_event_id(frame))
     match wire:
         case ga.AppendEvent():
             return AudioAppend(audio=wire.audio, event_id=wire.event_id)
@@ -106,6 +129,37 @@ def decode(frame: str | bytes, dialect: Dialect) -> Decoded:
     assert_never(wire)
 
 
+def _nested_deeper(frame: str | bytes, limit: int) -> bool:
+    """Whether the frame's brackets nest deeper than `limit` (audio appends have none: a count is enough)."""
+    if isinstance(frame, str):
+        opened, text = frame.count("[") + frame.count("{"), frame
+    else:
+        opened, text = frame.count(b"[") + frame.count(b"{"), frame.decode(errors="replace")
+    if opened <= limit:
+        return False
+    brackets = _NOT_BRACKETS.sub("", text)
+    for _ in range(limit):  # each pass peels one level
+        brackets, peeled = _INNERMOST.subn("", brackets)
+        if not peeled:
+            return False
+    return _INNERMOST.search(brackets) is not None
+
+
+def peek_event_id(frame: str | bytes) -> str | None:
+    """The event_id of a frame that cannot be decoded, if it appears near the start, without parsing the frame."""
+    head = frame[:512] if isinstance(frame, str) else frame[:512].decode(errors="replace")
+    marker = '"event_id"'
+    at = head.find(marker)
+    if at < 0:
+        return None
+    rest = head[at + len(marker) :].lstrip(" :")
+    if not rest.startswith('"'):
+        return None
+    end = rest.find('"', 1)
+    event_id = rest[1:end] if end > 0 else None
+    return None if event_id is None or "\ufffd" in event_id else event_id
+
+
 def _without_nulls_not_given(frame: str | bytes) -> str | bytes:
     """The frame without the `null`s that mean "not given"; as it was if it holds none."""
     try:
@@ -131,10 +185,10 @@ def _explain(frame: str | bytes, dialect: Dialect, error: msgspec.ValidationErro
         try:
             msgspec.json.decode(frame)
         except msgspec.DecodeError as malformed:
-            return malformed_json(malformed)
+            return malformed_json(malformed, peek_event_id(frame))
         return Rejection("invalid_type", "A client event must be a JSON object.", None, None)
     except msgspec.DecodeError as malformed:  # the typed decoder stopped before the JSON broke
-        return malformed_json(malformed)
+        return malformed_json(malformed, peek_event_id(frame))
     event_id = envelope.event_id if isinstance(envelope.event_id, str) else None
     kind = envelope.type
     if kind is None:

@@ -5,12 +5,29 @@ import re
 import msgspec
 from msgspec import Struct
 
+# What a rejection repeats of a frame (a value, a field name, the event_id) is cut to this many characters, so its
+# record stays small whatever the frame held.
+MAX_ECHO_CHARS = 1_000
+
 
 class Rejection(Struct, frozen=True):
     code: str
     message: str
     param: str | None = None
     event_id: str | None = None
+
+    def bounded(self) -> "Rejection":
+        """This rejection with its texts cut to MAX_ECHO_CHARS; an event_id that long is not echoed at all."""
+        return Rejection(
+            self.code,
+            _cut(self.message),
+            None if self.param is None else _cut(self.param),
+            self.event_id if self.event_id is None or len(self.event_id) <= MAX_ECHO_CHARS else None,
+        )
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_ECHO_CHARS else text[: MAX_ECHO_CHARS - 1] + "…"
 
 
 # msgspec reports the failing place as a JSON path, e.g. "... - at `$.session.audio`".
@@ -51,5 +68,5 @@ def from_validation_error(error: msgspec.ValidationError, event_id: str | None) 
     return Rejection("invalid_value", f"Invalid value for '{param}': {what}.", param, event_id)
 
 
-def malformed_json(error: msgspec.DecodeError) -> Rejection:
-    return Rejection("invalid_json", f"The frame is not valid JSON: {error}.", None, None)
+def malformed_json(error: msgspec.DecodeError, event_id: str | None) -> Rejection:
+    return Rejection("invalid_json", f"The frame is not valid JSON: {error}.", None, event_id)
