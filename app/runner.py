@@ -24,7 +24,7 @@ import structlog
 import uvicorn
 
 from app.analytics import AnalyticsWorker
-from app.bus import Bus, reachable
+from app.bus import UNANSWERED, Bus, reachable
 from app.edge import REQUIRED_WORKERS, create_app
 from app.realtime.connection import EdgeServices
 from app.settings import Settings
@@ -288,10 +288,17 @@ async def run_edge(settings: Settings, url: str) -> None:
 
 async def _announce_ready(settings: Settings, bus: Bus) -> None:
     """One `ready` line, with the address to connect to, once every worker kind is up (what `/ready` reports)."""
-    while min((await bus.waiting_workers(REQUIRED_WORKERS)).values()) == 0:  # noqa: ASYNC110 (polls the server)
+    while not await _workers_up(bus):  # noqa: ASYNC110 (polls the server)
         await asyncio.sleep(0.5)
     scheme = "wss" if settings.tls_certfile else "ws"
     log.info("ready", url=f"{scheme}://{settings.host}:{settings.port}/v1/realtime")
+
+
+async def _workers_up(bus: Bus) -> bool:
+    try:
+        return min((await bus.waiting_workers(REQUIRED_WORKERS)).values()) > 0
+    except UNANSWERED:  # NATS away for a moment: ask again
+        return False
 
 
 async def run_stt_worker(settings: Settings, url: str, stop: asyncio.Event) -> None:

@@ -1,13 +1,114 @@
-"""Faults the client is told about: an edge killed mid-session, whose session another process closes in the log."""
+"""Faults the client is told about: NATS going away mid-session (a real nats-server, killed and started again on its
+port and store, under a real `vocalis edge` process), and an edge killed mid-session, whose session another process
+closes in the log."""
 
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import httpx
 import msgspec
+import psutil
+import pytest
+import websockets
 
+from app import runner
+from app.bus import LOG_OUTAGE_S, Bus
+from app.log_reader import read_session
 from app.log_tools import load_fixture, replay_recorded
 from domain import records as rec
+from tests.conftest import MODEL_CACHE, TEST_STT_MODEL
+from tests.realtime_client import RawClient, chunks, raw_connect, silence
 
 FIXTURE = Path(__file__).parent / "sessions" / "hello_world_vad.jsonl"
+MANUAL_TURNS = {
+    "type": "session.update",
+    "session": {"type": "transcription", "audio": {"input": {"turn_detection": None}}},
+}
+
+
+class RestartableNats:
+    """The embedded nats-server, that a test can kill and start again on the same port and store."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.store = data_dir / "jetstream"
+        self.port = runner.free_port()
+        self._life: contextlib.AbstractAsyncContextManager[str] | None = None
+
+    async def start(self) -> str:
+        self._life = runner.embedded_nats(self.store, self.port)
+        return await self._life.__aenter__()
+
+    async def kill(self) -> None:
+        config = str(self.store.parent / "nats.conf")
+        for child in psutil.Process().children():
+            if "nats-server" in child.name() and config in child.cmdline():
+                child.kill()
+        await self.stop()
+
+    async def stop(self) -> None:
+        if self._life is not None:
+            await self._life.__aexit__(None, None, None)
+            self._life = None
+
+
+def _edge(port: int, nats_url: str, logs: Path) -> subprocess.Popen[bytes]:
+    env = os.environ | {
+        "VOCALIS_NATS_URL": nats_url,
+        "VOCALIS_DATA_DIR": str(logs.parent),
+        "VOCALIS_MODEL_DIR": str(MODEL_CACHE),
+        "VOCALIS_STT_MODEL": TEST_STT_MODEL,
+        "VOCALIS_LOG_FORMAT": "json",
+    }
+    with logs.open("wb") as log:  # the edge's own lines, for a failure's diagnosis
+        return subprocess.Popen([sys.executable, "-m", "app", "edge", "--port", str(port)], env=env, stderr=log)
+
+
+async def _healthy(port: int, process: subprocess.Popen[bytes]) -> None:
+    async with httpx.AsyncClient() as client:
+        for _ in range(600):
+            assert process.poll() is None, "the edge exited"
+            try:
+                if (await client.get(f"http://127.0.0.1:{port}/health")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError("the edge did not come up")
+
+
+def _stop(*processes: subprocess.Popen[bytes]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+    for process in processes:
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+async def _append(client: RawClient, pcm: bytes) -> None:
+    for chunk in chunks(pcm):
+        await client.send({"type": "input_audio_buffer.append", "audio": chunk})
+
+
+async def _closes(bus: Bus, session_id: str) -> list[rec.SessionClosed]:
+    return [r for _, r in (await read_session(bus, session_id)).inputs if isinstance(r, rec.SessionClosed)]
+
+
+async def _vocalis(nats_url: str, *args: str) -> tuple[int, str]:
+    env = os.environ | {"VOCALIS_NATS_URL": nats_url, "VOCALIS_LOG_FORMAT": "json"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "app", *args, env=env, stdout=asyncio.subprocess.PIPE
+    )
+    output, _ = await process.communicate()
+    return process.returncode or 0, output.decode()
 
 
 def test_a_session_cut_off_at_its_edge_replays_as_far_as_it_was_recorded():
@@ -22,3 +123,81 @@ def test_a_session_cut_off_at_its_edge_replays_as_far_as_it_was_recorded():
     assert divergence is not None and divergence.index == 3, "a session closed by its edge is compared in full"
     changed = [*expected[:2], msgspec.structs.replace(expected[2], event_id="event_other")]
     assert replay_recorded(cut, changed) is not None, "what was recorded must still match"
+
+
+@pytest.mark.slow
+async def test_a_nats_outage_is_told_and_the_session_goes_on_when_it_is_back(tmp_path: Path):
+    nats = RestartableNats(tmp_path)
+    url = await nats.start()
+    port = runner.free_port()
+    edge = _edge(port, url, tmp_path / "edge.log")
+    try:
+        await _healthy(port, edge)
+        async with raw_connect(f"ws://127.0.0.1:{port}/v1") as client:
+            session_id = (await client.next_of("session.created"))["session"]["id"]
+            await client.send(MANUAL_TURNS)
+            await client.next_of("session.updated")
+
+            await nats.kill()
+            lost = time.monotonic()
+            error = (await client.next_of("error", timeout=5))["error"]
+            told_s = time.monotonic() - lost
+            assert (error["type"], error["code"]) == ("server_error", "log_unavailable"), error
+            await _append(client, silence(1000))  # held by the edge while NATS is away
+            await asyncio.sleep(5 - told_s)
+
+            await nats.start()
+            back = time.monotonic()
+            await client.send(MANUAL_TURNS)
+            await client.next_of("session.updated", timeout=10)
+            answered_s = time.monotonic() - back
+        print(f"told after {told_s:.2f} s; after NATS was back, session.update answered in {answered_s:.2f} s")
+        assert told_s < 2
+        assert answered_s < 3, "the session's inputs flow again as soon as the edge is reconnected"
+        bus = await Bus.connect(url, "vocalis", "test-observer")
+        try:
+            inputs = (await read_session(bus, session_id)).inputs
+        finally:
+            await bus.close()
+        held = sum(r.ticks for _, r in inputs if isinstance(r, rec.AudioReceived))
+        assert held == 48_000, "the second of audio appended while NATS was away reached the log"
+    finally:
+        _stop(edge)
+        await nats.stop()
+
+
+@pytest.mark.slow
+async def test_a_nats_outage_past_the_bound_ends_the_session_with_1011(tmp_path: Path):
+    nats = RestartableNats(tmp_path)
+    url = await nats.start()
+    port = runner.free_port()
+    edge = _edge(port, url, tmp_path / "edge.log")
+    try:
+        await _healthy(port, edge)
+        async with raw_connect(f"ws://127.0.0.1:{port}/v1") as client:
+            session_id = (await client.next_of("session.created"))["session"]["id"]
+            await nats.kill()
+            lost = time.monotonic()
+            assert (await client.next_of("error", timeout=5))["error"]["code"] == "log_unavailable"
+            ended = (await client.next_of("error", timeout=LOG_OUTAGE_S + 5))["error"]
+            ended_s = time.monotonic() - lost
+            assert (ended["type"], ended["code"]) == ("server_error", "log_unavailable")
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await client.next()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
+        assert LOG_OUTAGE_S <= ended_s < LOG_OUTAGE_S + 2
+
+        await nats.start()  # the close the edge held back reaches the log once NATS is back
+        bus = await Bus.connect(url, "vocalis", "test-observer")
+        try:
+            for _ in range(100):
+                closes = await _closes(bus, session_id)
+                if closes:
+                    break
+                await asyncio.sleep(0.1)
+            assert [c.reason for c in closes] == ["log_unavailable"]
+        finally:
+            await bus.close()
+    finally:
+        _stop(edge)
+        await nats.stop()
