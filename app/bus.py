@@ -5,6 +5,7 @@ Subjects (prefix `vocalis` by default):
     <prefix>.session.<sid>.out.<event type>             the server events the state machine produced
     <prefix>.jobs.<stt|stt-partial|llm|tts>             work queues of the model workers
     <prefix>.cancel.<response id>                       core NATS: stop generating and speaking a response
+    <prefix>.edge.<edge id>.alive                       core NATS: an edge's heartbeat, with the sessions it holds
 """
 
 import asyncio
@@ -69,6 +70,9 @@ class Subjects:
 
     def cancel(self, response_id: str) -> str:
         return f"{self.prefix}.cancel.{response_id}"
+
+    def edge_alive(self, edge_id: str) -> str:
+        return f"{self.prefix}.edge.{edge_id}.alive"
 
 
 class Bus:

@@ -26,6 +26,7 @@ import uvicorn
 from app.analytics import AnalyticsWorker
 from app.bus import UNANSWERED, Bus, reachable
 from app.edge import REQUIRED_WORKERS, create_app
+from app.presence import EdgePresence, Reaper, new_edge_id
 from app.realtime.connection import EdgeServices
 from app.settings import Settings
 from handlers.input_audio.vad import SileroVad
@@ -252,6 +253,7 @@ def edge_services(settings: Settings, bus: Bus) -> EdgeServices:
         audio_max_age_s=settings.audio_max_age_s,
         llm_context_tokens=settings.llm_context,
         llm_models=frozenset({settings.llm_model} if settings.llm_base_url else {settings.llm_model, *BUNDLED_LLMS}),
+        presence=EdgePresence(bus, new_edge_id()),
     )
 
 
@@ -275,13 +277,21 @@ def http_server(settings: Settings, services: EdgeServices) -> uvicorn.Server:
 async def run_edge(settings: Settings, url: str) -> None:
     bus = await connect(settings, url, "vocalis-edge")
     try:
-        server = http_server(settings, edge_services(settings, bus))
-        log.info("edge.listening", host=settings.host, port=settings.port)
-        announcing = asyncio.create_task(_announce_ready(settings, bus))
+        services = edge_services(settings, bus)
+        server = http_server(settings, services)
+        log.info("edge.listening", host=settings.host, port=settings.port, edge=services.presence.edge_id)
+        # The heartbeat of this edge's sessions, and the reaper of sessions whose edge died (every edge runs one).
+        parts = (_announce_ready(settings, bus), services.presence.run(), Reaper(bus).run())
+        background = [asyncio.create_task(part) for part in parts]
+        for task in background:
+            task.add_done_callback(_report_crash)
         try:
             await server.serve()
         finally:
-            announcing.cancel()
+            for task in background:
+                task.remove_done_callback(_report_crash)
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
     finally:
         await bus.close()
 

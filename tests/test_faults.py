@@ -1,5 +1,5 @@
 """Faults the client is told about: NATS going away mid-session (a real nats-server, killed and started again on its
-port and store, under a real `vocalis edge` process), and an edge killed mid-session, whose session another process
+port and store), and an edge killed mid-session (a real `vocalis edge` process, SIGKILLed) whose session another edge
 closes in the log."""
 
 import asyncio
@@ -22,8 +22,11 @@ from app.bus import LOG_OUTAGE_S, Bus
 from app.log_reader import read_session
 from app.log_tools import load_fixture, replay_recorded
 from domain import records as rec
+from domain.replay import compare, replay
+from handlers.stt import Transcriber
+from handlers.stt_worker import SttWorker
 from tests.conftest import MODEL_CACHE, TEST_STT_MODEL
-from tests.realtime_client import RawClient, chunks, raw_connect, silence
+from tests.realtime_client import RawClient, chunks, pcm24k, raw_connect, silence
 
 FIXTURE = Path(__file__).parent / "sessions" / "hello_world_vad.jsonl"
 MANUAL_TURNS = {
@@ -201,3 +204,58 @@ async def test_a_nats_outage_past_the_bound_ends_the_session_with_1011(tmp_path:
     finally:
         _stop(edge)
         await nats.stop()
+
+
+@pytest.mark.slow
+async def test_a_session_whose_edge_is_killed_is_closed_by_another_edge(
+    nats_url: str, tmp_path: Path, transcriber: Transcriber
+):
+    ports = runner.free_port(), runner.free_port()
+    doomed, survivor = (_edge(port, nats_url, tmp_path / f"edge-{port}.log") for port in ports)
+    bus = await Bus.connect(nats_url, "vocalis", "test-observer")
+    stop = asyncio.Event()
+    worker: asyncio.Task[None] | None = None
+    try:
+        await _healthy(ports[0], doomed)
+        await _healthy(ports[1], survivor)
+        async with raw_connect(f"ws://127.0.0.1:{ports[0]}/v1") as client:
+            session_id = (await client.next_of("session.created"))["session"]["id"]
+            await client.send(MANUAL_TURNS)
+            await _append(client, pcm24k("hello_world.wav"))
+            await client.send({"type": "input_audio_buffer.commit"})
+            await client.next_of("input_audio_buffer.committed")
+            for _ in range(100):  # the turn's transcription job is queued; no worker has taken it yet
+                if (await bus.js.stream_info(bus.subjects.jobs_stream)).state.messages:
+                    break
+                await asyncio.sleep(0.05)
+            doomed.send_signal(signal.SIGKILL)
+            killed = time.monotonic()
+            with pytest.raises(websockets.ConnectionClosed):
+                await client.next_of("never")
+        doomed.wait(timeout=10)
+        # A worker records the transcript after the edge died: the log holds records the edge never reduced.
+        worker = asyncio.create_task(SttWorker(bus, transcriber, "test-worker").run(stop))
+
+        closes: list[rec.SessionClosed] = []
+        while not closes and time.monotonic() - killed < 25:
+            await asyncio.sleep(0.5)
+            closes = await _closes(bus, session_id)
+        closed_s = time.monotonic() - killed
+        print(f"closed in the log {closed_s:.1f} s after the kill")
+        assert [c.reason for c in closes] == [rec.EDGE_LOST]
+        assert closed_s < 20
+
+        recorded = await read_session(bus, session_id)
+        assert any(isinstance(r, rec.TranscriptionCompleted) for _, r in recorded.inputs)
+        assert compare(recorded.outputs, replay(recorded.inputs)) is not None, "compared in full, it would diverge"
+        code, listed = await _vocalis(nats_url, "sessions")
+        [row] = [line for line in listed.splitlines() if session_id in line]
+        assert code == 0 and row.split()[-1] == "ended", listed
+        code, replayed = await _vocalis(nats_url, "replay", session_id)
+        assert code == 0 and "cut off" in replayed, replayed
+    finally:
+        stop.set()
+        if worker is not None:
+            await worker
+        await bus.close()
+        _stop(doomed, survivor)

@@ -24,6 +24,7 @@ import structlog
 from litestar import WebSocket
 
 from app.bus import LOG_OUTAGE_S, UNANSWERED, Bus, LogUnavailable, OrderedFeed
+from app.presence import EdgePresence
 from app.realtime.client_socket import ClientSocket
 from app.realtime.effects import Effects
 from app.realtime.intake import Intake
@@ -55,6 +56,7 @@ class EdgeServices:
     max_session_s: int
     max_frame_bytes: int
     audio_max_age_s: int
+    presence: EdgePresence
     llm_context_tokens: int | None = None
     llm_models: frozenset[str] = frozenset()  # the LLM names a session may ask for, besides OpenAI's realtime names
 
@@ -96,6 +98,8 @@ class RealtimeConnection:
             await self._tell("log_unavailable", "The event log is unreachable; try again shortly.")
             await self.socket.close(1011, "Event log unavailable", by="failed")
             return
+        held = self.services.presence.sessions
+        held.add(self.session_id)  # before its opening is recorded: a reaper never finds it open and unlisted
         try:
             async with asyncio.TaskGroup() as parts:
                 reducing = parts.create_task(self.reducer.run(feed))
@@ -114,6 +118,7 @@ class RealtimeConnection:
             self.log.error("session.failed", exc_info=crashed.exceptions[0])
             await self._fail(crashed)
         finally:
+            held.discard(self.session_id)
             await feed.unsubscribe()
             self.log.info("session.closed", by=self.socket.ended_by)
 
@@ -129,6 +134,7 @@ class RealtimeConnection:
             transcription_model=self.params.transcription_model,
             language=self.params.language,
             llm_context_tokens=self.services.llm_context_tokens,
+            edge=self.services.presence.edge_id,
         )
         await self.session_log.write("edge", opened)
         for rejection in self.params.rejections:
