@@ -188,7 +188,13 @@ async def test_a_nats_outage_past_the_bound_ends_the_session_with_1011(tmp_path:
             with pytest.raises(websockets.ConnectionClosed) as closed:
                 await client.next()
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
+        print(f"ended and closed {ended_s:.2f} s after NATS went away")
         assert LOG_OUTAGE_S <= ended_s < LOG_OUTAGE_S + 2
+        async with raw_connect(f"ws://127.0.0.1:{port}/v1") as late:  # a client that comes while NATS is away
+            assert (await late.next_of("error", timeout=10))["error"]["code"] == "log_unavailable"
+            with pytest.raises(websockets.ConnectionClosed) as refused:
+                await late.next()
+        assert refused.value.rcvd is not None and refused.value.rcvd.code == 1011
 
         await nats.start()  # the close the edge held back reaches the log once NATS is back
         bus = await Bus.connect(url, "vocalis", "test-observer")
