@@ -128,6 +128,18 @@ def test_a_session_cut_off_at_its_edge_replays_as_far_as_it_was_recorded():
     assert replay_recorded(cut, changed) is not None, "what was recorded must still match"
 
 
+async def test_a_session_closed_in_the_log_by_another_edge_ends_its_connection(stack):
+    async with raw_connect(stack.ws_url) as client:
+        session_id = (await client.next_of("session.created"))["session"]["id"]
+        closed = rec.SessionClosed(at_ms=0, reason=rec.EDGE_LOST)  # as a reaper writes it
+        await stack.bus.publish_record(session_id, "edge", closed, f"{session_id}.{rec.EDGE_LOST}")
+        error = (await client.next_of("error"))["error"]
+        assert (error["type"], error["code"]) == ("server_error", "session_closed")
+        with pytest.raises(websockets.ConnectionClosed) as ended:
+            await client.next()
+    assert ended.value.rcvd is not None and ended.value.rcvd.code == 1011
+
+
 @pytest.mark.slow
 async def test_a_nats_outage_is_told_and_the_session_goes_on_when_it_is_back(tmp_path: Path):
     nats = RestartableNats(tmp_path)

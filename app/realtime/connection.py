@@ -102,7 +102,7 @@ class RealtimeConnection:
         held.add(self.session_id)  # before its opening is recorded: a reaper never finds it open and unlisted
         try:
             async with asyncio.TaskGroup() as parts:
-                reducing = parts.create_task(self.reducer.run(feed))
+                reducing = parts.create_task(self._reduce(feed))
                 await self._open()
                 receiving = parts.create_task(self.intake.run(self.socket.frames()))
                 expiry = parts.create_task(self._expire_later())
@@ -140,6 +140,12 @@ class RealtimeConnection:
         for rejection in self.params.rejections:
             await self.session_log.reject(rejection)
         self.log.info("session.opened", type=self.params.session_type, dialect=self.params.dialect)
+
+    async def _reduce(self, feed: OrderedFeed) -> None:
+        await self.reducer.run(feed)
+        if not self.socket.ended.is_set():  # closed in the log by another edge, which took this one for dead
+            await self._tell("session_closed", "The session was closed by another server; please reconnect.")
+            await self.socket.close(1011, "Session closed elsewhere")
 
     async def _expire_later(self) -> None:
         await asyncio.sleep(self.services.max_session_s)
