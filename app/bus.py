@@ -7,15 +7,18 @@ Subjects (prefix `vocalis` by default):
     <prefix>.cancel.<response id>                       core NATS: stop generating and speaking a response
     <prefix>.drop.<sid>                                 core NATS: the session wants no more jobs of the kinds
                                                         listed in the payload (its client left, or it ended)
+    <prefix>.edge.<edge id>.alive                       core NATS: an edge's heartbeat, with the sessions it holds
 """
 
 import asyncio
-from collections.abc import Callable, Sequence
-from typing import Any
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
 from urllib.parse import SplitResult, urlsplit
 
 import msgspec
 import nats
+import nats.errors
+import nats.js.errors
 import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -34,6 +37,14 @@ ACK_WAIT_S = 5.0
 # its result failed. Jobs also expire unstarted (domain.jobs), so these bound a burst, not a backlog.
 MAX_QUEUED_JOBS = 10_000
 MAX_QUEUED_JOBS_PER_SESSION = 200
+# While NATS is unreachable, what is published waits in the connection's buffer (nats-py's `pending_size`) and is
+# sent when it is back. This is the bound for all of a process's sessions together: about 150 sessions' 10 s of
+# audio (nats-py's default, 2 MiB, is 50 s of one). A publish that does not fit fails at once.
+OUTAGE_BUFFER_BYTES = 64 << 20
+# How long a session waits for NATS to come back before it ends (its audio meanwhile waits in that buffer).
+LOG_OUTAGE_S = 10.0
+# What JetStream answers while it is unreachable or still starting after a restart: worth another try.
+UNANSWERED = (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.NoStreamResponseError)
 _records = msgspec.json.Decoder(Record)
 _encode = msgspec.json.Encoder().encode
 
@@ -71,6 +82,9 @@ class Subjects:
     def cancel(self, response_id: str) -> str:
         return f"{self.prefix}.cancel.{response_id}"
 
+    def edge_alive(self, edge_id: str) -> str:
+        return f"{self.prefix}.edge.{edge_id}.alive"
+
 
 class Bus:
     """The NATS connection as every part of Vocalis uses it; it is the `WorkerBus` the model workers are given."""
@@ -79,6 +93,22 @@ class Bus:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream(publish_async_max_pending=10_000)
         self.subjects = subjects
+        # Exactly one is set: those who must act when the connection goes or comes back wait on them.
+        self.up = asyncio.Event()
+        self.down = asyncio.Event()
+        self.up.set()
+
+    def _connection(self, up: bool) -> None:
+        (self.up if up else self.down).set()
+        (self.down if up else self.up).clear()
+
+    async def wait_up(self, seconds: float) -> None:
+        """Until the connection is up; LogUnavailable after `seconds`."""
+        try:
+            async with asyncio.timeout(seconds):
+                await self.up.wait()
+        except TimeoutError:
+            raise LogUnavailable(f"NATS was unreachable for {seconds:.0f} s") from None
 
     @classmethod
     async def connect(cls, url: str, prefix: str, name: str, *, attempts: int | None = None) -> "Bus":
@@ -89,23 +119,30 @@ class Bus:
         is re-established without end, one log line per event."""
         servers = _servers(url)
         await reachable(url, attempts)
-        connection: list[Client] = []
+        connected: list[Bus] = []
 
         async def disconnected() -> None:
-            if connection and not (connection[0].is_draining or connection[0].is_closed):  # not our own close
+            if connected and not (connected[0].nc.is_draining or connected[0].nc.is_closed):  # not our own close
                 log.warning("nats.disconnected")
+                connected[0]._connection(up=False)
+
+        async def reconnected() -> None:
+            log.info("nats.reconnected")
+            if connected:
+                connected[0]._connection(up=True)
 
         nc = await nats.connect(
             servers=servers,
             name=name,
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
+            pending_size=OUTAGE_BUFFER_BYTES,
             error_cb=_log_error,
             disconnected_cb=disconnected,
-            reconnected_cb=_log_reconnected,
+            reconnected_cb=reconnected,
         )
-        connection.append(nc)
-        return cls(nc, Subjects(prefix))
+        connected.append(cls(nc, Subjects(prefix)))
+        return connected[0]
 
     async def close(self) -> None:
         try:
@@ -179,13 +216,9 @@ class Bus:
         future.add_done_callback(_log_failed_publish)
         return future
 
-    async def subscribe_session(self, session_id: str) -> Any:
-        """An ordered consumer over all inputs of one session, from its first record."""
-        return await self.js.subscribe(
-            self.subjects.session_inputs(session_id),
-            ordered_consumer=True,
-            deliver_policy=api.DeliverPolicy.ALL,
-        )
+    async def subscribe_session(self, session_id: str) -> "OrderedFeed":
+        """All inputs of one session, in stream order, from its first record."""
+        return await OrderedFeed.open(self, self.subjects.session_inputs(session_id), api.DeliverPolicy.ALL)
 
     async def read_audio(
         self, session_id: str, first_seq: int, last_seq: int
@@ -257,8 +290,78 @@ class Bus:
         return await self.nc.subscribe(self.subjects.cancel(">"), cb=deliver)
 
 
+class OrderedFeed:
+    """An ordered consumer that is made anew, from the record after the last one handed out, each time the connection
+    comes back (`renew`). A restarted server has lost it (ordered consumers live in memory), and nats-py notices that
+    only once two idle heartbeats are missed: the records of the first 10 s after a reconnect would wait that long."""
+
+    def __init__(self, bus: Bus, subject: str, first: api.DeliverPolicy) -> None:
+        self._bus = bus
+        self._subject = subject
+        self._first = first
+        self._next_seq = 0  # 0: nothing handed out yet
+        self._sub: JetStreamContext.PushSubscription | None = None
+
+    @classmethod
+    async def open(cls, bus: Bus, subject: str, first: api.DeliverPolicy) -> "OrderedFeed":
+        feed = cls(bus, subject, first)
+        feed._sub = await feed._subscribe()
+        return feed
+
+    async def _subscribe(self) -> JetStreamContext.PushSubscription:
+        if self._next_seq == 0:
+            return await self._bus.js.subscribe(self._subject, ordered_consumer=True, deliver_policy=self._first)
+        config = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self._next_seq)
+        return await self._bus.js.subscribe(self._subject, ordered_consumer=True, config=config)
+
+    @property
+    def messages(self) -> AsyncIterator[Msg]:
+        return self._messages()
+
+    async def _messages(self) -> AsyncIterator[Msg]:
+        while (sub := self._sub) is not None:
+            async for message in sub.messages:
+                seq = message.metadata.sequence.stream
+                if seq >= self._next_seq:  # a renewed consumer may repeat what its predecessor delivered
+                    self._next_seq = seq + 1
+                    yield message
+            if self._sub is sub:  # ended, not renewed
+                return
+
+    async def renew(self) -> None:
+        """Go on from the next record with a new consumer (the connection is back); LogUnavailable if JetStream does
+        not answer within LOG_OUTAGE_S."""
+        old = self._sub
+        if old is None:
+            return
+        deadline = asyncio.get_running_loop().time() + LOG_OUTAGE_S
+        while True:
+            try:
+                new = await self._subscribe()
+                break
+            except UNANSWERED:  # a restarted server may take a moment to serve JetStream
+                if asyncio.get_running_loop().time() > deadline:
+                    raise LogUnavailable(f"JetStream did not answer for {LOG_OUTAGE_S:.0f} s") from None
+                await asyncio.sleep(0.2)
+        if self._sub is not old:  # closed meanwhile
+            await new.unsubscribe()
+            return
+        self._sub = new
+        with contextlib.suppress(nats.errors.Error):
+            await old.unsubscribe()  # ends its iteration: `messages` goes on with the new one
+
+    async def unsubscribe(self) -> None:
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            await sub.unsubscribe()
+
+
 class NatsUnreachable(ConnectionError):
     pass
+
+
+class LogUnavailable(ConnectionError):
+    """NATS, and so the log, stayed out of reach longer than a session may wait."""
 
 
 def _servers(url: str) -> list[str]:
@@ -310,10 +413,6 @@ def _reason(error: BaseException) -> str:
 
 async def _log_error(error: Exception) -> None:
     log.warning("nats.error", error=_reason(error))
-
-
-async def _log_reconnected() -> None:
-    log.info("nats.reconnected")
 
 
 def _log_failed_publish(future: "asyncio.Future[api.PubAck]") -> None:

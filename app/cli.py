@@ -14,7 +14,7 @@ from app.bus import Bus, NatsUnreachable
 from app.log_reader import RecordedSession, read_session
 from app.logging import configure
 from app.settings import Settings, SettingsError
-from domain.replay import UnsupportedSchema
+from domain.replay import UnsupportedSchema, cut_off
 from handlers.llm import BUNDLED_LLMS, bundled_llm_path
 from handlers.models import BUNDLED
 from handlers.ports import now_ms
@@ -137,7 +137,10 @@ async def _log_command(settings: Settings, args: argparse.Namespace) -> int:
                 if divergence is not None:
                     print(divergence.report())
                     return 1
-                print(f"identical: {len(recorded.outputs)} events from {len(recorded.inputs)} records")
+                identical = f"identical: {len(recorded.outputs)} events from {len(recorded.inputs)} records"
+                if cut_off(recorded.inputs):
+                    identical += " (the session was cut off: its edge was lost; compared as far as it recorded)"
+                print(identical)
             case "export":
                 recorded = await _recorded(bus, args.session)
                 text = log_tools.export(recorded, args.format, args.output)

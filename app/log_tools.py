@@ -28,7 +28,7 @@ from domain.events import (
     SpeechStopped,
 )
 from domain.jobs import TranscribeJob
-from domain.replay import Divergence, compare, replay, transitions
+from domain.replay import Divergence, compare, cut_off, replay, transitions
 from domain.transcripts import to_markdown, to_srt, to_vtt
 from handlers.input_audio.decode import g711_to_pcm16
 from handlers.ports import now_ms
@@ -181,7 +181,7 @@ def check_replayable(inputs: list[tuple[int, rec.Record]], outputs: list[AnyServ
 
 def replay_recorded(inputs: list[tuple[int, rec.Record]], outputs: list[AnyServerEvent]) -> Divergence | None:
     check_replayable(inputs, outputs)
-    return compare(outputs, replay(inputs))
+    return compare(outputs, replay(inputs), cut=cut_off(inputs))
 
 
 def save_fixture(recorded: RecordedSession, path: Path) -> None:

@@ -24,8 +24,9 @@ import structlog
 import uvicorn
 
 from app.analytics import AnalyticsWorker
-from app.bus import Bus, reachable
+from app.bus import UNANSWERED, Bus, reachable
 from app.edge import REQUIRED_WORKERS, create_app
+from app.presence import EdgePresence, Reaper, new_edge_id
 from app.realtime.connection import EdgeServices
 from app.settings import Settings
 from handlers.input_audio.vad import SileroVad
@@ -252,6 +253,7 @@ def edge_services(settings: Settings, bus: Bus) -> EdgeServices:
         audio_max_age_s=settings.audio_max_age_s,
         llm_context_tokens=settings.llm_context,
         llm_models=frozenset({settings.llm_model} if settings.llm_base_url else {settings.llm_model, *BUNDLED_LLMS}),
+        presence=EdgePresence(bus, new_edge_id()),
     )
 
 
@@ -275,23 +277,38 @@ def http_server(settings: Settings, services: EdgeServices) -> uvicorn.Server:
 async def run_edge(settings: Settings, url: str) -> None:
     bus = await connect(settings, url, "vocalis-edge")
     try:
-        server = http_server(settings, edge_services(settings, bus))
-        log.info("edge.listening", host=settings.host, port=settings.port)
-        announcing = asyncio.create_task(_announce_ready(settings, bus))
+        services = edge_services(settings, bus)
+        server = http_server(settings, services)
+        log.info("edge.listening", host=settings.host, port=settings.port, edge=services.presence.edge_id)
+        # The heartbeat of this edge's sessions, and the reaper of sessions whose edge died (every edge runs one).
+        parts = (_announce_ready(settings, bus), services.presence.run(), Reaper(bus).run())
+        background = [asyncio.create_task(part) for part in parts]
+        for task in background:
+            task.add_done_callback(_report_crash)
         try:
             await server.serve()
         finally:
-            announcing.cancel()
+            for task in background:
+                task.remove_done_callback(_report_crash)
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
     finally:
         await bus.close()
 
 
 async def _announce_ready(settings: Settings, bus: Bus) -> None:
     """One `ready` line, with the address to connect to, once every worker kind is up (what `/ready` reports)."""
-    while min((await bus.waiting_workers(REQUIRED_WORKERS)).values()) == 0:  # noqa: ASYNC110 (polls the server)
+    while not await _workers_up(bus):  # noqa: ASYNC110 (polls the server)
         await asyncio.sleep(0.5)
     scheme = "wss" if settings.tls_certfile else "ws"
     log.info("ready", url=f"{scheme}://{settings.host}:{settings.port}/v1/realtime")
+
+
+async def _workers_up(bus: Bus) -> bool:
+    try:
+        return min((await bus.waiting_workers(REQUIRED_WORKERS)).values()) > 0
+    except UNANSWERED:  # NATS away for a moment: ask again
+        return False
 
 
 async def run_stt_worker(settings: Settings, url: str, stop: asyncio.Event) -> None:

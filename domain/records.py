@@ -28,6 +28,7 @@ class SessionOpened(RecordBase, frozen=True, tag="session.opened"):
     transcription_model: str | None = None
     language: str | None = None
     llm_context_tokens: int | None = None  # the LLM's context window, when known: `session.truncation` fits it
+    edge: str | None = None  # the edge that holds the session (its heartbeats list it); None in older logs
 
 
 class ClientEventReceived(RecordBase, frozen=True, tag="client.event"):
@@ -170,8 +171,13 @@ class SessionExpired(RecordBase, frozen=True, tag="session.expired"):
     pass
 
 
+# The reason of a close that another process recorded for a session whose edge stopped holding it (it died, or lost
+# it) without recording its end: the session was cut off, and its edge may not have reduced every record before it.
+EDGE_LOST = "edge_lost"
+
+
 class SessionClosed(RecordBase, frozen=True, tag="session.closed"):
-    reason: str
+    reason: str  # "client", "unresponsive", "failed", "log_unavailable" (recorded by its edge), or EDGE_LOST
 
 
 Record = (

@@ -8,7 +8,7 @@ import msgspec
 from msgspec import Struct
 
 from domain.events import AnyServerEvent
-from domain.records import SCHEMA_VERSION, Record, SessionOpened
+from domain.records import EDGE_LOST, SCHEMA_VERSION, Record, SessionClosed, SessionOpened
 from domain.session import open_session, step
 from domain.state import SessionState, Transition
 
@@ -60,8 +60,17 @@ class Divergence(Struct, frozen=True):
         return f"first divergence at event {self.index}:\n" + "\n".join(diff)
 
 
-def compare(recorded: list[AnyServerEvent], replayed: list[AnyServerEvent]) -> Divergence | None:
+def cut_off(entries: Iterable[tuple[int, Record]]) -> bool:
+    """Whether the session was cut off: its edge was lost, and another process recorded its close."""
+    return any(isinstance(record, SessionClosed) and record.reason == EDGE_LOST for _, record in entries)
+
+
+def compare(recorded: list[AnyServerEvent], replayed: list[AnyServerEvent], cut: bool = False) -> Divergence | None:
+    """The first difference; of a session that was `cut` off, only as far as its events were recorded (its edge died
+    before reducing the records that came after those, and before recording all their events)."""
     encode = msgspec.json.encode
+    if cut:
+        replayed = replayed[: len(recorded)]
     for index in range(max(len(recorded), len(replayed))):
         left = encode(recorded[index]).decode() if index < len(recorded) else None
         right = encode(replayed[index]).decode() if index < len(replayed) else None

@@ -7,20 +7,24 @@
     Effects        a transition's events to the client and the log, its jobs to the work queues
 
 If any part crashes, the client gets an `error` event and the socket closes with code 1011: a session never lives
-on with a dead reducer or a dead intake.
+on with a dead reducer or a dead intake. While NATS (the log) is unreachable the client gets an `error`
+(`log_unavailable`) and the session waits for it, up to LOG_OUTAGE_S; then it fails the same way.
 """
 
 import asyncio
 import contextlib
 import secrets
+import time
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import nats.errors
 import structlog
 from litestar import WebSocket
 
-from app.bus import WORKER_KINDS, Bus
+from app.bus import LOG_OUTAGE_S, UNANSWERED, WORKER_KINDS, Bus, LogUnavailable, OrderedFeed
+from app.presence import EdgePresence
 from app.realtime.client_socket import ClientSocket
 from app.realtime.effects import Effects
 from app.realtime.intake import Intake
@@ -52,6 +56,7 @@ class EdgeServices:
     max_session_s: int
     max_frame_bytes: int
     audio_max_age_s: int
+    presence: EdgePresence
     llm_context_tokens: int | None = None
     llm_models: frozenset[str] = frozenset()  # the LLM names a session may ask for, besides OpenAI's realtime names
 
@@ -87,26 +92,36 @@ class RealtimeConnection:
         )
 
     async def run(self) -> None:
-        subscription = await self.services.bus.subscribe_session(self.session_id)
+        try:
+            feed = await self.services.bus.subscribe_session(self.session_id)
+        except UNANSWERED:
+            await self._tell("log_unavailable", "The event log is unreachable; try again shortly.")
+            await self.socket.close(1011, "Event log unavailable", by="failed")
+            return
+        held = self.services.presence.sessions
+        held.add(self.session_id)  # before its opening is recorded: a reaper never finds it open and unlisted
         try:
             async with asyncio.TaskGroup() as parts:
-                reducing = parts.create_task(self.reducer.run(subscription))
+                reducing = parts.create_task(self._reduce(feed))
                 await self._open()
                 receiving = parts.create_task(self.intake.run(self.socket.frames()))
                 expiry = parts.create_task(self._expire_later())
+                outages = parts.create_task(self._through_outages(feed))
                 await self.socket.ended.wait()
                 receiving.cancel()
                 expiry.cancel()
                 if self.socket.ended_by != "server":
                     await self._client_left()
+                outages.cancel()
                 reducing.cancel()
         except* Exception as crashed:
             self.log.error("session.failed", exc_info=crashed.exceptions[0])
-            await self._fail()
+            await self._fail(crashed)
         finally:
+            held.discard(self.session_id)
             with contextlib.suppress(Exception):  # the log may be what failed; queued jobs expire anyway
                 await self.session_log.drop_jobs(WORKER_KINDS)
-            await subscription.unsubscribe()
+            await feed.unsubscribe()
             self.log.info("session.closed", by=self.socket.ended_by)
 
     async def _open(self) -> None:
@@ -121,11 +136,18 @@ class RealtimeConnection:
             transcription_model=self.params.transcription_model,
             language=self.params.language,
             llm_context_tokens=self.services.llm_context_tokens,
+            edge=self.services.presence.edge_id,
         )
         await self.session_log.write("edge", opened)
         for rejection in self.params.rejections:
             await self.session_log.reject(rejection)
         self.log.info("session.opened", type=self.params.session_type, dialect=self.params.dialect)
+
+    async def _reduce(self, feed: OrderedFeed) -> None:
+        await self.reducer.run(feed)
+        if not self.socket.ended.is_set():  # closed in the log by another edge, which took this one for dead
+            await self._tell("session_closed", "The session was closed by another server; please reconnect.")
+            await self.socket.close(1011, "Session closed elsewhere")
 
     async def _expire_later(self) -> None:
         await asyncio.sleep(self.services.max_session_s)
@@ -139,12 +161,41 @@ class RealtimeConnection:
         closed = await self.session_log.write_and_wait("edge", rec.SessionClosed(at_ms=now_ms(), reason=reason))
         await self.reducer.wait_reduced(closed, CLOSE_GRACE_S)
 
-    async def _fail(self) -> None:
+    async def _through_outages(self, feed: OrderedFeed) -> None:
+        """While NATS is unreachable the client is told so, and its input waits in the connection's buffer; if NATS is
+        back within LOG_OUTAGE_S the session goes on where it was, else it fails (LogUnavailable)."""
+        bus = self.services.bus
+        while True:
+            await bus.down.wait()
+            lost_at = time.monotonic()
+            self.log.warning("session.log.unavailable")
+            await self._tell(
+                "log_unavailable",
+                f"The event log is unreachable; the session waits up to {LOG_OUTAGE_S:.0f} s for it, and your input "
+                "with it.",
+            )
+            await bus.wait_up(LOG_OUTAGE_S)
+            await feed.renew()
+            self.log.info("session.log.back", after_s=round(time.monotonic() - lost_at, 1))
+
+    async def _fail(self, crashed: BaseExceptionGroup[Exception]) -> None:
         """Tell the client, close with 1011, and end the session in the log if the log can still be written."""
-        with contextlib.suppress(Exception):
-            await self.session_log.write("edge", rec.SessionClosed(at_ms=now_ms(), reason="failed"))
-        error = ErrorDetail(type="server_error", code="internal_error", message="Internal error; the session ended.")
+        unreachable = not self.services.bus.up.is_set() or crashed.subgroup(
+            (LogUnavailable, nats.errors.OutboundBufferLimitError)
+        )
+        reason, code, message = (
+            ("log_unavailable", "log_unavailable", "The event log is unreachable; the session ended.")
+            if unreachable
+            else ("failed", "internal_error", "Internal error; the session ended.")
+        )
+        with contextlib.suppress(Exception):  # while NATS is away, the close waits in the buffer for its return
+            await self.session_log.write("edge", rec.SessionClosed(at_ms=now_ms(), reason=reason))
+        await self._tell(code, message)
+        await self.socket.close(1011, "Event log unavailable" if unreachable else "Internal error", by="failed")
+
+    async def _tell(self, code: str, message: str) -> None:
+        """A `server_error` from the edge itself, not from the log (which may be out of reach)."""
+        error = ErrorDetail(type="server_error", code=code, message=message)
         frame = render(ErrorEvent(event_id="event_" + secrets.token_hex(8), error=error), self.params.dialect)
         if frame is not None:
             await self.socket.send(frame)
-        await self.socket.close(1011, "Internal error", by="failed")

@@ -7,12 +7,11 @@ change is decoded in the new format) and a client's departure (its last transcri
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
 
 import msgspec
 import structlog
 
-from app.bus import decode_record
+from app.bus import OrderedFeed, decode_record
 from app.realtime.effects import Effects
 from domain.events import ErrorDetail, ErrorEvent
 from domain.records import Record
@@ -28,9 +27,9 @@ class Reducer:
         self._reduced_seq = 0
         self._progress = asyncio.Condition()
 
-    async def run(self, subscription: Any) -> None:
+    async def run(self, feed: OrderedFeed) -> None:
         """Reduce every record the session's ordered consumer delivers, until the session closes."""
-        async for message in subscription.messages:
+        async for message in feed.messages:
             seq = message.metadata.sequence.stream
             try:
                 record = decode_record(message.data)

@@ -9,7 +9,7 @@ import asyncio
 
 from nats.js.api import PubAck
 
-from app.bus import Bus, encode
+from app.bus import LOG_OUTAGE_S, UNANSWERED, Bus, LogUnavailable, encode
 from domain import jobs
 from domain import records as rec
 from domain.events import AnyServerEvent
@@ -45,10 +45,21 @@ class SessionLog:
         await self.bus.publish_pipelined(subject, self._encode(record), self._next_id(), ttl_s=ttl)
 
     async def write_and_wait(self, source: str, record: rec.Record) -> int:
-        """Append an input record; its stream sequence once stored."""
+        """Append an input record; its stream sequence once stored. While NATS is unreachable this waits for it
+        (LogUnavailable after LOG_OUTAGE_S) and sends the record again, under the same id: it is stored once."""
         subject, ttl = self._where(source)
-        ack = await self.bus.publish(subject, self._encode(record), self._next_id(), ttl_s=ttl)
-        return int(ack.seq)
+        payload, msg_id = self._encode(record), self._next_id()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LOG_OUTAGE_S
+        while True:
+            try:
+                ack = await self.bus.publish(subject, payload, msg_id, ttl_s=ttl)
+                return int(ack.seq)
+            except UNANSWERED:
+                if loop.time() >= deadline:
+                    raise LogUnavailable(f"the log did not store a record for {LOG_OUTAGE_S:.0f} s") from None
+                await self.bus.wait_up(deadline - loop.time())
+                await asyncio.sleep(0.2)  # a restarted server answers "no responders" until JetStream is up
 
     async def reject(self, rejection: Rejection) -> None:
         """A frame the edge could not accept, as a record: the state machine answers it with an `error`."""
