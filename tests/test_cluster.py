@@ -318,7 +318,7 @@ async def test_a_three_node_cluster_loses_its_stream_leader_mid_session(hosts: H
 
         async def workers_waiting() -> bool:
             assert all(edge.poll() is None for edge in edges), "an edge exited"
-            return (await bus.js.consumer_info(bus.subjects.jobs_stream, "stt")).num_waiting >= 2
+            return bool((await bus.js.consumer_info(bus.subjects.jobs_stream, "stt")).num_waiting >= 2)
 
         await _until("two STT workers waiting for jobs", 60, workers_waiting)
         info = await bus.js.stream_info(bus.subjects.sessions_stream)
