@@ -12,6 +12,8 @@ Subjects (prefix `vocalis` by default):
 
 import asyncio
 import contextlib
+import functools
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from urllib.parse import SplitResult, urlsplit
 
@@ -45,6 +47,10 @@ OUTAGE_BUFFER_BYTES = 64 << 20
 LOG_OUTAGE_S = 10.0
 # What JetStream answers while it is unreachable or still starting after a restart: worth another try.
 UNANSWERED = (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.NoStreamResponseError)
+# A stream that answers none of these has no leader for now: a cluster elects a new one within seconds when its
+# leader's node is lost. The record is published again under the same Nats-Msg-Id (stored once, whatever happened).
+NO_LEADER = (nats.js.errors.NoStreamResponseError, nats.errors.TimeoutError)
+ELECTION_S = 30.0
 _records = msgspec.json.Decoder(Record)
 _encode = msgspec.json.Encoder().encode
 
@@ -97,6 +103,10 @@ class Bus:
         self.up = asyncio.Event()
         self.down = asyncio.Event()
         self.up.set()
+        self._resumed = asyncio.Event()  # cleared while pipelined records wait to be published again
+        self._resumed.set()
+        self._again: deque[tuple[tuple[str, bytes, str, float | None], asyncio.Future[api.PubAck]]] = deque()
+        self._republishing: asyncio.Task[None] | None = None
 
     def _connection(self, up: bool) -> None:
         (self.up if up else self.down).set()
@@ -118,6 +128,7 @@ class Bus:
         after `attempts` of them (None: without end) NatsUnreachable says why. Once connected, a lost connection
         is re-established without end, one log line per event."""
         servers = _servers(url)
+        credentials = next((_address(s) for s in servers if _address(s).username), None)
         await reachable(url, attempts)
         connected: list[Bus] = []
 
@@ -133,7 +144,11 @@ class Bus:
 
         nc = await nats.connect(
             servers=servers,
+            # Given once, for every server: nats-py would try the ones a cluster announces without any.
+            user=credentials.username if credentials else None,
+            password=credentials.password if credentials else None,
             name=name,
+            dont_randomize=True,  # the servers in the order given: a process's own node first
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
             pending_size=OUTAGE_BUFFER_BYTES,
@@ -203,18 +218,57 @@ class Bus:
             await self.js.update_stream(config)
 
     async def publish(self, subject: str, payload: bytes, msg_id: str, ttl_s: float | None = None) -> api.PubAck:
-        """Publish and wait for the stream's acknowledgement."""
-        return await self.js.publish(subject, payload, headers={MSG_ID: msg_id}, msg_ttl=ttl_s)
+        """Publish and wait for the stream's acknowledgement, through a leader election (ELECTION_S at most)."""
+        deadline = asyncio.get_running_loop().time() + ELECTION_S
+        while True:
+            try:
+                return await self.js.publish(subject, payload, headers={MSG_ID: msg_id}, msg_ttl=ttl_s)
+            except NO_LEADER:
+                if (task := asyncio.current_task()) is not None and task.cancelling():
+                    raise asyncio.CancelledError from None  # a cancellation that nats-py's wait_for turned into this
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
 
     async def publish_pipelined(
         self, subject: str, payload: bytes, msg_id: str, ttl_s: float | None = None
     ) -> "asyncio.Future[api.PubAck]":
-        """Publish without waiting for the acknowledgement (order on this connection is kept)."""
-        future: asyncio.Future[api.PubAck] = await self.js.publish_async(
-            subject, payload, headers={MSG_ID: msg_id}, msg_ttl=ttl_s
-        )
-        future.add_done_callback(_log_failed_publish)
-        return future
+        """Publish without waiting for the acknowledgement (order on this connection is kept). A record that found
+        no stream leader is published again, and the records after it wait until it is stored."""
+        await self._resumed.wait()
+        stored: asyncio.Future[api.PubAck] = asyncio.get_running_loop().create_future()
+        stored.add_done_callback(_log_failed_publish)
+        sent = await self.js.publish_async(subject, payload, headers={MSG_ID: msg_id}, msg_ttl=ttl_s)
+        sent.add_done_callback(functools.partial(self._settle, stored, (subject, payload, msg_id, ttl_s)))
+        return stored
+
+    def _settle(
+        self,
+        stored: "asyncio.Future[api.PubAck]",
+        record: tuple[str, bytes, str, float | None],
+        sent: "asyncio.Future[api.PubAck]",
+    ) -> None:
+        if sent.cancelled():
+            stored.cancel()
+        elif isinstance(sent.exception(), NO_LEADER):
+            self._resumed.clear()
+            self._again.append((record, stored))
+            if self._republishing is None or self._republishing.done():
+                self._republishing = asyncio.create_task(self._republish())
+        elif (error := sent.exception()) is not None:
+            stored.set_exception(error)
+        else:
+            stored.set_result(sent.result())
+
+    async def _republish(self) -> None:
+        """The records that found no leader, in the order they were sent, one at a time."""
+        while self._again:
+            record, stored = self._again.popleft()
+            try:
+                stored.set_result(await self.publish(*record))
+            except Exception as error:
+                stored.set_exception(error)
+        self._resumed.set()
 
     async def subscribe_session(self, session_id: str) -> "OrderedFeed":
         """All inputs of one session, in stream order, from its first record."""
@@ -244,8 +298,8 @@ class Bus:
         finally:
             await sub.unsubscribe()
 
-    async def job_queue(self, kind: str) -> JetStreamContext.PullSubscription:
-        return await self.js.pull_subscribe_bind(kind, stream=self.subjects.jobs_stream)
+    async def job_queue(self, kind: str) -> "JobQueue":
+        return JobQueue(await self.js.pull_subscribe_bind(kind, stream=self.subjects.jobs_stream))
 
     async def waiting_workers(self, kinds: tuple[str, ...]) -> dict[str, int]:
         """Of each kind, the live workers' fetches and the jobs in hand: a worker fetches only once its model is
@@ -354,6 +408,27 @@ class OrderedFeed:
         sub, self._sub = self._sub, None
         if sub is not None:
             await sub.unsubscribe()
+
+
+class JobQueue:
+    """A worker's pull consumer. While the consumer has no leader (a cluster electing one) a fetch finds no job,
+    as the workers' loop expects, instead of an error that would end it."""
+
+    def __init__(self, subscription: JetStreamContext.PullSubscription) -> None:
+        self._subscription = subscription
+
+    async def fetch(self, batch: int = 1, timeout: float | None = 5) -> list[Msg]:  # noqa: ASYNC109 (nats-py's)
+        try:
+            return await self._subscription.fetch(batch, timeout=timeout)
+        except (nats.js.errors.ServiceUnavailableError, nats.errors.NoRespondersError):
+            await asyncio.sleep(min(timeout or 1.0, 1.0))
+            raise nats.errors.TimeoutError from None
+
+    async def consumer_info(self) -> api.ConsumerInfo:
+        return await self._subscription.consumer_info()
+
+    async def unsubscribe(self) -> None:
+        await self._subscription.unsubscribe()
 
 
 class NatsUnreachable(ConnectionError):

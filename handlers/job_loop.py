@@ -46,6 +46,10 @@ async def serve_jobs(
                 (message,) = await subscriptions[index].fetch(1, timeout=1)
             except TimeoutError:  # nats.errors.TimeoutError
                 continue
+            except Exception as error:  # NATS restarting, a cluster electing a leader: a fetcher never dies of it
+                log.warning("job.fetch.failed", kind=kinds[index], error=repr(error))
+                await asyncio.sleep(1)
+                continue
             if idle.is_set() and not closing.is_set():
                 arrived.put_nowait((index, message))
             else:
