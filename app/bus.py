@@ -47,6 +47,8 @@ OUTAGE_BUFFER_BYTES = 64 << 20
 LOG_OUTAGE_S = 10.0
 # What JetStream answers while it is unreachable or still starting after a restart: worth another try.
 UNANSWERED = (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.NoStreamResponseError)
+# A feed that has not delivered a record the stream is known to hold for this long has lost its consumer.
+FEED_STALL_S = 3.0
 # A stream that answers none of these has no leader for now: a cluster elects a new one within seconds when its
 # leader's node is lost. The record is published again under the same Nats-Msg-Id (stored once, whatever happened).
 NO_LEADER = (nats.js.errors.NoStreamResponseError, nats.errors.TimeoutError)
@@ -354,6 +356,7 @@ class OrderedFeed:
         self._subject = subject
         self._first = first
         self._next_seq = 0  # 0: nothing handed out yet
+        self._stored = 0  # the latest record of the feed that the stream is known to hold
         self._sub: JetStreamContext.PushSubscription | None = None
 
     @classmethod
@@ -403,6 +406,29 @@ class OrderedFeed:
         self._sub = new
         with contextlib.suppress(nats.errors.Error):
             await old.unsubscribe()  # ends its iteration: `messages` goes on with the new one
+
+    def stored(self, seq: int) -> None:
+        """The stream holds record `seq` of this feed (its writer has the acknowledgement)."""
+        self._stored = max(self._stored, seq)
+
+    async def watch(self) -> None:
+        """Renew the consumer when records the stream holds stop arriving. In a cluster, an ordered consumer lives on
+        one node; when that node is lost, the stream goes on on the others but the consumer is gone, and the
+        connection to a surviving node never drops to say so."""
+        stalled_at: tuple[float, int] | None = None
+        while True:
+            await asyncio.sleep(FEED_STALL_S / 3)
+            if self._sub is None or self._stored < self._next_seq:
+                stalled_at = None
+                continue
+            now = asyncio.get_running_loop().time()
+            if stalled_at is None or stalled_at[1] != self._next_seq:  # new, or moving: watch it from here
+                stalled_at = (now, self._next_seq)
+            elif now - stalled_at[0] >= FEED_STALL_S:
+                log.warning("bus.feed.stalled", subject=self._subject, waiting_for=self._next_seq, stored=self._stored)
+                with contextlib.suppress(LogUnavailable):  # the next round tries again
+                    await self.renew()
+                stalled_at = None
 
     async def unsubscribe(self) -> None:
         sub, self._sub = self._sub, None

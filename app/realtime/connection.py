@@ -107,12 +107,15 @@ class RealtimeConnection:
                 receiving = parts.create_task(self.intake.run(self.socket.frames()))
                 expiry = parts.create_task(self._expire_later())
                 outages = parts.create_task(self._through_outages(feed))
+                self.session_log.stored = feed.stored
+                watching = parts.create_task(feed.watch())
                 await self.socket.ended.wait()
                 receiving.cancel()
                 expiry.cancel()
                 if self.socket.ended_by != "server":
                     await self._client_left()
                 outages.cancel()
+                watching.cancel()
                 reducing.cancel()
         except* Exception as crashed:
             self.log.error("session.failed", exc_info=crashed.exceptions[0])

@@ -6,6 +6,7 @@ must fit in one NATS message with room to spare; one that would not is refused b
 """
 
 import asyncio
+from collections.abc import Callable
 
 from nats.js.api import PubAck
 
@@ -38,11 +39,13 @@ class SessionLog:
         self._audio_max_age_s = audio_max_age_s
         self._written = 0
         self._pending: set[asyncio.Task[PubAck]] = set()  # failures of refused jobs, being written
+        self.stored: Callable[[int], None] = lambda seq: None  # told the sequence of every input record stored
 
     async def write(self, source: str, record: rec.Record) -> None:
         """Append an input record without waiting for the stream (order on this connection is kept)."""
         subject, ttl = self._where(source)
-        await self.bus.publish_pipelined(subject, self._encode(record), self._next_id(), ttl_s=ttl)
+        queued = await self.bus.publish_pipelined(subject, self._encode(record), self._next_id(), ttl_s=ttl)
+        queued.add_done_callback(self._tell_stored)
 
     async def write_and_wait(self, source: str, record: rec.Record) -> int:
         """Append an input record; its stream sequence once stored. While NATS is unreachable this waits for it
@@ -54,6 +57,7 @@ class SessionLog:
         while True:
             try:
                 ack = await self.bus.publish(subject, payload, msg_id, ttl_s=ttl)
+                self.stored(ack.seq)
                 return int(ack.seq)
             except UNANSWERED:
                 if loop.time() >= deadline:
@@ -87,6 +91,10 @@ class SessionLog:
         subject = self.bus.subjects.jobs(queue, self.session_id)
         queued = await self.bus.publish_pipelined(subject, encode(job), job.job_id)
         queued.add_done_callback(lambda ack: self._refused(job, ack))
+
+    def _tell_stored(self, ack: "asyncio.Future[PubAck]") -> None:
+        if not ack.cancelled() and ack.exception() is None:
+            self.stored(ack.result().seq)
 
     def _refused(self, job: Job, ack: "asyncio.Future[PubAck]") -> None:
         """A job the queue would not take (it is full) fails at once: the session is told, not left waiting."""
