@@ -1,0 +1,192 @@
+"""Many users and real faults on the work queues: clients that leave, and workers killed mid-job.
+
+Workers here are real `vocalis worker` processes, killed with SIGKILL while they hold a job; the LLM is the
+scripted one (tests/fake_llm.py), streaming slowly so that a kill lands mid-answer.
+"""
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from app.bus import Bus
+from tests.conftest import MODEL_CACHE, TEST_STT_MODEL, Conversation, Stack
+from tests.fake_llm import FakeLlm
+from tests.realtime_client import RawClient, chunks, pcm24k, raw_connect, words
+
+COMPLETED = "conversation.item.input_audio_transcription.completed"
+ANSWER = "One two three four five six seven eight nine ten. " * 20
+OTHER_ANSWER = "Completely different words come from the second sample. " * 20
+
+
+@contextmanager
+def worker(kind: str, nats_url: str, logs: Path, **env: str) -> Iterator[subprocess.Popen[bytes]]:
+    environment = os.environ | {
+        "VOCALIS_NATS_URL": nats_url,
+        "VOCALIS_MODEL_DIR": str(MODEL_CACHE),
+        "VOCALIS_STT_MODEL": TEST_STT_MODEL,
+        "VOCALIS_LOG_FORMAT": "json",
+        "VOCALIS_WORKER_NAME": f"{kind}-{len(list(logs.parent.glob(f'{kind}-*.log')))}",
+        **env,
+    }
+    with logs.open("wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "app", "worker", kind], env=environment, stderr=log)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+
+
+async def until(predicate, seconds: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + seconds
+    while not await predicate():
+        assert time.monotonic() < deadline, f"not within {seconds} s: {what}"
+        await asyncio.sleep(0.05)
+
+
+async def workers_waiting(bus: Bus, kind: str, count: int) -> bool:
+    info = await bus.js.consumer_info(bus.subjects.jobs_stream, kind)
+    return (info.num_waiting or 0) >= count
+
+
+async def job_in_hand(bus: Bus, kind: str) -> bool:
+    info = await bus.js.consumer_info(bus.subjects.jobs_stream, kind)
+    return (info.num_ack_pending or 0) >= 1
+
+
+async def ask_text_answer(client: RawClient, text: str = "Count for me.") -> None:
+    await client.send({"type": "session.update", "session": {"type": "realtime", "output_modalities": ["text"]}})
+    await client.next_of("session.updated")
+    item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
+    await client.send({"type": "conversation.item.create", "item": item})
+    await client.send({"type": "response.create"})
+
+
+async def test_clients_that_leave_mid_answer_stop_their_generation_and_a_new_user_is_answered(
+    conversation: Conversation,
+):
+    llm = conversation.llm
+    for _ in range(3):
+        llm.reply(ANSWER, chunk_chars=2, delay_s=0.05)  # 25 s of streaming each
+    llm.reply("Hello newcomer.")
+    for _ in range(3):
+        async with raw_connect(conversation.ws_url, "model=gpt-realtime") as client:
+            await ask_text_answer(client)
+            await client.next_of("response.output_text.delta")
+            client.socket.transport.abort()  # the TCP connection dropped: no close frame
+        left = time.monotonic()
+        await until(lambda: _disconnects_at_least(llm, 1), 10, "the LLM stream closed")
+        print(f"generation stopped {time.monotonic() - left:.2f} s after the client left")
+        assert time.monotonic() - left < 3
+        llm.disconnects = 0
+    started = time.monotonic()
+    async with raw_connect(conversation.ws_url, "model=gpt-realtime") as client:
+        await ask_text_answer(client, "Hello?")
+        done = await client.next_of("response.done", timeout=20)
+    print(f"a new user answered in {time.monotonic() - started:.2f} s")
+    assert done["response"]["status"] == "completed"
+    assert done["response"]["output"][0]["content"][0]["text"] == "Hello newcomer."
+    assert llm.completed == 1, "only the new user's answer ran to its end"
+
+
+async def _disconnects_at_least(llm: FakeLlm, count: int) -> bool:
+    return llm.disconnects >= count
+
+
+@pytest.mark.slow
+async def test_an_llm_worker_killed_mid_answer_fails_the_response_cleanly_never_splicing_two_samples(
+    stack: Stack, tmp_path: Path
+):
+    async with FakeLlm() as llm:
+        llm.reply(ANSWER, chunk_chars=2, delay_s=0.1)
+        llm.reply(OTHER_ANSWER, chunk_chars=2, delay_s=0.02)
+        env = {"VOCALIS_LLM_BASE_URL": llm.base_url, "VOCALIS_LLM_MODEL": "fake-model"}
+        with worker("llm", stack.nats_url, tmp_path / "llm-a.log", **env) as first:
+            await until(lambda: workers_waiting(stack.bus, "llm", 1), 60, "the first LLM worker is ready")
+            async with raw_connect(stack.ws_url, "model=gpt-realtime") as client:
+                await ask_text_answer(client)
+                heard = [await client.next_of("response.output_text.delta")]
+                with worker("llm", stack.nats_url, tmp_path / "llm-b.log", **env):
+                    await until(lambda: workers_waiting(stack.bus, "llm", 1), 60, "the second LLM worker is ready")
+                    for _ in range(5):
+                        heard.append(await client.next_of("response.output_text.delta"))
+                    first.send_signal(signal.SIGKILL)
+                    killed = time.monotonic()
+                    while (event := await client.next(timeout=30))["type"] != "response.done":
+                        if event["type"] == "response.output_text.delta":
+                            heard.append(event)
+                    ended = time.monotonic() - killed
+    print(f"the response ended {ended:.2f} s after its worker was killed")
+    response = event["response"]
+    assert response["status"] == "failed"
+    assert response["status_details"]["error"]["code"] == "generation_interrupted"
+    text = "".join(delta["delta"] for delta in heard)
+    assert ANSWER.startswith(text), "only the first sample was heard"
+    assert len(llm.requests) == 2, "the second worker took the job over"
+    assert ended < 20, "taken over within seconds (the queue's ack wait is 5 s), not 60"
+
+
+@pytest.mark.slow
+async def test_an_stt_worker_killed_holding_a_transcript_hands_it_over_within_seconds(stack: Stack, tmp_path: Path):
+    """The stack's own STT worker is stopped first, so that the killed process is the one holding the job."""
+    speech = pcm24k("jfk.wav") * 3  # decoding 33 s takes the tiny model a few seconds here
+    with worker("stt", stack.nats_url, tmp_path / "stt-a.log") as first:
+        async with raw_connect(stack.ws_url) as client:
+            await client.send(
+                {
+                    "type": "session.update",
+                    "session": {"type": "transcription", "audio": {"input": {"turn_detection": None}}},
+                }
+            )
+            await client.next_of("session.updated")
+            for chunk in chunks(speech):
+                await client.send({"type": "input_audio_buffer.append", "audio": chunk})
+            await stack_worker_stopped(stack)
+            await until(lambda: workers_waiting(stack.bus, "stt", 1), 60, "the first STT worker is ready")
+            await client.send({"type": "input_audio_buffer.commit"})
+            await until(lambda: job_in_hand(stack.bus, "stt"), 20, "the first worker took the transcript")
+            with worker("stt", stack.nats_url, tmp_path / "stt-b.log"):
+                await until(lambda: workers_waiting(stack.bus, "stt", 1), 60, "the second STT worker is ready")
+                assert (await stack.bus.js.consumer_info(stack.bus.subjects.jobs_stream, "stt")).num_ack_pending
+                first.send_signal(signal.SIGKILL)
+                killed = time.monotonic()
+                completed = await client.next_of(COMPLETED, timeout=30)
+                taken_over = time.monotonic() - killed
+                with_nothing_more = await _no_second(client, COMPLETED)
+    decoding = _decode_seconds(tmp_path / "stt-b.log")
+    print(f"the transcript came {taken_over:.2f} s after its worker was killed ({decoding:.2f} s of it decoding)")
+    assert words(completed["transcript"]).startswith("and so my fellow americans")
+    assert taken_over - decoding < 15, "taken over within seconds (the queue's ack wait is 5 s), not 60"
+    assert with_nothing_more
+
+
+def _decode_seconds(log: Path) -> float:
+    done = [json.loads(line) for line in log.read_text().splitlines() if '"stt.job.done"' in line]
+    assert len(done) == 1, "the second worker ran the job once"
+    return float(done[0]["seconds"])
+
+
+async def stack_worker_stopped(stack: Stack) -> None:
+    """The in-process STT worker of the `stack` fixture leaves the queue (its task is the fixture's)."""
+    for task in asyncio.all_tasks():
+        if "SttWorker.run" in repr(task.get_coro()):
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+async def _no_second(client: RawClient, kind: str) -> bool:
+    try:
+        await client.next_of(kind, timeout=2)
+    except TimeoutError:
+        return True
+    return False
