@@ -5,11 +5,14 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs
 
+import msgspec
 import nats.js.errors
+import structlog
 from litestar import Litestar, Request, Response, WebSocket, get, websocket
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.params import FromPath, FromQuery
 
+from app.admission import Admission
 from app.analytics import SummaryStore
 from app.realtime.connection import ConnectParams, EdgeServices, RealtimeConnection
 from app.realtime.intake import unknown_llm
@@ -20,6 +23,7 @@ from domain.transcripts import to_markdown, to_srt, to_vtt
 from handlers.models import UnknownModel, is_realtime_model
 from handlers.ports import now_ms
 
+log = structlog.get_logger(__name__)
 REQUIRED_WORKERS = ("stt", "llm", "tts")
 
 
@@ -164,7 +168,8 @@ class ApiKeyGate:
         ):
             await self.app(scope, receive, send)
             return
-        await self._refuse(scope, receive, send)
+        error = {"type": "invalid_request_error", "code": "invalid_api_key", "message": "Missing or invalid API key."}
+        await _refuse(scope, receive, send, 401, error, [(b"www-authenticate", b"Bearer")])
 
     @staticmethod
     def _presented_key(scope: Scope) -> bytes | None:
@@ -177,23 +182,40 @@ class ApiKeyGate:
         query = parse_qs(scope.get("query_string", b"").decode())
         return query["api_key"][0].encode() if "api_key" in query else None
 
-    @staticmethod
-    async def _refuse(scope: Scope, receive: Receive, send: Send) -> None:
-        body = (
-            b'{"error":{"type":"invalid_request_error","code":"invalid_api_key",'
-            b'"message":"Missing or invalid API key."}}'
-        )
-        headers = [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]
-        if scope["type"] == "websocket":
-            await receive()  # websocket.connect
-            if "websocket.http.response" in scope.get("extensions", {}):
-                await send({"type": "websocket.http.response.start", "status": 401, "headers": headers})
-                await send({"type": "websocket.http.response.body", "body": body})
-            else:
-                await send({"type": "websocket.close", "code": 1008})
+
+class AdmissionGate:
+    """Refuses a realtime session the edge cannot serve now with HTTP 503, before the WebSocket upgrade."""
+
+    def __init__(self, app: Any, admission: Admission) -> None:
+        self.app = app
+        self.admission = admission
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and (refusal := self.admission.refusal()) is not None:
+            log.warning("session.refused", reason=refusal)
+            error = {"type": "server_error", "code": "server_overloaded", "message": refusal}
+            await _refuse(scope, receive, send, 503, error, [(b"retry-after", b"5")])
             return
-        await send({"type": "http.response.start", "status": 401, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await self.app(scope, receive, send)
+
+
+async def _refuse(
+    scope: Scope, receive: Receive, send: Send, status: int, error: dict[str, str], headers: list[tuple[bytes, bytes]]
+) -> None:
+    """An HTTP error in OpenAI's shape; for a WebSocket, instead of the upgrade (a close, where the server cannot
+    answer an upgrade with a response)."""
+    body = msgspec.json.encode({"error": {**error, "param": None}})
+    headers = [(b"content-type", b"application/json"), *headers]
+    if scope["type"] == "websocket":
+        await receive()  # websocket.connect
+        if "websocket.http.response" in scope.get("extensions", {}):
+            await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+            await send({"type": "websocket.http.response.body", "body": body})
+        else:
+            await send({"type": "websocket.close", "code": 1008 if status < 500 else 1013})
+        return
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _openai_error(request: Request[Any, Any, Any], error: HTTPException) -> Response[dict[str, Any]]:
@@ -211,4 +233,4 @@ def create_app(services: EdgeServices, api_key: str | None) -> ApiKeyGate:
         route_handlers=[health, ready, realtime, list_sessions, session_summary, session_transcript],
     )
     app.state.services = services
-    return ApiKeyGate(app, api_key)
+    return ApiKeyGate(AdmissionGate(app, services.admission), api_key)

@@ -23,6 +23,7 @@ import nats.errors
 import structlog
 import uvicorn
 
+from app.admission import Admission
 from app.analytics import AnalyticsWorker
 from app.bus import UNANSWERED, Bus, reachable
 from app.edge import REQUIRED_WORKERS, create_app
@@ -242,6 +243,7 @@ def transcriber(settings: Settings) -> Transcriber:
 
 
 def edge_services(settings: Settings, bus: Bus) -> EdgeServices:
+    presence = EdgePresence(bus, new_edge_id())
     return EdgeServices(
         bus=bus,
         vad=SileroVad(),
@@ -253,7 +255,8 @@ def edge_services(settings: Settings, bus: Bus) -> EdgeServices:
         audio_max_age_s=settings.audio_max_age_s,
         llm_context_tokens=settings.llm_context,
         llm_models=frozenset({settings.llm_model} if settings.llm_base_url else {settings.llm_model, *BUNDLED_LLMS}),
-        presence=EdgePresence(bus, new_edge_id()),
+        presence=presence,
+        admission=Admission(bus, presence.sessions, settings.max_sessions, settings.max_transcript_backlog),
     )
 
 
@@ -280,8 +283,9 @@ async def run_edge(settings: Settings, url: str) -> None:
         services = edge_services(settings, bus)
         server = http_server(settings, services)
         log.info("edge.listening", host=settings.host, port=settings.port, edge=services.presence.edge_id)
-        # The heartbeat of this edge's sessions, and the reaper of sessions whose edge died (every edge runs one).
-        parts = (_announce_ready(settings, bus), services.presence.run(), Reaper(bus).run())
+        # The heartbeat of this edge's sessions, the reaper of sessions whose edge died (every edge runs one), and
+        # the look at the transcription backlog that admits new sessions.
+        parts = (_announce_ready(settings, bus), services.presence.run(), Reaper(bus).run(), services.admission.run())
         background = [asyncio.create_task(part) for part in parts]
         for task in background:
             task.add_done_callback(_report_crash)

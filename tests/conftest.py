@@ -14,6 +14,7 @@ from hypothesis import settings
 from app import runner
 from app.analytics import AnalyticsWorker
 from app.bus import Bus
+from app.realtime.connection import EdgeServices
 from app.settings import Settings
 from handlers.llm import ChatClient
 from handlers.llm_worker import LlmWorker
@@ -60,6 +61,7 @@ class Stack:
     settings: Settings
     bus: Bus
     nats_url: str
+    services: EdgeServices
 
     analytics: "asyncio.Task[None] | None" = None
 
@@ -94,13 +96,14 @@ async def stack(
         data_dir=tmp_path, model_dir=MODEL_CACHE, stt_model=TEST_STT_MODEL, port=runner.free_port(), **overrides
     )
     bus = await runner.connect(settings, nats_url, "vocalis-test")
-    server = runner.http_server(settings, runner.edge_services(settings, bus))
+    services = runner.edge_services(settings, bus)
+    server = runner.http_server(settings, services)
     serving = asyncio.create_task(server.serve())
     stop = asyncio.Event()
     worker = asyncio.create_task(SttWorker(bus, transcriber, "test-worker").run(stop))
     while not server.started:
         await asyncio.sleep(0.01)
-    stack = Stack(settings, bus, nats_url)
+    stack = Stack(settings, bus, nats_url, services)
     try:
         yield stack
     finally:

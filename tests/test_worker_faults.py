@@ -16,8 +16,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import websockets
 
 from app.bus import Bus
+from handlers.stt import Transcriber
+from handlers.stt_worker import SttWorker
 from tests.conftest import MODEL_CACHE, TEST_STT_MODEL, Conversation, Stack
 from tests.fake_llm import FakeLlm
 from tests.realtime_client import RawClient, chunks, pcm24k, raw_connect, words
@@ -190,3 +193,61 @@ async def _no_second(client: RawClient, kind: str) -> bool:
     except TimeoutError:
         return True
     return False
+
+
+@pytest.mark.vocalis_settings(max_sessions=1)
+async def test_a_session_past_the_edge_limit_is_refused_with_503_before_the_upgrade(stack: Stack):
+    async with raw_connect(stack.ws_url) as first:
+        await first.next_of("session.created")
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            async with raw_connect(stack.ws_url):
+                pass
+        response = refused.value.response
+        assert response.status_code == 503
+        error = json.loads(response.body)["error"]
+        assert (error["type"], error["code"]) == ("server_error", "server_overloaded")
+        await first.send({"type": "session.update", "session": {"type": "transcription"}})
+        await first.next_of("session.updated")  # the session in keeps going
+
+
+async def test_new_sessions_are_refused_while_transcripts_wait_for_a_worker(stack: Stack, transcriber: Transcriber):
+    """No STT worker keeps up (none runs): once more transcripts wait than the backlog allows, 503; once a worker
+    has caught up, sessions are taken again."""
+    await stack_worker_stopped(stack)
+    running = [asyncio.create_task(stack.services.admission.run())]
+    stop = asyncio.Event()
+    try:
+        async with raw_connect(stack.ws_url) as client:
+            await client.send(
+                {
+                    "type": "session.update",
+                    "session": {"type": "transcription", "audio": {"input": {"turn_detection": None}}},
+                }
+            )
+            await client.next_of("session.updated")
+            for _ in range(stack.settings.max_transcript_backlog + 1):
+                for chunk in chunks(pcm24k("hello_world.wav")):
+                    await client.send({"type": "input_audio_buffer.append", "audio": chunk})
+                await client.send({"type": "input_audio_buffer.commit"})
+                await client.next_of("input_audio_buffer.committed")
+            await until(lambda: _refused(stack), 10, "a new session refused")
+            running.append(asyncio.create_task(SttWorker(stack.bus, transcriber, "late-worker").run(stop)))
+            for _ in range(stack.settings.max_transcript_backlog + 1):
+                await client.next_of(COMPLETED)
+            await until(lambda: _admitted(stack), 10, "sessions taken again")
+    finally:
+        stop.set()
+        running[0].cancel()  # the admission's look
+        await asyncio.gather(*running, return_exceptions=True)
+
+
+async def _admitted(stack: Stack) -> bool:
+    return not await _refused(stack)
+
+
+async def _refused(stack: Stack) -> bool:
+    try:
+        async with raw_connect(stack.ws_url):
+            return False
+    except websockets.InvalidStatus as refused:
+        return refused.response.status_code == 503

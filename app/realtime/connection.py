@@ -23,6 +23,7 @@ import nats.errors
 import structlog
 from litestar import WebSocket
 
+from app.admission import Admission
 from app.bus import LOG_OUTAGE_S, UNANSWERED, WORKER_KINDS, Bus, LogUnavailable, OrderedFeed
 from app.presence import EdgePresence
 from app.realtime.client_socket import ClientSocket
@@ -57,6 +58,7 @@ class EdgeServices:
     max_frame_bytes: int
     audio_max_age_s: int
     presence: EdgePresence
+    admission: Admission
     llm_context_tokens: int | None = None
     llm_models: frozenset[str] = frozenset()  # the LLM names a session may ask for, besides OpenAI's realtime names
 
