@@ -5,6 +5,7 @@ scripted one (tests/fake_llm.py), streaming slowly so that a kill lands mid-answ
 """
 
 import asyncio
+import base64
 import json
 import os
 import signal
@@ -19,8 +20,11 @@ import pytest
 import websockets
 
 from app.bus import Bus
+from handlers.llm import ChatClient
+from handlers.llm_worker import LlmWorker
 from handlers.stt import Transcriber
 from handlers.stt_worker import SttWorker
+from handlers.tts import KokoroSynthesizer
 from tests.conftest import MODEL_CACHE, TEST_STT_MODEL, Conversation, Stack
 from tests.fake_llm import FakeLlm
 from tests.realtime_client import RawClient, chunks, pcm24k, raw_connect, words
@@ -251,3 +255,42 @@ async def _refused(stack: Stack) -> bool:
             return False
     except websockets.InvalidStatus as refused:
         return refused.response.status_code == 503
+
+
+@pytest.mark.slow
+async def test_a_tts_worker_killed_mid_answer_hands_it_over_and_every_clause_is_heard_once_in_order(
+    stack: Stack, synthesizer: KokoroSynthesizer, tmp_path: Path
+):
+    reply = "The first clause is spoken here. Then comes the second one, a little longer. And the third ends it."
+    async with FakeLlm() as llm:
+        llm.reply(reply)
+        stop = asyncio.Event()
+        generating = asyncio.create_task(LlmWorker(stack.bus, ChatClient(llm.base_url), "test-llm").run(stop))
+        try:
+            with worker("tts", stack.nats_url, tmp_path / "tts-a.log") as first:
+                await until(lambda: workers_waiting(stack.bus, "tts", 1), 60, "the first TTS worker is ready")
+                async with raw_connect(stack.ws_url, "model=gpt-realtime") as client:
+                    await client.send({"type": "session.update", "session": {"type": "realtime"}})
+                    await client.next_of("session.updated")
+                    item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Speak."}]}
+                    await client.send({"type": "conversation.item.create", "item": item})
+                    await client.send({"type": "response.create"})
+                    await until(lambda: job_in_hand(stack.bus, "tts"), 20, "the first worker took a clause")
+                    with worker("tts", stack.nats_url, tmp_path / "tts-b.log"):
+                        await until(lambda: workers_waiting(stack.bus, "tts", 1), 60, "the second TTS worker is ready")
+                        first.send_signal(signal.SIGKILL)
+                        killed = time.monotonic()
+                        events = []
+                        while (event := await client.next(timeout=30))["type"] != "response.done":
+                            events.append(event)
+                        ended = time.monotonic() - killed
+        finally:
+            stop.set()
+            await asyncio.gather(generating, return_exceptions=True)
+    assert event["response"]["status"] == "completed"
+    clauses = [e["delta"].strip() for e in events if e["type"] == "response.output_audio_transcript.delta"]
+    heard = b"".join(base64.b64decode(e["delta"]) for e in events if e["type"] == "response.output_audio.delta")
+    print(f"the answer ended {ended:.2f} s after a TTS worker was killed, in {len(clauses)} clauses")
+    assert " ".join(clauses) == reply
+    expected = b"".join(b"".join(synthesizer.synthesize(clause, "alloy")) for clause in clauses)
+    assert len(heard) == len(expected) and heard == expected, "each clause's audio once, in order"
