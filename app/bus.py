@@ -204,7 +204,7 @@ class Bus:
                 filter_subject=s.jobs(kind, ">"),
                 ack_policy=api.AckPolicy.EXPLICIT,
                 ack_wait=ACK_WAIT_S,
-                max_deliver=5,  # a job that kills every worker taking it is given up
+                max_deliver=50,  # a backstop: a job's deadline ends it sooner, one that kills every worker included
                 max_ack_pending=1000,
             )
             try:

@@ -18,6 +18,9 @@ REMEMBERED = 10_000  # cancelled responses and ended sessions a worker remembers
 # While a job runs, its worker tells the queue every second that it is alive, so the queue's ack wait can be short
 # (app.bus.ACK_WAIT_S): a worker that dies has its job taken over within seconds, one alive keeps it however long.
 HEARTBEAT_S = 1.0
+# A job handed back so that an earlier queue's job goes first comes back after this long (each hand-back is a
+# delivery: without the pause, a worker behind on transcripts would hand a partial decode back many times a second).
+PRIORITY_NAK_S = 0.2
 T = TypeVar("T")
 _DONE = object()
 
@@ -64,14 +67,18 @@ async def serve_jobs(
             except TimeoutError:
                 continue
             idle.clear()
-            ready = sorted([first, *_drain(arrived)], key=lambda delivery: delivery[0])
-            (index, message), later = ready[0], [other for _, other in ready[1:]]
-            taken = not await _waiting_before(subscriptions[:index])
-            for other in later if taken else [message, *later]:  # back to the queues, for whoever is free
-                await other.nak()
-            if not taken:  # an earlier queue's job comes first
+            ready = [first, *_drain(arrived)]
+            earliest = min(index for index, _ in ready)
+            if earliest > 0 and await _waiting_before(subscriptions[:earliest]):
+                for _, message in ready:  # an earlier queue's job comes first
+                    await message.nak(delay=PRIORITY_NAK_S)
                 idle.set()
                 continue
+            # The look above took a round trip: a job of an earlier queue delivered before it has arrived since.
+            ready = sorted([*ready, *_drain(arrived)], key=lambda delivery: delivery[0])
+            (index, message), later = ready[0], ready[1:]
+            for _, other in later:  # back to the queues, for whoever is free
+                await other.nak()
             heartbeat = asyncio.create_task(_heartbeat(message))
             try:
                 await handle(message)
