@@ -6,6 +6,7 @@ scripted one (tests/fake_llm.py), streaming slowly so that a kill lands mid-answ
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -82,25 +83,37 @@ async def ask_text_answer(client: RawClient, text: str = "Count for me.") -> Non
 async def test_clients_that_leave_mid_answer_stop_their_generation_and_a_new_user_is_answered(
     conversation: Conversation,
 ):
+    """Ten clients ask for an answer and drop their TCP connection as the first one streams, three times over: the
+    answer being generated stops, the queued ones never start, and a new user is answered at once."""
     llm = conversation.llm
-    for _ in range(3):
+    rounds, clients = 3, 10
+    for _ in range(rounds * clients):
         llm.reply(ANSWER, chunk_chars=2, delay_s=0.05)  # 25 s of streaming each
-    llm.reply("Hello newcomer.")
-    for _ in range(3):
-        async with raw_connect(conversation.ws_url, "model=gpt-realtime") as client:
-            await ask_text_answer(client)
-            await client.next_of("response.output_text.delta")
-            client.socket.transport.abort()  # the TCP connection dropped: no close frame
+    for round_ in range(rounds):
+        async with contextlib.AsyncExitStack() as connections:
+            crowd = [
+                await connections.enter_async_context(raw_connect(conversation.ws_url, "model=gpt-realtime"))
+                for _ in range(clients)
+            ]
+            for i, client in enumerate(crowd):
+                await ask_text_answer(client, f"Count for me, client {i} of round {round_}.")
+            await next(iter(asyncio.as_completed([c.next_of("response.output_text.delta") for c in crowd])))
+            for client in crowd:
+                client.socket.transport.abort()  # the TCP connection dropped: no close frame
         left = time.monotonic()
-        await until(lambda: _disconnects_at_least(llm, 1), 10, "the LLM stream closed")
-        print(f"generation stopped {time.monotonic() - left:.2f} s after the client left")
-        assert time.monotonic() - left < 3
-        llm.disconnects = 0
+        await until(lambda n=round_ + 1: _disconnects_at_least(llm, n), 10, "the LLM stream closed")
+        print(f"generation stopped {time.monotonic() - left:.2f} s after the clients left")
+    await asyncio.sleep(1)  # time for a queued job to start, if one would
+    asked = [request["messages"][-1]["content"] for request in llm.requests]
+    assert len(asked) == len(set(asked)), "no job ran twice"
+    assert len(asked) <= 2 * rounds, "the jobs of clients who left were dropped unseen"
+    llm.replies.clear()
+    llm.reply("Hello newcomer.")
     started = time.monotonic()
     async with raw_connect(conversation.ws_url, "model=gpt-realtime") as client:
         await ask_text_answer(client, "Hello?")
         done = await client.next_of("response.done", timeout=20)
-    print(f"a new user answered in {time.monotonic() - started:.2f} s")
+    print(f"a new user answered in {time.monotonic() - started:.2f} s; {len(asked)} of {rounds * clients} jobs started")
     assert done["response"]["status"] == "completed"
     assert done["response"]["output"][0]["content"][0]["text"] == "Hello newcomer."
     assert llm.completed == 1, "only the new user's answer ran to its end"
