@@ -6,7 +6,7 @@ from domain import conversation
 from domain import events as ev
 from domain import records as rec
 from domain.jobs import GenerateJob, SynthesizeJob
-from domain.session_config import TurnDetectionUpdate
+from domain.session_config import SessionUpdate, TurnDetectionUpdate
 from tests.test_domain_session import FIRST_TURN, Sim, only
 
 AT = 1_700_000_000_000
@@ -221,3 +221,61 @@ def test_an_answer_truncated_while_it_is_spoken_keeps_the_cut_when_it_ends():
     entry = next(e for e in sim.state.items if e.item.id == item)
     heard = "One two three four. Five six seven eight"  # 200 ms of the 400 sent of clause two: half its words
     assert entry.item.content[0].transcript == heard, "what was heard, not what was sent"
+
+
+def delta(sim: Sim, response_id: str, text: str, index: int, attempt: int) -> None:
+    sim.feed(
+        rec.GenerationDelta(
+            at_ms=AT, job_id="j", response_id=response_id, index=index, worker="w", text=text, attempt=attempt
+        )
+    )
+
+
+def test_a_generation_taken_over_mid_answer_fails_the_response_instead_of_joining_two_samples():
+    sim = Sim("realtime")
+    text_turn(sim)
+    sim.client(ev.SessionUpdateRequested(update=conversation_text_only()))
+    response = respond(sim)
+    delta(sim, response, "One two", 0, attempt=1)
+    delta(sim, response, "Something else", 0, attempt=2)  # the worker died; another took the job over
+    delta(sim, response, " three", 1, attempt=1)  # the first attempt's last piece, late
+    texts = [e.delta for e in only(sim.events, ev.OutputTextDelta)]
+    assert texts == ["One two"]
+    (done,) = only(sim.events, ev.ResponseDone)
+    assert done.response.status == "failed"
+    assert done.response.status_details["error"]["code"] == "generation_interrupted"
+
+
+def test_a_generation_taken_over_before_anything_was_heard_is_the_answer():
+    sim = Sim("realtime")
+    text_turn(sim)
+    sim.client(ev.SessionUpdateRequested(update=conversation_text_only()))
+    response = respond(sim)
+    delta(sim, response, "", 0, attempt=1)  # the role chunk, and then the first worker died
+    delta(sim, response, "Hello", 0, attempt=2)
+    sim.feed(rec.GenerationFailed(at_ms=AT, job_id="j", response_id=response, message="late", worker="w"))
+    sim.feed(
+        rec.GenerationDone(at_ms=AT, job_id="j", response_id=response, finish_reason="stop", worker="w", attempt=2)
+    )
+    assert [e.delta for e in only(sim.events, ev.OutputTextDelta)] == ["Hello"]
+    (done,) = only(sim.events, ev.ResponseDone)
+    assert done.response.status == "completed", "the first attempt's failure, late, is not the answer's"
+
+
+def test_a_clause_s_chunks_go_out_once_each_in_order_whoever_made_them():
+    sim = Sim("realtime")
+    text_turn(sim)
+    response = respond(sim)
+    llm(sim, response, "Only one clause here.")
+    speech(sim, response, 0, 1, 20, last=False)  # ahead of its turn
+    speech(sim, response, 0, 0, 10, last=False)
+    speech(sim, response, 0, 0, 10, last=False)  # again, from a worker that took the clause over
+    speech(sim, response, 0, 1, 20, last=False)
+    speech(sim, response, 0, 2, 30, last=True)
+    assert [len(e.delta) for e in only(sim.events, ev.OutputAudioDelta)] == [48 * 10, 48 * 20, 48 * 30]
+    (done,) = only(sim.events, ev.ResponseDone)
+    assert done.response.status == "completed"
+
+
+def conversation_text_only() -> SessionUpdate:
+    return SessionUpdate(output_modalities=("text",))
