@@ -25,6 +25,11 @@ JOB_QUEUES = {TranscribeJob: "stt", GenerateJob: "llm", SynthesizeJob: "tts"}
 RECORD_HEADROOM_BYTES = 64 * 1024
 
 
+def queue_of(job: Job) -> str:
+    """The work queue a job goes to: a decode while the user speaks has its own, behind the transcripts due."""
+    return "stt-partial" if isinstance(job, TranscribeJob) and job.partial else JOB_QUEUES[type(job)]
+
+
 class RecordTooLarge(Exception):
     """A record the bus cannot carry in one message: the frame it came from is refused."""
 
@@ -87,8 +92,7 @@ class SessionLog:
         if isinstance(job, CancelResponse):  # a signal, not work: core NATS, every worker hears it
             await self.bus.nc.publish(self.bus.subjects.cancel(job.response_id), b"")
             return
-        queue = "stt-partial" if isinstance(job, TranscribeJob) and job.partial else JOB_QUEUES[type(job)]
-        subject = self.bus.subjects.jobs(queue, self.session_id)
+        subject = self.bus.subjects.jobs(queue_of(job), self.session_id)
         queued = await self.bus.publish_pipelined(subject, encode(job), job.job_id)
         queued.add_done_callback(lambda ack: self._refused(job, ack))
 
