@@ -27,6 +27,7 @@ from app.admission import Admission
 from app.analytics import AnalyticsWorker
 from app.bus import UNANSWERED, Bus, reachable
 from app.edge import REQUIRED_WORKERS, create_app
+from app.metrics import EdgeMetrics
 from app.presence import EdgePresence, Reaper, new_edge_id
 from app.realtime.connection import EdgeServices
 from app.settings import Settings
@@ -257,6 +258,7 @@ def edge_services(settings: Settings, bus: Bus) -> EdgeServices:
         llm_models=frozenset({settings.llm_model} if settings.llm_base_url else {settings.llm_model, *BUNDLED_LLMS}),
         presence=presence,
         admission=Admission(bus, presence.sessions, settings.max_sessions, settings.max_transcript_backlog),
+        metrics=EdgeMetrics(),
     )
 
 

@@ -12,6 +12,7 @@ import msgspec
 import structlog
 
 from app.bus import OrderedFeed, decode_record
+from app.metrics import SessionWatch
 from app.realtime.effects import Effects
 from domain.events import ErrorDetail, ErrorEvent
 from domain.records import Record
@@ -20,9 +21,10 @@ from domain.state import SessionState, Transition
 
 
 class Reducer:
-    def __init__(self, effects: Effects, log: structlog.typing.FilteringBoundLogger) -> None:
+    def __init__(self, effects: Effects, log: structlog.typing.FilteringBoundLogger, watch: SessionWatch) -> None:
         self.state: SessionState | None = None
         self._effects = effects
+        self._watch = watch
         self._log = log
         self._reduced_seq = 0
         self._progress = asyncio.Condition()
@@ -38,6 +40,7 @@ class Reducer:
                 continue
             transition = self._apply(record, seq)
             await self._effects.carry_out(transition)
+            self._watch.reduced(record, transition)
             async with self._progress:
                 self._reduced_seq = seq
                 self._progress.notify_all()

@@ -38,10 +38,11 @@ class RecordTooLarge(Exception):
 
 
 class SessionLog:
-    def __init__(self, bus: Bus, session_id: str, audio_max_age_s: int) -> None:
+    def __init__(self, bus: Bus, session_id: str, audio_max_age_s: int, published: Callable[[str], None]) -> None:
         self.bus = bus
         self.session_id = session_id
         self._audio_max_age_s = audio_max_age_s
+        self._published = published  # told `in`, `out` or `jobs` for every record handed to the bus
         self._written = 0
         self._pending: set[asyncio.Task[PubAck]] = set()  # failures of refused jobs, being written
         self.stored: Callable[[int], None] = lambda seq: None  # told the sequence of every input record stored
@@ -50,6 +51,7 @@ class SessionLog:
         """Append an input record without waiting for the stream (order on this connection is kept)."""
         subject, ttl = self._where(source)
         queued = await self.bus.publish_pipelined(subject, self._encode(record), self._next_id(), ttl_s=ttl)
+        self._published("in")
         queued.add_done_callback(self._tell_stored)
 
     async def write_and_wait(self, source: str, record: rec.Record) -> int:
@@ -57,6 +59,7 @@ class SessionLog:
         (LogUnavailable after LOG_OUTAGE_S) and sends the record again, under the same id: it is stored once."""
         subject, ttl = self._where(source)
         payload, msg_id = self._encode(record), self._next_id()
+        self._published("in")  # once, however often it is sent again
         loop = asyncio.get_running_loop()
         deadline = loop.time() + LOG_OUTAGE_S
         while True:
@@ -87,6 +90,7 @@ class SessionLog:
     async def output(self, event: AnyServerEvent) -> None:
         subject = self.bus.subjects.session_output(self.session_id, event.__struct_config__.tag)  # type: ignore[arg-type]
         await self.bus.publish_pipelined(subject, encode(event), event.event_id)
+        self._published("out")
 
     async def ask(self, job: Job | CancelResponse) -> None:
         if isinstance(job, CancelResponse):  # a signal, not work: core NATS, every worker hears it
@@ -94,6 +98,7 @@ class SessionLog:
             return
         subject = self.bus.subjects.jobs(queue_of(job), self.session_id)
         queued = await self.bus.publish_pipelined(subject, encode(job), job.job_id)
+        self._published("jobs")
         queued.add_done_callback(lambda ack: self._refused(job, ack))
 
     def _tell_stored(self, ack: "asyncio.Future[PubAck]") -> None:
@@ -109,6 +114,7 @@ class SessionLog:
         source = JOB_QUEUES[type(job)]
         subject = self.bus.subjects.session_input(self.session_id, source)
         writing = asyncio.create_task(self.bus.publish(subject, encode(record), f"{job.job_id}.refused"))
+        self._published("in")
         self._pending.add(writing)
         writing.add_done_callback(self._pending.discard)
 
