@@ -43,8 +43,8 @@ from app.bus import WORKER_KINDS, Bus
 from app.realtime.session_log import queue_of
 from domain import events as ev
 from domain import records as rec
-from domain.jobs import TRANSCRIPTION_LATE
-from domain.state import CancelResponse, Transition
+from domain.jobs import TRANSCRIPTION_LATE, Job
+from domain.state import Transition
 
 log = structlog.get_logger(__name__)
 # A scrape waits this long for NATS; a kind it did not hear about is left out of the gauges, not shown stale.
@@ -148,7 +148,7 @@ class SessionWatch:
         now = time.monotonic()
         self._job_ended(record, now)
         for job in transition.jobs:
-            if not isinstance(job, CancelResponse):
+            if isinstance(job, Job):  # work, not a signal about work
                 _remember(self._jobs, job.job_id, (queue_of(job), now))
         m = self._metrics
         for event in transition.events:

@@ -28,7 +28,7 @@ from domain.agreement import TIME_TOLERANCE, agreed, text_of, unheard
 from domain.audio_time import MODEL_RATE, samples_from_ms
 from domain.jobs import PARTIAL_DECODE_WAIT_MS, TRANSCRIPT_WAIT_MS, TranscribeJob
 from domain.records import Word
-from domain.state import AudioMark, Draft, LiveTurn, SessionState
+from domain.state import AudioMark, Draft, LiveTurn, SessionState, WithdrawJob
 from domain.turns import Speaking
 
 # The closing decode starts once a turn's silence has lasted this long, so the transcript is ready about
@@ -140,7 +140,11 @@ def follow(draft: Draft, speaking: Speaking, frame_end: int) -> None:
     silent_for = frame_end - speaking.last_voice_sample
     if silent_for >= samples_from_ms(CLOSE_AFTER_MS):
         if live.asked_to < speaking.last_voice_sample + samples_from_ms(CLOSE_AFTER_MS):
-            draft.update(live=_ask(draft, live, frame_end, partial=False))
+            live = _ask(draft, live, frame_end, partial=False)
+            draft.update(live=msgspec.structs.replace(live, closing=live.asked[-1]))
+    elif silent_for == 0 and live.closing is not None:  # speech resumed: that pause did not end the turn
+        draft.jobs.append(WithdrawJob(live.closing))
+        draft.update(live=msgspec.structs.replace(live, closing=None))
     elif (
         silent_for == 0
         and _incremental(draft.state)
@@ -161,16 +165,24 @@ def end_turn(draft: Draft, item_id: str, end: int, voice_until: int) -> bool:
     live = msgspec.structs.replace(live, end=end, voice_until=voice_until)
     covering = min(end, voice_until + samples_from_ms(CLOSE_AFTER_MS))
     if live.decoded_to >= covering:
+        _withdraw(draft, live.asked)
         _finish(draft, live, live.pending)
         return True
     if not (live.asked and live.asked_to >= covering):
         live = _ask(draft, live, end, partial=False)
+    _withdraw(draft, live.asked[:-1])  # decodes of less of the turn than the one it awaits: overtaken
     draft.update(finishing=(*draft.state.finishing, msgspec.structs.replace(live, awaited=live.asked[-1])))
     return True
 
 
+def _withdraw(draft: Draft, job_ids: Sequence[str]) -> None:
+    draft.jobs.extend(WithdrawJob(job_id) for job_id in job_ids)
+
+
 def drop_turn(draft: Draft) -> None:
     """The turn in progress is gone (buffer cleared, turn detection off): its decodes are no longer wanted."""
+    if draft.state.live is not None:
+        _withdraw(draft, draft.state.live.asked)
     draft.update(live=None)
 
 

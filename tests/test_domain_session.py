@@ -23,6 +23,7 @@ from domain.session_config import (
     TurnDetection,
     TurnDetectionUpdate,
 )
+from domain.state import WithdrawJob
 
 SID = "sess_test0001"
 FRAME = 512
@@ -62,6 +63,7 @@ class Sim:
         self.audio: dict[int, tuple[int, int]] = {}
         self.events: list[ev.ServerEvent] = list(self.created.events)
         self.jobs: list[TranscribeJob] = []
+        self.withdrawn: list[str] = []  # ids of the jobs withdrawn
 
     def feed(self, record: rec.Record) -> Transition:
         self.seq += 1
@@ -71,7 +73,8 @@ class Sim:
         assert msgspec.json.encode(before) == snapshot, "step mutated its input state"
         self.state = transition.state
         self.events.extend(transition.events)
-        self.jobs.extend(transition.jobs)
+        self.jobs.extend(job for job in transition.jobs if not isinstance(job, WithdrawJob))
+        self.withdrawn.extend(job.job_id for job in transition.jobs if isinstance(job, WithdrawJob))
         return transition
 
     def audio_samples(self, samples: int, probs: Sequence[float] = ()) -> Transition:
@@ -260,9 +263,9 @@ def test_vad_turn_event_sequence_and_job() -> None:
 
     # While the user spoke, one decode of the turn's first 600 ms (to the end of frame 49, 25600); 150 ms into
     # the silence (last voice at frame 60, 30720; frame 65 ends at 33280), the closing decode of the whole turn.
-    # The commit waits for that one rather than asking again.
-    assert stop.jobs == ()
+    # The commit waits for that one rather than asking again, and withdraws the partial decode, which it overtakes.
     partial, closing = sim.jobs
+    assert stop.jobs == (WithdrawJob(partial.job_id),)
     for job in (partial, closing):
         assert job.item_id == item_id and job.words
         assert job.session_id == SID
@@ -947,10 +950,29 @@ def test_speech_that_resumes_after_the_closing_decode_is_decoded_again():
     assert len(only(sim.events, ev.SpeechStarted)) == 1
     *_, first_closing, second_closing = sim.jobs
     assert first_closing.end_sample < second_closing.end_sample
+    assert first_closing.job_id in sim.withdrawn, "withdrawn when the speech resumed: that pause did not end the turn"
     assert [t.awaited for t in sim.state.finishing] == [second_closing.job_id]
     assert sim.words(first_closing, "ask not").events == ()
     done = sim.words(second_closing, "ask not what")
     assert [e.transcript for e in only(done.events, ev.TranscriptCompleted)] == ["ask not what"]
+
+
+def test_a_withdrawn_decode_of_the_live_turn_lets_the_next_one_be_asked():
+    sim = Sim("transcription")
+    # Speech, 320 ms of silence (the closing decode goes out), then speech again, for long: it is withdrawn.
+    speak(sim, [0.0] * 40 + [0.9] * 20 + [0.0] * 10 + [0.9] * 40, answer=False)
+    partial, closing = sim.jobs
+    assert sim.withdrawn == [closing.job_id] and not closing.partial
+    sim.words(partial, heard(partial))
+    asked = len(sim.jobs)
+    sim.feed(
+        rec.TranscriptionFailed(
+            at_ms=AT_MS, job_id=closing.job_id, item_id=closing.item_id, message="Withdrawn", worker="edge"
+        )
+    )
+    assert not only(sim.events, ev.TranscriptFailed), "a withdrawn decode of the live turn fails nothing"
+    sim.audio_samples(FRAME * 30, [0.9] * 30)
+    assert len(sim.jobs) > asked and sim.jobs[-1].partial, "decoding goes on while the user speaks"
 
 
 def test_without_incremental_decoding_only_the_closing_decode_runs():

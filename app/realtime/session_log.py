@@ -6,8 +6,10 @@ must fit in one NATS message with room to spare; one that would not is refused b
 """
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Callable
 
+import nats.js.errors
 from nats.js.api import PubAck
 
 from app.bus import LOG_OUTAGE_S, UNANSWERED, Bus, LogUnavailable, encode
@@ -16,10 +18,11 @@ from domain import records as rec
 from domain.events import AnyServerEvent
 from domain.jobs import GenerateJob, Job, SynthesizeJob, TranscribeJob
 from domain.protocol.errors import Rejection
-from domain.state import CancelResponse
+from domain.state import CancelResponse, Directive, WithdrawJob
 from handlers.ports import now_ms
 
 JOB_QUEUES = {TranscribeJob: "stt", GenerateJob: "llm", SynthesizeJob: "tts"}
+QUEUED_REMEMBERED = 64  # a session's latest transcription jobs whose place in the queue is kept, to withdraw them
 # An input record leaves this much of the server's max_payload free: its headers take a few hundred bytes, and the
 # events and jobs the state machine makes of it (a `session.updated` repeating the session) are a little larger.
 RECORD_HEADROOM_BYTES = 64 * 1024
@@ -45,6 +48,7 @@ class SessionLog:
         self._published = published  # told `in`, `out` or `jobs` for every record handed to the bus
         self._written = 0
         self._pending: set[asyncio.Task[PubAck]] = set()  # failures of refused jobs, being written
+        self._queued: OrderedDict[str, tuple[TranscribeJob, asyncio.Future[PubAck]]] = OrderedDict()
         self.stored: Callable[[int], None] = lambda seq: None  # told the sequence of every input record stored
 
     async def write(self, source: str, record: rec.Record) -> None:
@@ -92,14 +96,35 @@ class SessionLog:
         await self.bus.publish_pipelined(subject, encode(event), event.event_id)
         self._published("out")
 
-    async def ask(self, job: Job | CancelResponse) -> None:
+    async def ask(self, job: Directive) -> None:
         if isinstance(job, CancelResponse):  # a signal, not work: core NATS, every worker hears it
             await self.bus.nc.publish(self.bus.subjects.cancel(job.response_id), b"")
+            return
+        if isinstance(job, WithdrawJob):
+            await self._withdraw(job.job_id)
             return
         subject = self.bus.subjects.jobs(queue_of(job), self.session_id)
         queued = await self.bus.publish_pipelined(subject, encode(job), job.job_id)
         self._published("jobs")
         queued.add_done_callback(lambda ack: self._refused(job, ack))
+        if isinstance(job, TranscribeJob):
+            self._queued[job.job_id] = (job, queued)
+            while len(self._queued) > QUEUED_REMEMBERED:
+                self._queued.popitem(last=False)
+
+    async def _withdraw(self, job_id: str) -> None:
+        """Delete a job from its queue, if it is still there, and record it as failed: under the id of its result,
+        so that of a worker's result and this failure, the log keeps whichever came first."""
+        job, queued = self._queued.pop(job_id, (None, None))
+        if job is None or queued is None or not queued.done() or queued.cancelled() or queued.exception():
+            return
+        try:
+            await self.bus.js.delete_msg(self.bus.subjects.jobs_stream, queued.result().seq)
+        except nats.js.errors.APIError:  # "no message found" (a 500 from JetStream): a worker has finished it
+            return
+        record = jobs.failed(job, "Withdrawn before a worker took it: no longer needed.", "edge", now_ms())
+        subject = self.bus.subjects.session_input(self.session_id, "stt")
+        await self.bus.publish(subject, encode(record), f"{job.job_id}.result")
 
     def _tell_stored(self, ack: "asyncio.Future[PubAck]") -> None:
         if not ack.cancelled() and ack.exception() is None:
