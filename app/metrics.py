@@ -15,9 +15,11 @@ process (the tests) do not share counts.
     vocalis_jobs_in_flight{kind}                gauge: jobs a worker holds (num_ack_pending)
     vocalis_workers_live{kind}                  gauge: idle workers' outstanding fetches plus jobs in hand, as
                                                 `/ready` counts them: 0 means no live worker of the kind
-    vocalis_jobs_total{kind,outcome}            counter: jobs this edge asked for that ended, `done` or `failed`
+    vocalis_jobs_total{kind,outcome}            counter: jobs this edge asked for that ended, `done`, `failed`,
+                                                or `withdrawn` (deleted unseen: the session no longer needed it)
     vocalis_job_seconds{kind}                   histogram: from the edge's ask to the reduced record that ends
-                                                the job (queue wait, work, and the way back through the log)
+                                                the job, done or failed (queue wait, work, the way back through
+                                                the log)
     vocalis_transcription_seconds               histogram: `speech_stopped` (a manual commit: `committed`) to
                                                 the item's transcription `completed`, as the edge sends them
     vocalis_transcription_first_delta_seconds   histogram: `speech_started` to the item's first transcription
@@ -44,7 +46,7 @@ from app.realtime.session_log import queue_of
 from domain import events as ev
 from domain import records as rec
 from domain.jobs import TRANSCRIPTION_LATE, Job
-from domain.state import Transition
+from domain.state import Transition, WithdrawJob
 
 log = structlog.get_logger(__name__)
 # A scrape waits this long for NATS; a kind it did not hear about is left out of the gauges, not shown stale.
@@ -131,6 +133,7 @@ class SessionWatch:
         self._metrics = metrics
         self._mode = mode
         self._jobs: OrderedDict[str, tuple[str, float]] = OrderedDict()  # job id: its queue, when it was asked
+        self._withdrawn: OrderedDict[str, None] = OrderedDict()  # jobs the session no longer wants
         self._speaking: OrderedDict[str, float] = OrderedDict()  # item id: speech_started
         self._ended: OrderedDict[str, float] = OrderedDict()  # item id: speech_stopped, or committed
 
@@ -148,8 +151,10 @@ class SessionWatch:
         now = time.monotonic()
         self._job_ended(record, now)
         for job in transition.jobs:
-            if isinstance(job, Job):  # work, not a signal about work
+            if isinstance(job, Job):
                 _remember(self._jobs, job.job_id, (queue_of(job), now))
+            elif isinstance(job, WithdrawJob):
+                _remember(self._withdrawn, job.job_id, None)
         m = self._metrics
         for event in transition.events:
             match event:
@@ -173,6 +178,13 @@ class SessionWatch:
         if asked is None:  # a job whose end was already seen, or forgotten
             return
         kind, at = asked
+        withdrawn = job_id in self._withdrawn
+        self._withdrawn.pop(job_id, None)
+        if withdrawn and outcome == "failed":
+            # Deleted from its queue unseen (a worker that had taken it gives its result as usual): no latency,
+            # and not shed for want of a worker.
+            self._metrics.jobs.labels(kind, "withdrawn").inc()
+            return
         self._metrics.jobs.labels(kind, outcome).inc()
         self._metrics.job_seconds.labels(kind).observe(now - at)
         if kind == "stt-partial" and isinstance(record, rec.TranscriptionFailed) and _shed(record):

@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from app.metrics import EdgeMetrics
 from domain import records as rec
 from domain.jobs import TRANSCRIPTION_LATE, SynthesizeJob, TranscribeJob
-from domain.state import Transition
+from domain.state import Transition, WithdrawJob
 from tests.conftest import Stack
 from tests.realtime_client import chunks, pcm24k, raw_connect, silence
 
@@ -96,7 +96,7 @@ async def test_metrics_take_the_api_key_and_the_probes_do_not(stack: Stack):
     assert ("vocalis_sessions_refused_total", ()) in samples
 
 
-def test_job_ends_are_counted_once_and_only_shed_partial_decodes_as_dropped():
+def test_job_ends_are_counted_once_and_only_shed_partial_decodes_as_dropped_not_withdrawn_ones():
     metrics = EdgeMetrics()
     watch = metrics.session("transcription")
 
@@ -108,8 +108,13 @@ def test_job_ends_are_counted_once_and_only_shed_partial_decodes_as_dropped():
 
     clause = SynthesizeJob("tts1", "sess", "resp", 0, "Hello.", "jm_kumo")
     asked = rec.SessionExpired(at_ms=0)  # any record: what counts is the transition's jobs
-    watch.reduced(asked, Transition(None, jobs=(partial("p1"), partial("p2"), partial("p3"), clause)))  # type: ignore[arg-type]
+    directives = (partial("p1"), partial("p2"), partial("p3"), partial("p4"), partial("p5"), clause)
+    watch.reduced(asked, Transition(None, jobs=directives))  # type: ignore[arg-type]
     none = Transition(None)  # type: ignore[arg-type]
+    watch.reduced(asked, Transition(None, jobs=(WithdrawJob("p4"), WithdrawJob("p5"))))  # type: ignore[arg-type]
+    watch.reduced(failed("p4", "Withdrawn before a worker took it: no longer needed.", "edge"), none)
+    words = {"at_ms": 0, "item_id": "item", "start_sample": 0, "end_sample": 16000, "words": (), "worker": "stt-1"}
+    watch.reduced(rec.WordsDecoded(job_id="p5", **words), none)  # taken before it could be withdrawn
     watch.reduced(failed("p1", f"{TRANSCRIPTION_LATE} (the server is busy; 0.4 s past its deadline)."), none)
     watch.reduced(failed("p2", "The server is too busy to take this work now; try again shortly.", "edge"), none)
     watch.reduced(failed("p3", "Transcription failed: out of memory"), none)
@@ -121,5 +126,8 @@ def test_job_ends_are_counted_once_and_only_shed_partial_decodes_as_dropped():
     samples = parse(generate_latest(metrics.registry).decode())
     assert value(samples, "vocalis_partial_decodes_dropped_total") == 2, "the expired one and the refused one"
     assert value(samples, "vocalis_jobs_total", kind="stt-partial", outcome="failed") == 3
+    assert value(samples, "vocalis_jobs_total", kind="stt-partial", outcome="withdrawn") == 1
+    assert value(samples, "vocalis_jobs_total", kind="stt-partial", outcome="done") == 1
+    assert value(samples, "vocalis_job_seconds_count", kind="stt-partial") == 4, "not the withdrawn one"
     assert value(samples, "vocalis_jobs_total", kind="tts", outcome="done") == 1
     assert value(samples, "vocalis_job_seconds_count", kind="tts") == 1

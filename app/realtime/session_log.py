@@ -124,6 +124,7 @@ class SessionLog:
             return
         record = jobs.failed(job, "Withdrawn before a worker took it: no longer needed.", "edge", now_ms())
         subject = self.bus.subjects.session_input(self.session_id, "stt")
+        self._published("in")
         await self.bus.publish(subject, encode(record), f"{job.job_id}.result")
 
     def _tell_stored(self, ack: "asyncio.Future[PubAck]") -> None:
