@@ -25,7 +25,7 @@ import psutil
 
 from app import runner
 from app.bus import Bus, encode
-from app.realtime.reducer import decode_record as edge_decode
+from app.realtime.reducer import decode as edge_decode
 from bench.report import percentile, save
 from domain import records as rec
 from domain.audio_time import MODEL_RATE, VAD_FRAME_SAMPLES

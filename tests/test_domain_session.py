@@ -487,6 +487,18 @@ def test_buffer_length_is_counted_in_input_ticks() -> None:
     assert (transition.jobs[0].start_sample, transition.jobs[0].end_sample) == (0, 1500)
 
 
+@pytest.mark.parametrize("size", range(12))
+def test_the_edge_reduces_audio_records_without_decoding_their_audio(size: int) -> None:
+    # Read back as the edge reads them, audio records step the session exactly as when read whole.
+    sim = Sim("transcription")
+    sim.audio_ms(200)
+    record = rec.AudioReceived(at_ms=AT_MS, ticks=3 * size, pcm16k=bytes(range(size)), speech_probs=(0.9,) * 2)
+    unread = msgspec.json.decode(msgspec.json.encode(record), type=rec.ReducerRecord)
+    assert isinstance(unread, rec.AudioReceivedUnread)
+    assert unread.samples == record.samples == size // 2
+    assert step(sim.state, unread, 2) == step(sim.state, record, 2)
+
+
 def test_clear_then_commit_is_empty() -> None:
     sim = manual_session()
     sim.audio_ms(500)
