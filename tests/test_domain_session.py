@@ -23,6 +23,7 @@ from domain.session_config import (
     TurnDetection,
     TurnDetectionUpdate,
 )
+from domain.transcription import MAX_WINDOW_MS
 
 SID = "sess_test0001"
 FRAME = 512
@@ -1011,3 +1012,44 @@ def test_a_failed_closing_decode_fails_the_item():
     )
     assert types(failed.events) == ["conversation.item.input_audio_transcription.failed"]
     assert sim.state.transcribing == () and sim.state.finishing == ()
+
+
+# A turn of 90 s that never pauses (2812 frames of speech), then the silence that ends it.
+LONG_TURN = [0.9] * 2812 + [0.0] * 20
+SLOT = 8000  # a made-up word every 500 ms of the turn
+
+
+def test_a_long_turn_whose_decodes_find_nothing_is_decoded_in_windows_of_bounded_length():
+    sim = Sim("transcription")
+    for i in range(0, len(LONG_TURN), 4):
+        asked = len(sim.jobs)
+        sim.frames(LONG_TURN[i : i + 4])
+        for job in sim.jobs[asked:]:
+            sim.decoded(job, ())
+    windows = [job.end_sample - job.start_sample for job in sim.jobs]
+    assert len(windows) > 100 and max(windows) == MAX_WINDOW_MS * SAMPLES_PER_MS
+    # The work per second of speech stays bounded: no decode of a long turn covers it from its start.
+    assert sum(windows) / (len(LONG_TURN) * FRAME) < MAX_WINDOW_MS / 800
+    for job in sim.jobs:
+        sim.assert_job_covered(job)
+    (completed,) = only(sim.events, ev.TranscriptCompleted)
+    assert completed.transcript == ""
+
+
+def test_words_of_a_long_turn_that_leave_the_window_unagreed_become_stable():
+    # Every decode hears a word every 500 ms, but no two decodes agree on one.
+    sim = Sim("transcription")
+    for i in range(0, len(LONG_TURN), 4):
+        asked = len(sim.jobs)
+        sim.frames(LONG_TURN[i : i + 4])
+        for job in sim.jobs[asked:]:
+            slots = range(-(-job.start_sample // SLOT), job.end_sample // SLOT)
+            words = tuple(rec.Word(f" d{len(sim.jobs)}s{n}", n * SLOT, n * SLOT + SLOT // 2) for n in slots)
+            sim.decoded(job, tuple(w for w in words if w.end <= job.end_sample))
+    assert max(job.end_sample - job.start_sample for job in sim.jobs) <= MAX_WINDOW_MS * SAMPLES_PER_MS
+    (completed,) = only(sim.events, ev.TranscriptCompleted)
+    assert "".join(e.delta for e in only(sim.events, ev.TranscriptDelta)) == completed.transcript
+    # Nothing is lost, nothing said twice: a word from each 500 ms of the turn, in order.
+    heard_slots = [int(word.split("s")[1]) for word in completed.transcript.split()]
+    assert heard_slots == list(range(heard_slots[0], heard_slots[-1] + 1))
+    assert heard_slots[0] <= 1 and heard_slots[-1] >= len(LONG_TURN) * FRAME // SLOT - 3
