@@ -1,7 +1,7 @@
 """What a session's audio costs on its way through Vocalis, apart from the models: three small profiles.
 
-- `read_audio`: an STT worker reading a live decode's audio back from the log (a real nats-server, started here):
-  the time per read, and the nats-server CPU it takes.
+- `read_audio`: an STT worker reading a live decode's audio back from the log as soon as it is asked for (a real
+  nats-server, started here): the time per read, and the nats-server CPU it takes.
 - the edge's reducer: decoding the audio records it reads back from the log, and reducing them (`step`), per
   second of audio (100 ms appends, as a client streams them).
 - live decoding of a 90 s turn that never pauses and whose decodes never agree (no word ever becomes stable):
@@ -68,31 +68,34 @@ def nats_server_cpu_s() -> float:
     return float(sum(p.cpu_times().user + p.cpu_times().system for p in servers))
 
 
-async def read_audio(seconds: int, window_s: float, reads: int) -> dict[str, Any]:
-    """A session's `seconds` of audio in the log (with a words record and a server event after every eighth
-    append, as live decoding writes them), then `reads` reads of `window_s` of it, each ending further on."""
+async def read_audio(window_s: float, reads: int) -> dict[str, Any]:
+    """Live decoding as a worker sees it: every 800 ms of audio (8 appends, then a words record and a server
+    event, as live decoding writes them), one read of the last `window_s` of it, as soon as it is asked for."""
     with tempfile.TemporaryDirectory() as tmp:
         async with runner.embedded_nats(Path(tmp) / "jetstream") as url:
             bus = await Bus.connect(url, "bench", "bench-audio-path")
             await bus.ensure_streams(max_age_s=3600, max_bytes=-1)
             s = bus.subjects
-            seqs: list[int] = []
-            for i in range(seconds * 1000 // APPEND_MS):
-                ack = await bus.publish(s.session_input(SID, "audio"), encode(audio_record(i)), f"a{i}")
-                seqs.append(ack.seq)
-                if i % 8 == 7:
-                    await bus.publish(s.session_input(SID, "stt"), b'{"kind":"stt.words"}', f"w{i}")
-                    await bus.publish(s.session_output(SID, "x"), b'{"type":"x"}', f"o{i}")
             per_window = round(window_s * 1000 / APPEND_MS)
-            ends = np.linspace(per_window, len(seqs), reads).astype(int)
-            times = []
-            cpu_before = nats_server_cpu_s()
-            for end in ends:
+            seqs: list[int] = []
+            times: list[float] = []
+            server_cpu = 0.0
+            while len(times) < reads:
+                for _ in range(8):
+                    i = len(seqs)
+                    seqs.append(
+                        (await bus.publish(s.session_input(SID, "audio"), encode(audio_record(i)), f"a{i}")).seq
+                    )
+                await bus.publish(s.session_input(SID, "stt"), b'{"kind":"stt.words"}', f"w{len(seqs)}")
+                await bus.publish(s.session_output(SID, "x"), b'{"type":"x"}', f"o{len(seqs)}")
+                if len(seqs) < per_window:
+                    continue
+                cpu_before = nats_server_cpu_s()
                 started = time.perf_counter()
-                records = await bus.read_audio(SID, seqs[end - per_window], seqs[end - 1])
+                records = await bus.read_audio(SID, seqs[-per_window], seqs[-1])
                 times.append(time.perf_counter() - started)
+                server_cpu += nats_server_cpu_s() - cpu_before
                 assert len(records) == per_window
-            server_cpu = nats_server_cpu_s() - cpu_before
             await bus.close()
     return {
         "window_s": window_s,
@@ -167,7 +170,7 @@ def main() -> None:
     parser.add_argument("--label", default="after", help="the results file is audio_path_<label>.json")
     parser.add_argument("--reads", type=int, default=200)
     args = parser.parse_args()
-    reads = [asyncio.run(read_audio(60, window, args.reads)) for window in (4.0, 20.0)]
+    reads = [asyncio.run(read_audio(window, args.reads)) for window in (4.0, 20.0)]
     edge, turn = edge_reducer(), long_turn()
     for r in reads:
         print(
