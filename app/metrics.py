@@ -146,7 +146,7 @@ class SessionWatch:
     def published(self, subject: str) -> None:
         self._metrics.records_published.labels(subject).inc()
 
-    def reduced(self, record: rec.Record, transition: Transition) -> None:
+    def reduced(self, record: rec.ReducerRecord, transition: Transition) -> None:
         """A record reduced and its transition carried out (its events sent, its jobs asked for)."""
         now = time.monotonic()
         self._job_ended(record, now)
@@ -170,7 +170,7 @@ class SessionWatch:
                     self._speaking.pop(event.item_id, None)
                     self._ended.pop(event.item_id, None)
 
-    def _job_ended(self, record: rec.Record, now: float) -> None:
+    def _job_ended(self, record: rec.ReducerRecord, now: float) -> None:
         if (end := _end(record)) is None:
             return
         job_id, outcome = end
@@ -191,7 +191,7 @@ class SessionWatch:
             self._metrics.partials_dropped.inc()
 
 
-def _end(record: rec.Record) -> tuple[str, str] | None:
+def _end(record: rec.ReducerRecord) -> tuple[str, str] | None:
     """The job a record ends, and how: its last result, or its failure."""
     match record:
         case rec.TranscriptionCompleted() | rec.WordsDecoded() | rec.GenerationDone():

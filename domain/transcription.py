@@ -4,11 +4,11 @@ A server-VAD turn is a `LiveTurn` from `speech_started` on. While the user speak
 grows (one decode at a time, more often in its first seconds); words two consecutive decodes agree on, and that
 the later decode heard `SETTLE_MS` past, become stable and go out as transcript deltas. Later decodes start
 `CONTEXT_MS` before the stable words end (whisper hears the words before, and `agreement.unheard` drops them
-again). Once the turn's silence has lasted `CLOSE_AFTER_MS`, one more decode covers the rest of its speech, before
-the VAD decides that the turn is over; when it does, that decode completes the transcript: the stable text plus
-the words after it, less any whisper made up in the turn's closing silence. Stable text is never revised, so the
-deltas always add up to the completed transcript. If speech resumes, the closing decode is one more decode of the
-growing turn.
+again), and none hears more than the last `MAX_WINDOW_MS` of the turn. Once the turn's silence has lasted
+`CLOSE_AFTER_MS`, one more decode covers the rest of its speech, before the VAD decides that the turn is over;
+when it does, that decode completes the transcript: the stable text plus the words after it, less any whisper made
+up in the turn's closing silence. Stable text is never revised, so the deltas always add up to the completed
+transcript. If speech resumes, the closing decode is one more decode of the growing turn.
 
 Without incremental decoding (`transcription.incremental: false`), only the closing decode runs, over the whole
 turn.
@@ -45,6 +45,11 @@ PARTIAL_EVERY_LATER_MS = 800
 SETTLE_MS = 500
 HOLD_BACK = 1
 CONTEXT_MS = 3000
+# A live decode hears at most this much of its turn, however long the turn goes on without a stable word (noise,
+# speech whisper does not follow): the work per second of speech stays bounded, and the audio and the trimmed
+# encoder's 3 s of padding fit in whisper's 30 s window. The latest decode's words that start before the window
+# become stable as they are: no later decode hears them again.
+MAX_WINDOW_MS = 20_000
 STABLE_TAIL = 40  # words of the stable text kept: to recognise a decode that repeats them, and as its prompt
 
 
@@ -230,6 +235,14 @@ def _ask(draft: Draft, live: LiveTurn, end: int, partial: bool) -> LiveTurn:
     """Decode the turn up to `end`, from a little before its stable text ends; the stable words before that are
     the prompt."""
     start = max(live.start, live.stable_end - samples_from_ms(CONTEXT_MS)) if live.stable else live.start
+    if _incremental(draft.state) and start < end - samples_from_ms(MAX_WINDOW_MS):
+        start = end - samples_from_ms(MAX_WINDOW_MS)
+        leaving = 0
+        while leaving < len(live.pending) and live.pending[leaving].start < start:  # a word cut in two included
+            leaving += 1
+        if leaving:
+            live = _stabilize(draft, live, live.pending[:leaving], language=None)
+            live = msgspec.structs.replace(live, pending=live.pending[leaving:])
     context = text_of([w for w in live.stable_tail if w.end <= start]).lstrip()
     decode = job(draft, live.item_id, start, end, words=True, context=context, partial=partial)
     draft.jobs.append(decode)
@@ -247,15 +260,19 @@ def _heard(draft: Draft, live: LiveTurn, record: rec.WordsDecoded) -> LiveTurn:
     live = msgspec.structs.replace(live, pending=words[count:], decoded_to=record.end_sample)
     if count == 0:
         return live
-    stable = words[:count]
+    return _stabilize(draft, live, words[:count], record.language)
+
+
+def _stabilize(draft: Draft, live: LiveTurn, stable: Sequence[Word], language: str | None) -> LiveTurn:
+    """`stable` words follow the stable text: they are sent, and never revised."""
     delta = text_of(stable)
     if not live.stable:
         delta = delta.lstrip()
     if draft.state.config.transcription is not None:
         draft.emit(ev.TranscriptDelta, item_id=live.item_id, delta=delta)
     tail = (*live.stable_tail, *stable)[-STABLE_TAIL:]
-    if draft.state.heard_language is None and record.language:
-        draft.update(heard_language=record.language)
+    if draft.state.heard_language is None and language:
+        draft.update(heard_language=language)
     return msgspec.structs.replace(live, stable=live.stable + delta, stable_tail=tail)
 
 

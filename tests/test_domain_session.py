@@ -24,6 +24,7 @@ from domain.session_config import (
     TurnDetectionUpdate,
 )
 from domain.state import WithdrawJob
+from domain.transcription import MAX_WINDOW_MS
 
 SID = "sess_test0001"
 FRAME = 512
@@ -488,6 +489,18 @@ def test_buffer_length_is_counted_in_input_ticks() -> None:
     transition = sim.commit()
     assert types(transition.events)[0] == "input_audio_buffer.committed"
     assert (transition.jobs[0].start_sample, transition.jobs[0].end_sample) == (0, 1500)
+
+
+@pytest.mark.parametrize("size", range(12))
+def test_the_edge_reduces_audio_records_without_decoding_their_audio(size: int) -> None:
+    # Read back as the edge reads them, audio records step the session exactly as when read whole.
+    sim = Sim("transcription")
+    sim.audio_ms(200)
+    record = rec.AudioReceived(at_ms=AT_MS, ticks=3 * size, pcm16k=bytes(range(size)), speech_probs=(0.9,) * 2)
+    unread = msgspec.json.decode(msgspec.json.encode(record), type=rec.ReducerRecord)
+    assert isinstance(unread, rec.AudioReceivedUnread)
+    assert unread.samples == record.samples == size // 2
+    assert step(sim.state, unread, 2) == step(sim.state, record, 2)
 
 
 def test_clear_then_commit_is_empty() -> None:
@@ -1021,3 +1034,44 @@ def test_a_failed_closing_decode_fails_the_item():
     )
     assert types(failed.events) == ["conversation.item.input_audio_transcription.failed"]
     assert sim.state.transcribing == () and sim.state.finishing == ()
+
+
+# A turn of 90 s that never pauses (2812 frames of speech), then the silence that ends it.
+LONG_TURN = [0.9] * 2812 + [0.0] * 20
+SLOT = 8000  # a made-up word every 500 ms of the turn
+
+
+def test_a_long_turn_whose_decodes_find_nothing_is_decoded_in_windows_of_bounded_length():
+    sim = Sim("transcription")
+    for i in range(0, len(LONG_TURN), 4):
+        asked = len(sim.jobs)
+        sim.frames(LONG_TURN[i : i + 4])
+        for job in sim.jobs[asked:]:
+            sim.decoded(job, ())
+    windows = [job.end_sample - job.start_sample for job in sim.jobs]
+    assert len(windows) > 100 and max(windows) == MAX_WINDOW_MS * SAMPLES_PER_MS
+    # The work per second of speech stays bounded: no decode of a long turn covers it from its start.
+    assert sum(windows) / (len(LONG_TURN) * FRAME) < MAX_WINDOW_MS / 800
+    for job in sim.jobs:
+        sim.assert_job_covered(job)
+    (completed,) = only(sim.events, ev.TranscriptCompleted)
+    assert completed.transcript == ""
+
+
+def test_words_of_a_long_turn_that_leave_the_window_unagreed_become_stable():
+    # Every decode hears a word every 500 ms, but no two decodes agree on one.
+    sim = Sim("transcription")
+    for i in range(0, len(LONG_TURN), 4):
+        asked = len(sim.jobs)
+        sim.frames(LONG_TURN[i : i + 4])
+        for job in sim.jobs[asked:]:
+            slots = range(-(-job.start_sample // SLOT), job.end_sample // SLOT)
+            words = tuple(rec.Word(f" d{len(sim.jobs)}s{n}", n * SLOT, n * SLOT + SLOT // 2) for n in slots)
+            sim.decoded(job, tuple(w for w in words if w.end <= job.end_sample))
+    assert max(job.end_sample - job.start_sample for job in sim.jobs) <= MAX_WINDOW_MS * SAMPLES_PER_MS
+    (completed,) = only(sim.events, ev.TranscriptCompleted)
+    assert "".join(e.delta for e in only(sim.events, ev.TranscriptDelta)) == completed.transcript
+    # Nothing is lost, nothing said twice: a word from each 500 ms of the turn, in order.
+    heard_slots = [int(word.split("s")[1]) for word in completed.transcript.split()]
+    assert heard_slots == list(range(heard_slots[0], heard_slots[-1] + 1))
+    assert heard_slots[0] <= 1 and heard_slots[-1] >= len(LONG_TURN) * FRAME // SLOT - 3
