@@ -60,18 +60,20 @@ async def serve_jobs(
         while not stop.is_set():
             try:
                 async with asyncio.timeout(1):
-                    first = await arrived.get()
+                    index, message = await arrived.get()
             except TimeoutError:
                 continue
-            idle.clear()
-            ready = sorted([first, *_drain(arrived)], key=lambda delivery: delivery[0])
-            (index, message), later = ready[0], [other for _, other in ready[1:]]
-            taken = not await _waiting_before(subscriptions[:index])
-            for other in later if taken else [message, *later]:  # back to the queues, for whoever is free
-                await other.nak()
-            if not taken:  # an earlier queue's job comes first
-                idle.set()
+            # Still idle while it looks, so that a job of an earlier queue fetched meanwhile (often the very one it
+            # finds waiting) joins the choice instead of being handed back: each hand-back counts as a delivery, and
+            # a job delivered max_deliver times is never delivered again.
+            if await _waiting_before(subscriptions[:index]):  # an earlier queue's job comes first
+                await message.nak()
                 continue
+            idle.clear()
+            ready = sorted([(index, message), *_drain(arrived)], key=lambda delivery: delivery[0])
+            (index, message), later = ready[0], [other for _, other in ready[1:]]
+            for other in later:  # back to the queues, for whoever is free
+                await other.nak()
             heartbeat = asyncio.create_task(_heartbeat(message))
             try:
                 await handle(message)
