@@ -45,8 +45,14 @@ MAX_QUEUED_JOBS_PER_SESSION = 200
 OUTAGE_BUFFER_BYTES = 64 << 20
 # How long a session waits for NATS to come back before it ends (its audio meanwhile waits in that buffer).
 LOG_OUTAGE_S = 10.0
-# What JetStream answers while it is unreachable or still starting after a restart: worth another try.
-UNANSWERED = (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.NoStreamResponseError)
+# What JetStream answers while it is unreachable, still starting after a restart, or electing a leader: worth another
+# try. (Its API says "no responders" as ServiceUnavailableError.)
+UNANSWERED = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.js.errors.NoStreamResponseError,
+    nats.js.errors.ServiceUnavailableError,
+)
 # A feed that has not delivered a record the stream is known to hold for this long has lost its consumer.
 FEED_STALL_S = 3.0
 # A stream that answers none of these has no leader for now: a cluster elects a new one within seconds when its
@@ -282,9 +288,21 @@ class Bus:
     async def read_audio(
         self, session_id: str, first_seq: int, last_seq: int
     ) -> list[AudioReceived | ItemAudioReceived]:
-        """The session's audio records with stream sequences first_seq..last_seq.
+        """The session's audio records with stream sequences first_seq..last_seq; read again from the first while
+        JetStream does not answer (a cluster electing a leader), ELECTION_S at most."""
+        deadline = asyncio.get_running_loop().time() + ELECTION_S
+        while True:
+            try:
+                return await self._read_audio(session_id, first_seq, last_seq)
+            except UNANSWERED:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
 
-        Read with batched direct gets: a consumer made and deleted for every job (one per 0.4-0.8 s of speech of
+    async def _read_audio(
+        self, session_id: str, first_seq: int, last_seq: int
+    ) -> list[AudioReceived | ItemAudioReceived]:
+        """Read with batched direct gets: a consumer made and deleted for every job (one per 0.4-0.8 s of speech of
         every session, with live decoding) costs the server far more. Any replica may answer a direct get, and one
         that is behind ends its batch early: the rest is asked for again until AUDIO_READ_S is over."""
         subject = self.subjects.session_input(session_id, "audio")
@@ -398,10 +416,13 @@ class OrderedFeed:
         return feed
 
     async def _subscribe(self) -> JetStreamContext.PushSubscription:
+        stream = self._bus.subjects.sessions_stream
         if self._next_seq == 0:
-            return await self._bus.js.subscribe(self._subject, ordered_consumer=True, deliver_policy=self._first)
+            return await self._bus.js.subscribe(
+                self._subject, stream=stream, ordered_consumer=True, deliver_policy=self._first
+            )
         config = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self._next_seq)
-        return await self._bus.js.subscribe(self._subject, ordered_consumer=True, config=config)
+        return await self._bus.js.subscribe(self._subject, stream=stream, ordered_consumer=True, config=config)
 
     @property
     def messages(self) -> AsyncIterator[Msg]:
@@ -418,19 +439,19 @@ class OrderedFeed:
                 return
 
     async def renew(self) -> None:
-        """Go on from the next record with a new consumer (the connection is back); LogUnavailable if JetStream does
-        not answer within LOG_OUTAGE_S."""
+        """Go on from the next record with a new consumer (the connection is back, or the consumer was lost with its
+        node); LogUnavailable if JetStream does not make one within ELECTION_S (a cluster may be electing leaders)."""
         old = self._sub
         if old is None:
             return
-        deadline = asyncio.get_running_loop().time() + LOG_OUTAGE_S
+        deadline = asyncio.get_running_loop().time() + ELECTION_S
         while True:
             try:
                 new = await self._subscribe()
                 break
             except UNANSWERED:  # a restarted server may take a moment to serve JetStream
                 if asyncio.get_running_loop().time() > deadline:
-                    raise LogUnavailable(f"JetStream did not answer for {LOG_OUTAGE_S:.0f} s") from None
+                    raise LogUnavailable(f"JetStream did not answer for {ELECTION_S:.0f} s") from None
                 await asyncio.sleep(0.2)
         if self._sub is not old:  # closed meanwhile
             await new.unsubscribe()

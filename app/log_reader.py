@@ -1,5 +1,7 @@
 """Reading sessions back from the log."""
 
+import asyncio
+import time
 from dataclasses import dataclass, field
 
 import msgspec
@@ -8,7 +10,7 @@ import nats.js.errors
 from nats.js import api
 
 from app.analytics import LogEntry, entry_of, session_of
-from app.bus import Bus, decode_record
+from app.bus import ELECTION_S, Bus, decode_record
 from domain.events import AnyServerEvent
 from domain.records import Record
 
@@ -35,12 +37,19 @@ async def read_entries(bus: Bus, subject: str) -> list[LogEntry]:
         config=api.ConsumerConfig(deliver_policy=api.DeliverPolicy.ALL, ack_policy=api.AckPolicy.NONE),
     )
     entries: list[LogEntry] = []
+    deadline = time.monotonic() + ELECTION_S
     try:
         while True:
             try:
                 messages = await sub.fetch(1000, timeout=2)
             except nats.errors.TimeoutError:
                 return entries
+            except nats.js.errors.ServiceUnavailableError:
+                # No one serves the new consumer yet: a cluster that lost a node may still be electing its leader.
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+                continue
             entries += [entry_of(m) for m in messages]
             if messages[-1].metadata.num_pending == 0:
                 return entries

@@ -63,21 +63,18 @@ async def serve_jobs(
         while not stop.is_set():
             try:
                 async with asyncio.timeout(1):
-                    first = await arrived.get()
+                    index, message = await arrived.get()
             except TimeoutError:
                 continue
-            idle.clear()
-            ready = [first, *_drain(arrived)]
-            earliest = min(index for index, _ in ready)
-            if earliest > 0 and await _waiting_before(subscriptions[:earliest]):
-                for _, message in ready:  # an earlier queue's job comes first
-                    await message.nak(delay=PRIORITY_NAK_S)
-                idle.set()
+            # Still idle while it looks, so that a job of an earlier queue fetched meanwhile (often the very one it
+            # finds waiting) joins the choice instead of being handed back: each hand-back counts as a delivery.
+            if await _waiting_before(subscriptions[:index]):  # an earlier queue's job comes first
+                await message.nak(delay=PRIORITY_NAK_S)
                 continue
-            # The look above took a round trip: a job of an earlier queue delivered before it has arrived since.
-            ready = sorted([*ready, *_drain(arrived)], key=lambda delivery: delivery[0])
-            (index, message), later = ready[0], ready[1:]
-            for _, other in later:  # back to the queues, for whoever is free
+            idle.clear()
+            ready = sorted([(index, message), *_drain(arrived)], key=lambda delivery: delivery[0])
+            (index, message), later = ready[0], [other for _, other in ready[1:]]
+            for other in later:  # back to the queues, for whoever is free
                 await other.nak()
             heartbeat = asyncio.create_task(_heartbeat(message))
             try:
