@@ -1,4 +1,5 @@
-"""The Litestar edge: `/v1/realtime` (WebSocket) and `/health`, behind an API-key gate."""
+"""The Litestar edge: `/v1/realtime` (WebSocket), the meeting analytics, `/metrics`, `/health` and `/ready`, behind
+an API-key gate (`/health` and `/ready` are open: probes carry no key)."""
 
 import hmac
 import secrets
@@ -12,9 +13,11 @@ import structlog
 from litestar import Litestar, Request, Response, WebSocket, get, websocket
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.params import FromPath, FromQuery
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.admission import Admission
 from app.analytics import SummaryStore
+from app.metrics import EdgeMetrics
 from app.realtime.connection import ConnectParams, EdgeServices, RealtimeConnection
 from app.realtime.intake import unknown_llm
 from domain.analytics import SessionSummary
@@ -32,7 +35,8 @@ CONVERSATION_WORKERS = ("llm", "tts")  # what a conversation session needs besid
 
 @get("/health", sync_to_thread=False)
 def health() -> dict[str, str]:
-    """The process is up."""
+    """The process is up (liveness). Missing workers are `/ready`'s to report: restarting an edge for want of a
+    worker would end its sessions and bring no worker."""
     return {"status": "ok"}
 
 
@@ -45,6 +49,13 @@ async def ready(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     missing = [kind for kind, count in workers.items() if count == 0]
     body = {"status": "not ready" if missing else "ready", "workers": workers, "waiting_for": missing}
     return Response(body, status_code=503 if missing else 200)
+
+
+@get("/metrics")
+async def scrape(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """The edge's metrics in the Prometheus text format (app/metrics.py says what each measures)."""
+    services: EdgeServices = request.app.state.services
+    return Response(await services.metrics.exposition(services.bus), media_type=CONTENT_TYPE_LATEST)
 
 
 def connect_params(socket: WebSocket[Any, Any, Any], services: EdgeServices) -> ConnectParams:
@@ -209,13 +220,15 @@ class ApiKeyGate:
 class AdmissionGate:
     """Refuses a realtime session the edge cannot serve now with HTTP 503, before the WebSocket upgrade."""
 
-    def __init__(self, app: Any, admission: Admission) -> None:
+    def __init__(self, app: Any, admission: Admission, metrics: EdgeMetrics) -> None:
         self.app = app
         self.admission = admission
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and (refusal := self.admission.refusal()) is not None:
             log.warning("session.refused", reason=refusal)
+            self.metrics.refused()
             error = {"type": "server_error", "code": "server_overloaded", "message": refusal}
             await _refuse(scope, receive, send, 503, error, [(b"retry-after", b"5")])
             return
@@ -254,9 +267,9 @@ def create_app(services: EdgeServices, api_key: str | None, serves: tuple[str, .
     app = Litestar(
         logging_config=None,
         exception_handlers={HTTPException: _openai_error},
-        route_handlers=[health, ready, realtime, list_sessions, session_summary, session_transcript],
+        route_handlers=[health, ready, scrape, realtime, list_sessions, session_summary, session_transcript],
     )
     app.state.services = services
     app.state.serves = serves
     app.state.required_workers = tuple(kind for kind in REQUIRED_WORKERS if kind in serves)
-    return ApiKeyGate(AdmissionGate(app, services.admission), api_key)
+    return ApiKeyGate(AdmissionGate(app, services.admission, services.metrics), api_key)

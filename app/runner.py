@@ -30,6 +30,7 @@ from app.bus import UNANSWERED, Bus, decode_record, reachable
 from app.children import die_with_parent
 from app.edge import REQUIRED_WORKERS, create_app
 from app.llm_process import BundledChat
+from app.metrics import EdgeMetrics
 from app.presence import EdgePresence, Reaper, new_edge_id
 from app.realtime.connection import EdgeServices
 from app.settings import Settings
@@ -254,6 +255,7 @@ def edge_services(settings: Settings, bus: Bus) -> EdgeServices:
         llm_models=frozenset({settings.llm_model} if settings.llm_base_url else {settings.llm_model, *BUNDLED_LLMS}),
         presence=presence,
         admission=Admission(bus, presence.sessions, settings.max_sessions, settings.max_transcript_backlog),
+        metrics=EdgeMetrics(),
     )
 
 

@@ -17,6 +17,9 @@ PARTIAL_DECODE_WAIT_MS = 2_000  # a decode while the user speaks: the next one w
 TRANSCRIPT_WAIT_MS = 30_000  # a transcript the client waits for
 GENERATE_WAIT_MS = 60_000
 SYNTHESIZE_WAIT_MS = 120_000  # a late clause of a long answer waits for the ones before it
+# How the failure of a transcription a worker did not start by its deadline begins: it was shed under load (the
+# edge's metrics count such partial decodes).
+TRANSCRIPTION_LATE = "Transcription could not start in time"
 
 
 class TranscribeJob(Struct, frozen=True, tag="transcribe"):

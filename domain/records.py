@@ -6,7 +6,7 @@ clock the state machine sees.
 
 from typing import Literal
 
-from msgspec import Struct
+from msgspec import Raw, Struct
 
 from domain.events import ClientEvent
 
@@ -53,11 +53,38 @@ class AudioReceived(RecordBase, frozen=True, tag="audio.received"):
     speech_probs: tuple[float, ...] = ()
     event_id: str | None = None
 
+    @property
+    def samples(self) -> int:
+        return len(self.pcm16k) // 2
+
+
+class AudioReceivedUnread(RecordBase, frozen=True, tag="audio.received"):
+    """An `audio.received` record as the edge reads it back from the log: the session needs the length of its
+    audio, not the audio, so the base64 text is left as it is (decoding it was most of the edge's cost per second
+    of audio)."""
+
+    ticks: int
+    pcm16k: Raw  # the JSON string, quotes included: base64 as msgspec writes it, no escapes, no line breaks
+    speech_probs: tuple[float, ...] = ()
+    event_id: str | None = None
+
+    @property
+    def samples(self) -> int:
+        text = memoryview(self.pcm16k)[1:-1]
+        return (len(text) // 4 * 3 - bytes(text[-2:]).count(b"=")) // 2
+
 
 class ItemAudioReceived(RecordBase, frozen=True, tag="item.audio"):
     """The audio of a `conversation.item.create` input_audio part, at 16 kHz; not part of the input buffer."""
 
     pcm16k: bytes
+    event_id: str | None = None
+
+
+class ItemAudioReceivedUnread(RecordBase, frozen=True, tag="item.audio"):
+    """An `item.audio` record as the edge reads it back: the session refers to it by sequence only."""
+
+    pcm16k: Raw
     event_id: str | None = None
 
 
@@ -180,12 +207,10 @@ class SessionClosed(RecordBase, frozen=True, tag="session.closed"):
     reason: str  # "client", "unresponsive", "failed", "log_unavailable" (recorded by its edge), or EDGE_LOST
 
 
-Record = (
+_NotAudio = (
     SessionOpened
     | ClientEventReceived
     | ClientEventRejected
-    | AudioReceived
-    | ItemAudioReceived
     | TranscriptionDeltaProduced
     | TranscriptionCompleted
     | WordsDecoded
@@ -198,3 +223,6 @@ Record = (
     | SessionExpired
     | SessionClosed
 )
+Record = _NotAudio | AudioReceived | ItemAudioReceived
+# A session's records as the edge's reducer decodes them: the same records, their audio left unread.
+ReducerRecord = _NotAudio | AudioReceivedUnread | ItemAudioReceivedUnread

@@ -8,7 +8,7 @@ import msgspec
 from msgspec import Struct
 
 from domain.events import AnyServerEvent
-from domain.records import EDGE_LOST, SCHEMA_VERSION, Record, SessionClosed, SessionOpened
+from domain.records import EDGE_LOST, SCHEMA_VERSION, Record, ReducerRecord, SessionClosed, SessionOpened
 from domain.session import open_session, step
 from domain.state import SessionState, Transition
 
@@ -17,7 +17,7 @@ class UnsupportedSchema(ValueError):
     pass
 
 
-def advance(state: SessionState | None, record: Record, seq: int) -> Transition:
+def advance(state: SessionState | None, record: Record | ReducerRecord, seq: int) -> Transition:
     """One step of a session from nothing (its `session.opened` record) or from `state`."""
     if state is None:
         if not isinstance(record, SessionOpened):

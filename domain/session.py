@@ -49,13 +49,13 @@ def open_session(record: rec.SessionOpened) -> Transition:
     return draft.finish()
 
 
-def step(state: SessionState, record: rec.Record, seq: int) -> Transition:
+def step(state: SessionState, record: rec.Record | rec.ReducerRecord, seq: int) -> Transition:
     """Reduce one record (stream sequence `seq`) into the session."""
     if state.closed:
         return Transition(state)
     draft = Draft(state, record.at_ms)
     match record:
-        case rec.AudioReceived():
+        case rec.AudioReceived() | rec.AudioReceivedUnread():
             _on_audio(draft, record, seq)
         case rec.ClientEventReceived(event=event):
             _on_client_event(draft, event)
@@ -83,7 +83,7 @@ def step(state: SessionState, record: rec.Record, seq: int) -> Transition:
             conversation.on_speech(draft, record)
         case rec.SpeechFailed():
             conversation.fail(draft, record.response_id, "tts_failed", record.message)
-        case rec.ItemAudioReceived():
+        case rec.ItemAudioReceived() | rec.ItemAudioReceivedUnread():
             pass  # read by the transcription of the item that refers to it
         case rec.SessionExpired():
             draft.error("session_expired", f"Your session hit the maximum duration of {_duration(state)}.")
@@ -104,11 +104,11 @@ def _duration(state: SessionState) -> str:
 # --- audio and turns ----------------------------------------------------------------------------------------
 
 
-def _on_audio(draft: Draft, record: rec.AudioReceived, seq: int) -> None:
+def _on_audio(draft: Draft, record: rec.AudioReceived | rec.AudioReceivedUnread, seq: int) -> None:
     state = draft.state
     start = state.samples
     draft.update(
-        samples=start + len(record.pcm16k) // 2,
+        samples=start + record.samples,
         buffer_ticks=state.buffer_ticks + record.ticks,
         marks=(*state.marks, AudioMark(seq=seq, sample=start)),
     )

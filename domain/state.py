@@ -20,6 +20,16 @@ class CancelResponse(Struct, frozen=True, tag="cancel"):
     response_id: str
 
 
+class WithdrawJob(Struct, frozen=True, tag="withdraw"):
+    """A job asked for earlier that is no longer wanted. If no worker has taken it yet, the edge deletes it unseen and
+    records it as failed, so that the state machine stops waiting for it; if one has, its result comes as usual."""
+
+    job_id: str
+
+
+Directive = Job | CancelResponse | WithdrawJob
+
+
 class AudioMark(Struct, frozen=True):
     """Where one audio record sits: its stream sequence and the 16 kHz sample it starts at."""
 
@@ -39,6 +49,7 @@ class LiveTurn(Struct, frozen=True):
     pending: tuple[Word, ...] = ()  # the latest decode's words after the stable ones
     decoded_to: int = 0  # where the latest decode's audio ends
     asked: tuple[str, ...] = ()  # decodes in flight
+    closing: str | None = None  # the decode asked when the turn's silence began
     end: int = 0  # the committed turn's end
     voice_until: int = 0  # and the end of its speech: whisper makes up words in the silence after
     awaited: str | None = None
@@ -90,7 +101,7 @@ class SessionState(Struct, frozen=True):
 class Transition(Struct, frozen=True):
     state: SessionState
     events: tuple[ev.AnyServerEvent, ...] = ()
-    jobs: tuple[Job | CancelResponse, ...] = ()
+    jobs: tuple[Directive, ...] = ()
     close: bool = False
 
 
@@ -101,7 +112,7 @@ class Draft:
         self.state = state
         self.now_ms = now_ms  # the clock of the record being reduced: what deadlines are counted from
         self.events: list[ev.AnyServerEvent] = []
-        self.jobs: list[Job | CancelResponse] = []
+        self.jobs: list[Directive] = []
         self.close = False
 
     def update(self, **changes: object) -> None:

@@ -4,11 +4,11 @@ A server-VAD turn is a `LiveTurn` from `speech_started` on. While the user speak
 grows (one decode at a time, more often in its first seconds); words two consecutive decodes agree on, and that
 the later decode heard `SETTLE_MS` past, become stable and go out as transcript deltas. Later decodes start
 `CONTEXT_MS` before the stable words end (whisper hears the words before, and `agreement.unheard` drops them
-again). Once the turn's silence has lasted `CLOSE_AFTER_MS`, one more decode covers the rest of its speech, before
-the VAD decides that the turn is over; when it does, that decode completes the transcript: the stable text plus
-the words after it, less any whisper made up in the turn's closing silence. Stable text is never revised, so the
-deltas always add up to the completed transcript. If speech resumes, the closing decode is one more decode of the
-growing turn.
+again), and none hears more than the last `MAX_WINDOW_MS` of the turn. Once the turn's silence has lasted
+`CLOSE_AFTER_MS`, one more decode covers the rest of its speech, before the VAD decides that the turn is over;
+when it does, that decode completes the transcript: the stable text plus the words after it, less any whisper made
+up in the turn's closing silence. Stable text is never revised, so the deltas always add up to the completed
+transcript. If speech resumes, the closing decode is one more decode of the growing turn.
 
 Without incremental decoding (`transcription.incremental: false`), only the closing decode runs, over the whole
 turn.
@@ -28,7 +28,7 @@ from domain.agreement import TIME_TOLERANCE, agreed, text_of, unheard
 from domain.audio_time import MODEL_RATE, samples_from_ms
 from domain.jobs import PARTIAL_DECODE_WAIT_MS, TRANSCRIPT_WAIT_MS, TranscribeJob
 from domain.records import Word
-from domain.state import AudioMark, Draft, LiveTurn, SessionState
+from domain.state import AudioMark, Draft, LiveTurn, SessionState, WithdrawJob
 from domain.turns import Speaking
 
 # The closing decode starts once a turn's silence has lasted this long, so the transcript is ready about
@@ -45,6 +45,11 @@ PARTIAL_EVERY_LATER_MS = 800
 SETTLE_MS = 500
 HOLD_BACK = 1
 CONTEXT_MS = 3000
+# A live decode hears at most this much of its turn, however long the turn goes on without a stable word (noise,
+# speech whisper does not follow): the work per second of speech stays bounded, and the audio and the trimmed
+# encoder's 3 s of padding fit in whisper's 30 s window. The latest decode's words that start before the window
+# become stable as they are: no later decode hears them again.
+MAX_WINDOW_MS = 20_000
 STABLE_TAIL = 40  # words of the stable text kept: to recognise a decode that repeats them, and as its prompt
 
 
@@ -140,7 +145,11 @@ def follow(draft: Draft, speaking: Speaking, frame_end: int) -> None:
     silent_for = frame_end - speaking.last_voice_sample
     if silent_for >= samples_from_ms(CLOSE_AFTER_MS):
         if live.asked_to < speaking.last_voice_sample + samples_from_ms(CLOSE_AFTER_MS):
-            draft.update(live=_ask(draft, live, frame_end, partial=False))
+            live = _ask(draft, live, frame_end, partial=False)
+            draft.update(live=msgspec.structs.replace(live, closing=live.asked[-1]))
+    elif silent_for == 0 and live.closing is not None:  # speech resumed: that pause did not end the turn
+        draft.jobs.append(WithdrawJob(live.closing))
+        draft.update(live=msgspec.structs.replace(live, closing=None))
     elif (
         silent_for == 0
         and _incremental(draft.state)
@@ -161,16 +170,24 @@ def end_turn(draft: Draft, item_id: str, end: int, voice_until: int) -> bool:
     live = msgspec.structs.replace(live, end=end, voice_until=voice_until)
     covering = min(end, voice_until + samples_from_ms(CLOSE_AFTER_MS))
     if live.decoded_to >= covering:
+        _withdraw(draft, live.asked)
         _finish(draft, live, live.pending)
         return True
     if not (live.asked and live.asked_to >= covering):
         live = _ask(draft, live, end, partial=False)
+    _withdraw(draft, live.asked[:-1])  # decodes of less of the turn than the one it awaits: overtaken
     draft.update(finishing=(*draft.state.finishing, msgspec.structs.replace(live, awaited=live.asked[-1])))
     return True
 
 
+def _withdraw(draft: Draft, job_ids: Sequence[str]) -> None:
+    draft.jobs.extend(WithdrawJob(job_id) for job_id in job_ids)
+
+
 def drop_turn(draft: Draft) -> None:
     """The turn in progress is gone (buffer cleared, turn detection off): its decodes are no longer wanted."""
+    if draft.state.live is not None:
+        _withdraw(draft, draft.state.live.asked)
     draft.update(live=None)
 
 
@@ -218,6 +235,14 @@ def _ask(draft: Draft, live: LiveTurn, end: int, partial: bool) -> LiveTurn:
     """Decode the turn up to `end`, from a little before its stable text ends; the stable words before that are
     the prompt."""
     start = max(live.start, live.stable_end - samples_from_ms(CONTEXT_MS)) if live.stable else live.start
+    if _incremental(draft.state) and start < end - samples_from_ms(MAX_WINDOW_MS):
+        start = end - samples_from_ms(MAX_WINDOW_MS)
+        leaving = 0
+        while leaving < len(live.pending) and live.pending[leaving].start < start:  # a word cut in two included
+            leaving += 1
+        if leaving:
+            live = _stabilize(draft, live, live.pending[:leaving], language=None)
+            live = msgspec.structs.replace(live, pending=live.pending[leaving:])
     context = text_of([w for w in live.stable_tail if w.end <= start]).lstrip()
     decode = job(draft, live.item_id, start, end, words=True, context=context, partial=partial)
     draft.jobs.append(decode)
@@ -235,15 +260,19 @@ def _heard(draft: Draft, live: LiveTurn, record: rec.WordsDecoded) -> LiveTurn:
     live = msgspec.structs.replace(live, pending=words[count:], decoded_to=record.end_sample)
     if count == 0:
         return live
-    stable = words[:count]
+    return _stabilize(draft, live, words[:count], record.language)
+
+
+def _stabilize(draft: Draft, live: LiveTurn, stable: Sequence[Word], language: str | None) -> LiveTurn:
+    """`stable` words follow the stable text: they are sent, and never revised."""
     delta = text_of(stable)
     if not live.stable:
         delta = delta.lstrip()
     if draft.state.config.transcription is not None:
         draft.emit(ev.TranscriptDelta, item_id=live.item_id, delta=delta)
     tail = (*live.stable_tail, *stable)[-STABLE_TAIL:]
-    if draft.state.heard_language is None and record.language:
-        draft.update(heard_language=record.language)
+    if draft.state.heard_language is None and language:
+        draft.update(heard_language=language)
     return msgspec.structs.replace(live, stable=live.stable + delta, stable_tail=tail)
 
 

@@ -15,7 +15,7 @@ import structlog
 
 from domain import records as rec
 from domain.audio_time import MODEL_RATE
-from domain.jobs import TranscribeJob, failed
+from domain.jobs import TRANSCRIPTION_LATE, TranscribeJob, failed
 from handlers.job_loop import Unwanted, in_thread, serve_jobs
 from handlers.ports import Delivery, WorkerBus, now_ms
 from handlers.stt import Transcriber
@@ -102,7 +102,7 @@ class SttWorker:
         if why != "expired":
             return None
         late_s = (now_ms() - (job.deadline_ms or 0)) / 1000
-        message = f"Transcription could not start in time (the server is busy; {late_s:.1f} s past its deadline)."
+        message = f"{TRANSCRIPTION_LATE} (the server is busy; {late_s:.1f} s past its deadline)."
         return failed(job, message, self.worker_id, now_ms())
 
     async def _decode_words(self, job: TranscribeJob, audio: np.ndarray) -> rec.Record:

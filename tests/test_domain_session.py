@@ -23,6 +23,8 @@ from domain.session_config import (
     TurnDetection,
     TurnDetectionUpdate,
 )
+from domain.state import WithdrawJob
+from domain.transcription import MAX_WINDOW_MS
 
 SID = "sess_test0001"
 FRAME = 512
@@ -62,6 +64,7 @@ class Sim:
         self.audio: dict[int, tuple[int, int]] = {}
         self.events: list[ev.ServerEvent] = list(self.created.events)
         self.jobs: list[TranscribeJob] = []
+        self.withdrawn: list[str] = []  # ids of the jobs withdrawn
 
     def feed(self, record: rec.Record) -> Transition:
         self.seq += 1
@@ -71,7 +74,8 @@ class Sim:
         assert msgspec.json.encode(before) == snapshot, "step mutated its input state"
         self.state = transition.state
         self.events.extend(transition.events)
-        self.jobs.extend(transition.jobs)
+        self.jobs.extend(job for job in transition.jobs if not isinstance(job, WithdrawJob))
+        self.withdrawn.extend(job.job_id for job in transition.jobs if isinstance(job, WithdrawJob))
         return transition
 
     def audio_samples(self, samples: int, probs: Sequence[float] = ()) -> Transition:
@@ -260,9 +264,9 @@ def test_vad_turn_event_sequence_and_job() -> None:
 
     # While the user spoke, one decode of the turn's first 600 ms (to the end of frame 49, 25600); 150 ms into
     # the silence (last voice at frame 60, 30720; frame 65 ends at 33280), the closing decode of the whole turn.
-    # The commit waits for that one rather than asking again.
-    assert stop.jobs == ()
+    # The commit waits for that one rather than asking again, and withdraws the partial decode, which it overtakes.
     partial, closing = sim.jobs
+    assert stop.jobs == (WithdrawJob(partial.job_id),)
     for job in (partial, closing):
         assert job.item_id == item_id and job.words
         assert job.session_id == SID
@@ -485,6 +489,18 @@ def test_buffer_length_is_counted_in_input_ticks() -> None:
     transition = sim.commit()
     assert types(transition.events)[0] == "input_audio_buffer.committed"
     assert (transition.jobs[0].start_sample, transition.jobs[0].end_sample) == (0, 1500)
+
+
+@pytest.mark.parametrize("size", range(12))
+def test_the_edge_reduces_audio_records_without_decoding_their_audio(size: int) -> None:
+    # Read back as the edge reads them, audio records step the session exactly as when read whole.
+    sim = Sim("transcription")
+    sim.audio_ms(200)
+    record = rec.AudioReceived(at_ms=AT_MS, ticks=3 * size, pcm16k=bytes(range(size)), speech_probs=(0.9,) * 2)
+    unread = msgspec.json.decode(msgspec.json.encode(record), type=rec.ReducerRecord)
+    assert isinstance(unread, rec.AudioReceivedUnread)
+    assert unread.samples == record.samples == size // 2
+    assert step(sim.state, unread, 2) == step(sim.state, record, 2)
 
 
 def test_clear_then_commit_is_empty() -> None:
@@ -947,10 +963,29 @@ def test_speech_that_resumes_after_the_closing_decode_is_decoded_again():
     assert len(only(sim.events, ev.SpeechStarted)) == 1
     *_, first_closing, second_closing = sim.jobs
     assert first_closing.end_sample < second_closing.end_sample
+    assert first_closing.job_id in sim.withdrawn, "withdrawn when the speech resumed: that pause did not end the turn"
     assert [t.awaited for t in sim.state.finishing] == [second_closing.job_id]
     assert sim.words(first_closing, "ask not").events == ()
     done = sim.words(second_closing, "ask not what")
     assert [e.transcript for e in only(done.events, ev.TranscriptCompleted)] == ["ask not what"]
+
+
+def test_a_withdrawn_decode_of_the_live_turn_lets_the_next_one_be_asked():
+    sim = Sim("transcription")
+    # Speech, 320 ms of silence (the closing decode goes out), then speech again, for long: it is withdrawn.
+    speak(sim, [0.0] * 40 + [0.9] * 20 + [0.0] * 10 + [0.9] * 40, answer=False)
+    partial, closing = sim.jobs
+    assert sim.withdrawn == [closing.job_id] and not closing.partial
+    sim.words(partial, heard(partial))
+    asked = len(sim.jobs)
+    sim.feed(
+        rec.TranscriptionFailed(
+            at_ms=AT_MS, job_id=closing.job_id, item_id=closing.item_id, message="Withdrawn", worker="edge"
+        )
+    )
+    assert not only(sim.events, ev.TranscriptFailed), "a withdrawn decode of the live turn fails nothing"
+    sim.audio_samples(FRAME * 30, [0.9] * 30)
+    assert len(sim.jobs) > asked and sim.jobs[-1].partial, "decoding goes on while the user speaks"
 
 
 def test_without_incremental_decoding_only_the_closing_decode_runs():
@@ -999,3 +1034,44 @@ def test_a_failed_closing_decode_fails_the_item():
     )
     assert types(failed.events) == ["conversation.item.input_audio_transcription.failed"]
     assert sim.state.transcribing == () and sim.state.finishing == ()
+
+
+# A turn of 90 s that never pauses (2812 frames of speech), then the silence that ends it.
+LONG_TURN = [0.9] * 2812 + [0.0] * 20
+SLOT = 8000  # a made-up word every 500 ms of the turn
+
+
+def test_a_long_turn_whose_decodes_find_nothing_is_decoded_in_windows_of_bounded_length():
+    sim = Sim("transcription")
+    for i in range(0, len(LONG_TURN), 4):
+        asked = len(sim.jobs)
+        sim.frames(LONG_TURN[i : i + 4])
+        for job in sim.jobs[asked:]:
+            sim.decoded(job, ())
+    windows = [job.end_sample - job.start_sample for job in sim.jobs]
+    assert len(windows) > 100 and max(windows) == MAX_WINDOW_MS * SAMPLES_PER_MS
+    # The work per second of speech stays bounded: no decode of a long turn covers it from its start.
+    assert sum(windows) / (len(LONG_TURN) * FRAME) < MAX_WINDOW_MS / 800
+    for job in sim.jobs:
+        sim.assert_job_covered(job)
+    (completed,) = only(sim.events, ev.TranscriptCompleted)
+    assert completed.transcript == ""
+
+
+def test_words_of_a_long_turn_that_leave_the_window_unagreed_become_stable():
+    # Every decode hears a word every 500 ms, but no two decodes agree on one.
+    sim = Sim("transcription")
+    for i in range(0, len(LONG_TURN), 4):
+        asked = len(sim.jobs)
+        sim.frames(LONG_TURN[i : i + 4])
+        for job in sim.jobs[asked:]:
+            slots = range(-(-job.start_sample // SLOT), job.end_sample // SLOT)
+            words = tuple(rec.Word(f" d{len(sim.jobs)}s{n}", n * SLOT, n * SLOT + SLOT // 2) for n in slots)
+            sim.decoded(job, tuple(w for w in words if w.end <= job.end_sample))
+    assert max(job.end_sample - job.start_sample for job in sim.jobs) <= MAX_WINDOW_MS * SAMPLES_PER_MS
+    (completed,) = only(sim.events, ev.TranscriptCompleted)
+    assert "".join(e.delta for e in only(sim.events, ev.TranscriptDelta)) == completed.transcript
+    # Nothing is lost, nothing said twice: a word from each 500 ms of the turn, in order.
+    heard_slots = [int(word.split("s")[1]) for word in completed.transcript.split()]
+    assert heard_slots == list(range(heard_slots[0], heard_slots[-1] + 1))
+    assert heard_slots[0] <= 1 and heard_slots[-1] >= len(LONG_TURN) * FRAME // SLOT - 3

@@ -21,6 +21,8 @@ import pytest
 import websockets
 
 from app.bus import Bus
+from app.log_reader import read_session
+from domain import records as rec
 from handlers.llm import ChatClient
 from handlers.llm_worker import LlmWorker
 from handlers.stt import Transcriber
@@ -28,7 +30,7 @@ from handlers.stt_worker import SttWorker
 from handlers.tts import KokoroSynthesizer
 from tests.conftest import MODEL_CACHE, TEST_STT_MODEL, Conversation, Stack
 from tests.fake_llm import FakeLlm
-from tests.realtime_client import RawClient, chunks, pcm24k, raw_connect, words
+from tests.realtime_client import RawClient, chunks, pcm24k, raw_connect, silence, words
 
 COMPLETED = "conversation.item.input_audio_transcription.completed"
 ANSWER = "One two three four five six seven eight nine ten. " * 20
@@ -258,6 +260,10 @@ async def test_new_sessions_are_refused_while_transcripts_wait_for_a_worker(stac
         await asyncio.gather(*running, return_exceptions=True)
 
 
+async def _queued(stack: Stack, kind: str, count: int) -> bool:
+    return (await stack.bus.js.consumer_info(stack.bus.subjects.jobs_stream, kind)).num_pending == count
+
+
 async def _admitted(stack: Stack) -> bool:
     return not await _refused(stack)
 
@@ -307,3 +313,28 @@ async def test_a_tts_worker_killed_mid_answer_hands_it_over_and_every_clause_is_
     assert " ".join(clauses) == reply
     expected = b"".join(b"".join(synthesizer.synthesize(clause, "alloy")) for clause in clauses)
     assert len(heard) == len(expected) and heard == expected, "each clause's audio once, in order"
+
+
+async def test_decodes_a_turn_no_longer_needs_are_withdrawn_from_the_queue_unseen(
+    stack: Stack, transcriber: Transcriber
+):
+    """No STT worker runs while the user speaks, so the turn's partial decode waits in its queue; the turn's end
+    overtakes it, and it is deleted there before any worker sees it."""
+    await stack_worker_stopped(stack)
+    stop = asyncio.Event()
+    async with raw_connect(stack.ws_url) as client:
+        created = await client.next_of("session.created")
+        for chunk in chunks(pcm24k("hello_world.wav") + silence(1500)):
+            await client.send({"type": "input_audio_buffer.append", "audio": chunk})
+        await client.next_of("input_audio_buffer.committed")
+        await until(lambda: _queued(stack, "stt-partial", 0), 5, "the partial decode withdrawn unseen")
+        late = asyncio.create_task(SttWorker(stack.bus, transcriber, "late-worker").run(stop))
+        try:
+            completed = await client.next_of(COMPLETED)
+        finally:
+            stop.set()
+            await late
+    assert words(completed["transcript"]) == "hello world"
+    inputs = (await read_session(stack.bus, created["session"]["id"])).inputs
+    withdrawn = [r for _, r in inputs if isinstance(r, rec.TranscriptionFailed) and r.worker == "edge"]
+    assert withdrawn and all(r.message.startswith("Withdrawn") for r in withdrawn)

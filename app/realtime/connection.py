@@ -25,6 +25,7 @@ from litestar import WebSocket
 
 from app.admission import Admission
 from app.bus import LOG_OUTAGE_S, UNANSWERED, WORKER_KINDS, Bus, LogUnavailable, OrderedFeed
+from app.metrics import EdgeMetrics
 from app.presence import EdgePresence
 from app.realtime.client_socket import ClientSocket
 from app.realtime.effects import Effects
@@ -59,6 +60,7 @@ class EdgeServices:
     audio_max_age_s: int
     presence: EdgePresence
     admission: Admission
+    metrics: EdgeMetrics
     llm_context_tokens: int | None = None
     llm_models: frozenset[str] = frozenset()  # the LLM names a session may ask for, besides OpenAI's realtime names
 
@@ -80,8 +82,9 @@ class RealtimeConnection:
         self.session_id = "sess_" + secrets.token_hex(10)
         self.log = log.bind(session_id=self.session_id)
         self.socket = ClientSocket(socket)
-        self.session_log = SessionLog(services.bus, self.session_id, services.audio_max_age_s)
-        self.reducer = Reducer(Effects(self.socket, self.session_log, params.dialect), self.log)
+        self.watch = services.metrics.session(params.session_type)
+        self.session_log = SessionLog(services.bus, self.session_id, services.audio_max_age_s, self.watch.published)
+        self.reducer = Reducer(Effects(self.socket, self.session_log, params.dialect), self.log, self.watch)
         self.intake = Intake(
             self.session_log,
             self.reducer,
@@ -102,6 +105,7 @@ class RealtimeConnection:
             return
         held = self.services.presence.sessions
         held.add(self.session_id)  # before its opening is recorded: a reaper never finds it open and unlisted
+        self.watch.opened()
         try:
             async with asyncio.TaskGroup() as parts:
                 reducing = parts.create_task(self._reduce(feed))
@@ -124,6 +128,7 @@ class RealtimeConnection:
             await self._fail(crashed)
         finally:
             held.discard(self.session_id)
+            self.watch.closed()
             with contextlib.suppress(Exception):  # the log may be what failed; queued jobs expire anyway
                 await self.session_log.drop_jobs(WORKER_KINDS)
             await feed.unsubscribe()

@@ -11,18 +11,28 @@ from collections.abc import Callable
 import msgspec
 import structlog
 
-from app.bus import OrderedFeed, decode_record
+from app.bus import OrderedFeed
+from app.metrics import SessionWatch
 from app.realtime.effects import Effects
 from domain.events import ErrorDetail, ErrorEvent
-from domain.records import Record
+from domain.records import ReducerRecord
 from domain.replay import advance
 from domain.state import SessionState, Transition
 
+# Every record the edge wrote comes back through here, audio included: its audio is not decoded again.
+_records = msgspec.json.Decoder(ReducerRecord)
+
+
+def decode(payload: bytes) -> ReducerRecord:
+    record: ReducerRecord = _records.decode(payload)
+    return record
+
 
 class Reducer:
-    def __init__(self, effects: Effects, log: structlog.typing.FilteringBoundLogger) -> None:
+    def __init__(self, effects: Effects, log: structlog.typing.FilteringBoundLogger, watch: SessionWatch) -> None:
         self.state: SessionState | None = None
         self._effects = effects
+        self._watch = watch
         self._log = log
         self._reduced_seq = 0
         self._progress = asyncio.Condition()
@@ -32,19 +42,20 @@ class Reducer:
         async for message in feed.messages:
             seq = message.metadata.sequence.stream
             try:
-                record = decode_record(message.data)
+                record = decode(message.data)
             except msgspec.DecodeError as error:
                 self._log.error("record.undecodable", seq=seq, error=str(error))
                 continue
             transition = self._apply(record, seq)
             await self._effects.carry_out(transition)
+            self._watch.reduced(record, transition)
             async with self._progress:
                 self._reduced_seq = seq
                 self._progress.notify_all()
             if transition.close or transition.state.closed:
                 return
 
-    def _apply(self, record: Record, seq: int) -> Transition:
+    def _apply(self, record: ReducerRecord, seq: int) -> Transition:
         try:
             transition = advance(self.state, record, seq)
         except Exception:

@@ -6,8 +6,10 @@ must fit in one NATS message with room to spare; one that would not is refused b
 """
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Callable
 
+import nats.js.errors
 from nats.js.api import PubAck
 
 from app.bus import LOG_OUTAGE_S, UNANSWERED, Bus, LogUnavailable, encode
@@ -16,13 +18,19 @@ from domain import records as rec
 from domain.events import AnyServerEvent
 from domain.jobs import GenerateJob, Job, SynthesizeJob, TranscribeJob
 from domain.protocol.errors import Rejection
-from domain.state import CancelResponse
+from domain.state import CancelResponse, Directive, WithdrawJob
 from handlers.ports import now_ms
 
 JOB_QUEUES = {TranscribeJob: "stt", GenerateJob: "llm", SynthesizeJob: "tts"}
+QUEUED_REMEMBERED = 64  # a session's latest transcription jobs whose place in the queue is kept, to withdraw them
 # An input record leaves this much of the server's max_payload free: its headers take a few hundred bytes, and the
 # events and jobs the state machine makes of it (a `session.updated` repeating the session) are a little larger.
 RECORD_HEADROOM_BYTES = 64 * 1024
+
+
+def queue_of(job: Job) -> str:
+    """The work queue a job goes to: a decode while the user speaks has its own, behind the transcripts due."""
+    return "stt-partial" if isinstance(job, TranscribeJob) and job.partial else JOB_QUEUES[type(job)]
 
 
 class RecordTooLarge(Exception):
@@ -33,18 +41,21 @@ class RecordTooLarge(Exception):
 
 
 class SessionLog:
-    def __init__(self, bus: Bus, session_id: str, audio_max_age_s: int) -> None:
+    def __init__(self, bus: Bus, session_id: str, audio_max_age_s: int, published: Callable[[str], None]) -> None:
         self.bus = bus
         self.session_id = session_id
         self._audio_max_age_s = audio_max_age_s
+        self._published = published  # told `in`, `out` or `jobs` for every record handed to the bus
         self._written = 0
         self._pending: set[asyncio.Task[PubAck]] = set()  # failures of refused jobs, being written
+        self._queued: OrderedDict[str, tuple[TranscribeJob, asyncio.Future[PubAck]]] = OrderedDict()
         self.stored: Callable[[int], None] = lambda seq: None  # told the sequence of every input record stored
 
     async def write(self, source: str, record: rec.Record) -> None:
         """Append an input record without waiting for the stream (order on this connection is kept)."""
         subject, ttl = self._where(source)
         queued = await self.bus.publish_pipelined(subject, self._encode(record), self._next_id(), ttl_s=ttl)
+        self._published("in")
         queued.add_done_callback(self._tell_stored)
 
     async def write_and_wait(self, source: str, record: rec.Record) -> int:
@@ -52,6 +63,7 @@ class SessionLog:
         (LogUnavailable after LOG_OUTAGE_S) and sends the record again, under the same id: it is stored once."""
         subject, ttl = self._where(source)
         payload, msg_id = self._encode(record), self._next_id()
+        self._published("in")  # once, however often it is sent again
         loop = asyncio.get_running_loop()
         deadline = loop.time() + LOG_OUTAGE_S
         while True:
@@ -82,15 +94,38 @@ class SessionLog:
     async def output(self, event: AnyServerEvent) -> None:
         subject = self.bus.subjects.session_output(self.session_id, event.__struct_config__.tag)  # type: ignore[arg-type]
         await self.bus.publish_pipelined(subject, encode(event), event.event_id)
+        self._published("out")
 
-    async def ask(self, job: Job | CancelResponse) -> None:
+    async def ask(self, job: Directive) -> None:
         if isinstance(job, CancelResponse):  # a signal, not work: core NATS, every worker hears it
             await self.bus.nc.publish(self.bus.subjects.cancel(job.response_id), b"")
             return
-        queue = "stt-partial" if isinstance(job, TranscribeJob) and job.partial else JOB_QUEUES[type(job)]
-        subject = self.bus.subjects.jobs(queue, self.session_id)
+        if isinstance(job, WithdrawJob):
+            await self._withdraw(job.job_id)
+            return
+        subject = self.bus.subjects.jobs(queue_of(job), self.session_id)
         queued = await self.bus.publish_pipelined(subject, encode(job), job.job_id)
+        self._published("jobs")
         queued.add_done_callback(lambda ack: self._refused(job, ack))
+        if isinstance(job, TranscribeJob):
+            self._queued[job.job_id] = (job, queued)
+            while len(self._queued) > QUEUED_REMEMBERED:
+                self._queued.popitem(last=False)
+
+    async def _withdraw(self, job_id: str) -> None:
+        """Delete a job from its queue, if it is still there, and record it as failed: under the id of its result,
+        so that of a worker's result and this failure, the log keeps whichever came first."""
+        job, queued = self._queued.pop(job_id, (None, None))
+        if job is None or queued is None or not queued.done() or queued.cancelled() or queued.exception():
+            return
+        try:
+            await self.bus.js.delete_msg(self.bus.subjects.jobs_stream, queued.result().seq)
+        except nats.js.errors.APIError:  # "no message found" (a 500 from JetStream): a worker has finished it
+            return
+        record = jobs.failed(job, "Withdrawn before a worker took it: no longer needed.", "edge", now_ms())
+        subject = self.bus.subjects.session_input(self.session_id, "stt")
+        self._published("in")
+        await self.bus.publish(subject, encode(record), f"{job.job_id}.result")
 
     def _tell_stored(self, ack: "asyncio.Future[PubAck]") -> None:
         if not ack.cancelled() and ack.exception() is None:
@@ -105,6 +140,7 @@ class SessionLog:
         source = JOB_QUEUES[type(job)]
         subject = self.bus.subjects.session_input(self.session_id, source)
         writing = asyncio.create_task(self.bus.publish(subject, encode(record), f"{job.job_id}.refused"))
+        self._published("in")
         self._pending.add(writing)
         writing.add_done_callback(self._pending.discard)
 
