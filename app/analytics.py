@@ -8,6 +8,7 @@ rebuilt.
 
 import asyncio
 import contextlib
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ from domain.analytics import LoggedEvent, SessionSummary, fold_event, fold_recor
 
 log = structlog.get_logger(__name__)
 DURABLE = "analytics"
+CACHED_SUMMARIES = 1_000  # the sessions whose summaries are kept in memory: the latest ones, live sessions first
 _events = msgspec.json.Decoder(LoggedEvent)
 _summaries = msgspec.json.Decoder(SessionSummary)
 
@@ -105,15 +107,39 @@ class SummaryStore:
         return sorted((s for s in found if s is not None), key=lambda s: s.started_at_ms, reverse=True)
 
 
+class SummaryCache:
+    """The summaries of the sessions folded most recently, at most `limit`: the store has every one, and a session
+    that comes back after its summary left the cache is read from there."""
+
+    def __init__(self, limit: int = CACHED_SUMMARIES) -> None:
+        self.limit = limit
+        self._summaries: OrderedDict[str, SessionSummary] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._summaries)
+
+    def get(self, session_id: str) -> SessionSummary | None:
+        summary = self._summaries.get(session_id)
+        if summary is not None:
+            self._summaries.move_to_end(session_id)
+        return summary
+
+    def put(self, summary: SessionSummary) -> None:
+        self._summaries[summary.session_id] = summary
+        self._summaries.move_to_end(summary.session_id)
+        while len(self._summaries) > self.limit:
+            self._summaries.popitem(last=False)
+
+
 class AnalyticsWorker:
-    def __init__(self, bus: Bus) -> None:
+    def __init__(self, bus: Bus, cached: int = CACHED_SUMMARIES) -> None:
         self.bus = bus
+        self.cache = SummaryCache(cached)
 
     async def run(self, stop: asyncio.Event) -> None:
         store, rebuilt = await SummaryStore.open(self.bus, create=True)
         subscription = await self._subscribe(from_scratch=rebuilt)
         log.info("analytics.ready", rebuilding=rebuilt)
-        cache: dict[str, SessionSummary] = {}
         try:
             while not stop.is_set():
                 try:
@@ -123,13 +149,13 @@ class AnalyticsWorker:
                 changed: dict[str, SessionSummary] = {}
                 for message in messages:
                     session_id = session_of(message.subject)
-                    summary = changed.get(session_id) or cache.get(session_id) or await store.get(session_id)
+                    summary = changed.get(session_id) or self.cache.get(session_id) or await store.get(session_id)
                     folded = fold_entry(summary, entry_of(message))
                     if folded is not None and folded is not summary:
                         changed[session_id] = folded
                 for summary in changed.values():
                     await store.put(summary)
-                    cache[summary.session_id] = summary
+                    self.cache.put(summary)
                 for message in messages:  # acked only once their effect is stored
                     await message.ack()
         finally:

@@ -2,6 +2,7 @@
 an API-key gate (`/health` and `/ready` are open: probes carry no key)."""
 
 import hmac
+import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs
@@ -20,14 +21,16 @@ from app.metrics import EdgeMetrics
 from app.realtime.connection import ConnectParams, EdgeServices, RealtimeConnection
 from app.realtime.intake import unknown_llm
 from domain.analytics import SessionSummary
-from domain.protocol.codec import Dialect
+from domain.events import ErrorDetail, ErrorEvent
+from domain.protocol.codec import Dialect, render
 from domain.protocol.errors import Rejection
 from domain.transcripts import to_markdown, to_srt, to_vtt
 from handlers.models import UnknownModel, is_realtime_model
 from handlers.ports import now_ms
 
 log = structlog.get_logger(__name__)
-REQUIRED_WORKERS = ("stt", "llm", "tts")
+REQUIRED_WORKERS = ("stt", "llm", "tts")  # the kinds with a job queue, whose workers /ready counts
+CONVERSATION_WORKERS = ("llm", "tts")  # what a conversation session needs besides transcription
 
 
 @get("/health", sync_to_thread=False)
@@ -39,9 +42,10 @@ def health() -> dict[str, str]:
 
 @get("/ready")
 async def ready(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
-    """Every worker kind a session needs has a live worker with its model loaded (it is waiting for jobs)."""
+    """Every worker kind this deployment serves has a live worker waiting for jobs (its model loaded, or in `serve`
+    loaded when the first conversation needs it)."""
     services: EdgeServices = request.app.state.services
-    workers = await services.bus.waiting_workers(REQUIRED_WORKERS)
+    workers = await services.bus.waiting_workers(request.app.state.required_workers)
     missing = [kind for kind, count in workers.items() if count == 0]
     body = {"status": "not ready" if missing else "ready", "workers": workers, "waiting_for": missing}
     return Response(body, status_code=503 if missing else 200)
@@ -152,7 +156,26 @@ async def realtime(socket: WebSocket[Any, Any, Any]) -> None:
     services: EdgeServices = socket.app.state.services
     params = connect_params(socket, services)
     await socket.accept()
+    missing = [kind for kind in CONVERSATION_WORKERS if kind not in socket.app.state.serves]
+    if params.session_type == "realtime" and missing:
+        await _refuse_conversation(socket, params.dialect, missing)
+        return
     await RealtimeConnection(socket, services, params).run()
+
+
+async def _refuse_conversation(socket: WebSocket[Any, Any, Any], dialect: Dialect, missing: list[str]) -> None:
+    """An `error` and a close, as OpenAI ends a session it cannot serve: here one no response could ever answer
+    (its jobs would wait for workers this deployment does not run)."""
+    message = (
+        f"This server does not serve conversations: it runs no {' or '.join(missing)} worker (VOCALIS_WORKERS). "
+        "Connect with ?intent=transcription for a transcription session."
+    )
+    error = ErrorDetail(type="invalid_request_error", code="invalid_value", message=message, param="intent")
+    frame = render(ErrorEvent(event_id="event_" + secrets.token_hex(8), error=error), dialect)
+    log.warning("session.refused", reason="conversation not served", missing=missing)
+    if frame is not None:
+        await socket.send_data(frame.decode())
+    await socket.close(code=1008, reason="Conversation not served")
 
 
 # Plain ASGI, as uvicorn calls it: the gate answers before any framework sees the request.
@@ -239,11 +262,14 @@ def _openai_error(request: Request[Any, Any, Any], error: HTTPException) -> Resp
     return Response(body, status_code=error.status_code)
 
 
-def create_app(services: EdgeServices, api_key: str | None) -> ApiKeyGate:
+def create_app(services: EdgeServices, api_key: str | None, serves: tuple[str, ...] = REQUIRED_WORKERS) -> ApiKeyGate:
+    """The edge of a deployment that serves the worker kinds `serves` (VOCALIS_WORKERS)."""
     app = Litestar(
         logging_config=None,
         exception_handlers={HTTPException: _openai_error},
         route_handlers=[health, ready, scrape, realtime, list_sessions, session_summary, session_transcript],
     )
     app.state.services = services
+    app.state.serves = serves
+    app.state.required_workers = tuple(kind for kind in REQUIRED_WORKERS if kind in serves)
     return ApiKeyGate(AdmissionGate(app, services.admission, services.metrics), api_key)

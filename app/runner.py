@@ -2,8 +2,8 @@
 
 import asyncio
 import contextlib
-import ctypes
 import fcntl
+import functools
 import os
 import secrets
 import shutil
@@ -13,35 +13,38 @@ import string
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
+import nats.aio.msg
 import nats.errors
 import structlog
 import uvicorn
 
 from app.admission import Admission
 from app.analytics import AnalyticsWorker
-from app.bus import UNANSWERED, Bus, reachable
+from app.bus import UNANSWERED, Bus, decode_record, reachable
+from app.children import die_with_parent
 from app.edge import REQUIRED_WORKERS, create_app
+from app.llm_process import BundledChat
 from app.metrics import EdgeMetrics
 from app.presence import EdgePresence, Reaper, new_edge_id
 from app.realtime.connection import EdgeServices
 from app.settings import Settings
+from domain.records import SessionOpened
 from handlers.input_audio.vad import SileroVad
-from handlers.llm import BUNDLED_LLMS, BundledLlmServer, ChatClient
+from handlers.llm import BUNDLED_LLMS, ChatClient, ChatEndpoint
 from handlers.llm_worker import LlmWorker
 from handlers.models import ModelRegistry
 from handlers.stt import SttOptions, Transcriber
 from handlers.stt_worker import SttWorker
-from handlers.tts import KokoroSynthesizer
+from handlers.tts import KokoroSynthesizer, OnDemandKokoro, Synthesizer
 from handlers.tts_worker import TtsWorker
 
 log = structlog.get_logger(__name__)
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 STREAM_SETUP_ATTEMPTS = 4
 WORKER_STOP_S = 5.0
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -68,12 +71,6 @@ def nats_config() -> Traversable:
     return resources.files("ops").joinpath("nats.conf")
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: Linux ends it when its parent dies, even by SIGKILL (no orphaned nats-server)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 def _start_nats(store_dir: Path, port: int, password: str) -> subprocess.Popen[bytes]:
     store_dir.mkdir(parents=True, exist_ok=True)
     template = string.Template(nats_config().read_text())
@@ -92,7 +89,7 @@ def _start_nats(store_dir: Path, port: int, password: str) -> subprocess.Popen[b
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         start_new_session=True,  # Ctrl-C reaches us, and we stop it in order
-        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        preexec_fn=die_with_parent if sys.platform == "linux" else None,
     )
 
 
@@ -264,7 +261,7 @@ def edge_services(settings: Settings, bus: Bus) -> EdgeServices:
 
 def http_server(settings: Settings, services: EdgeServices) -> uvicorn.Server:
     config = uvicorn.Config(
-        create_app(services, settings.api_key),
+        create_app(services, settings.api_key, settings.worker_kinds),
         host=settings.host,
         port=settings.port,
         ws="websockets-sansio",
@@ -303,16 +300,18 @@ async def run_edge(settings: Settings, url: str) -> None:
 
 
 async def _announce_ready(settings: Settings, bus: Bus) -> None:
-    """One `ready` line, with the address to connect to, once every worker kind is up (what `/ready` reports)."""
-    while not await _workers_up(bus):  # noqa: ASYNC110 (polls the server)
+    """One `ready` line, with the address to connect to, once every worker kind the deployment serves is up (what
+    `/ready` reports)."""
+    kinds = tuple(kind for kind in REQUIRED_WORKERS if kind in settings.worker_kinds)
+    while not await _workers_up(bus, kinds):  # noqa: ASYNC110 (polls the server)
         await asyncio.sleep(0.5)
     scheme = "wss" if settings.tls_certfile else "ws"
-    log.info("ready", url=f"{scheme}://{settings.host}:{settings.port}/v1/realtime")
+    log.info("ready", url=f"{scheme}://{settings.host}:{settings.port}/v1/realtime", workers=settings.workers)
 
 
-async def _workers_up(bus: Bus) -> bool:
+async def _workers_up(bus: Bus, kinds: tuple[str, ...]) -> bool:
     try:
-        return min((await bus.waiting_workers(REQUIRED_WORKERS)).values()) > 0
+        return all(count > 0 for count in (await bus.waiting_workers(kinds)).values())
     except UNANSWERED:  # NATS away for a moment: ask again
         return False
 
@@ -326,34 +325,41 @@ async def run_stt_worker(settings: Settings, url: str, stop: asyncio.Event) -> N
         await bus.close()
 
 
-async def run_llm_worker(settings: Settings, url: str, stop: asyncio.Event) -> None:
-    """The LLM worker, against VOCALIS_LLM_BASE_URL or the bundled model served in this process."""
-    server: BundledLlmServer | None = None
-    base_url = settings.llm_base_url
-    if base_url is None:
-        server = await asyncio.to_thread(
-            BundledLlmServer,
-            settings.llm_model,
-            settings.models_path,
-            n_ctx=settings.llm_context,
-            threads=settings.llm_threads,
-            gpu_layers=settings.llm_gpu_layers,
-        )
-        base_url = server.base_url
+async def run_llm_worker(
+    settings: Settings, url: str, stop: asyncio.Event, on_demand: BundledChat | None = None
+) -> None:
+    """The LLM worker, against VOCALIS_LLM_BASE_URL or the bundled model in a child process: started before the
+    worker takes jobs, or (`serve`) by `on_demand`, at the first conversation."""
+    bundled: BundledChat | None = None
+    if settings.llm_base_url is None:
+        bundled = on_demand or BundledChat(settings)
+        if on_demand is None:
+            await bundled.start()  # a worker of its own takes jobs only once its model is loaded
     bus = await connect(settings, url, f"vocalis-llm-{settings.worker_id}")
     try:
-        client = ChatClient(base_url, server.api_key if server is not None else settings.llm_api_key)
-        if server is None and (problem := await client.check()) is not None:  # said at start, not at the first turn
-            log.error("llm.endpoint.unusable", problem=problem)
+        client: ChatEndpoint
+        if bundled is None:
+            client = ChatClient(settings.llm_base_url or "", settings.llm_api_key)
+            if (problem := await client.check()) is not None:  # said at start, not at the first turn
+                log.error("llm.endpoint.unusable", problem=problem)
+        else:
+            client = bundled
         await LlmWorker(bus, client, settings.worker_id, default_model=settings.llm_model).run(stop)
     finally:
         await bus.close()
-        if server is not None:
-            server.stop()
+        if bundled is not None:
+            bundled.stop()
 
 
-async def run_tts_worker(settings: Settings, url: str, stop: asyncio.Event) -> None:
-    synthesizer = await asyncio.to_thread(KokoroSynthesizer, settings.models_path, device=settings.tts_device)
+async def run_tts_worker(
+    settings: Settings, url: str, stop: asyncio.Event, on_demand: OnDemandKokoro | None = None
+) -> None:
+    """The TTS worker, with Kokoro loaded before it takes jobs, or (`serve`) by `on_demand`, when first needed."""
+    synthesizer: Synthesizer
+    if on_demand is None:
+        synthesizer = await asyncio.to_thread(KokoroSynthesizer, settings.models_path, device=settings.tts_device)
+    else:
+        synthesizer = on_demand
     bus = await connect(settings, url, f"vocalis-tts-{settings.worker_id}")
     try:
         await TtsWorker(bus, synthesizer, settings.worker_id).run(stop)
@@ -369,9 +375,56 @@ async def run_analytics(settings: Settings, url: str, stop: asyncio.Event) -> No
         await bus.close()
 
 
+async def load_at_first_conversation(
+    settings: Settings, url: str, stop: asyncio.Event, chat: BundledChat | None, kokoro: OnDemandKokoro | None
+) -> None:
+    """Start loading the bundled LLM and Kokoro when the first conversation session opens, so that they load
+    while its user speaks (the first job would load them otherwise, adding the whole load to the first answer)."""
+    bus = await connect(settings, url, "vocalis-loader")
+    opened = asyncio.Event()
+
+    async def heard(message: nats.aio.msg.Msg) -> None:
+        record = decode_record(message.data)
+        if isinstance(record, SessionOpened) and record.session_type == "realtime":
+            opened.set()
+
+    subscription = await bus.nc.subscribe(bus.subjects.session_input("*", "edge"), cb=heard)
+    waits = [asyncio.ensure_future(opened.wait()), asyncio.ensure_future(stop.wait())]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        if opened.is_set():
+            log.info("models.loading", reason="first conversation")
+            if chat is not None:
+                chat.start()
+            if kokoro is not None:
+                await asyncio.to_thread(kokoro.load)
+    finally:
+        for wait in waits:
+            wait.cancel()
+        await subscription.unsubscribe()
+        await bus.close()
+
+
+def serve_parts(settings: Settings, url: str, stop: asyncio.Event) -> list[Coroutine[None, None, None]]:
+    """The workers of VOCALIS_WORKERS; the bundled LLM and Kokoro load when the first conversation needs them (a
+    deployment that only transcribes never holds them)."""
+    kinds = settings.worker_kinds
+    chat = BundledChat(settings) if "llm" in kinds and settings.llm_base_url is None else None
+    kokoro = OnDemandKokoro(settings.models_path, settings.tts_device) if "tts" in kinds else None
+    runs: dict[str, Callable[[Settings, str, asyncio.Event], Coroutine[None, None, None]]] = {
+        **WORKERS,
+        "llm": functools.partial(run_llm_worker, on_demand=chat),
+        "tts": functools.partial(run_tts_worker, on_demand=kokoro),
+    }
+    parts = [runs[kind](settings, url, stop) for kind in kinds]
+    if chat is not None or kokoro is not None:
+        parts.append(load_at_first_conversation(settings, url, stop, chat, kokoro))
+    return parts
+
+
 async def serve(settings: Settings) -> None:
-    """Everything in one process: embedded NATS (unless VOCALIS_NATS_URL), the edge, one worker of each kind
-    (STT, LLM, TTS) and the analytics subscriber."""
+    """Everything in one process: embedded NATS (unless VOCALIS_NATS_URL), the edge, one worker of each kind in
+    VOCALIS_WORKERS (STT, LLM, TTS, the analytics subscriber)."""
     _check_free(settings.port, settings.host, "HTTP", "PORT")  # before any model loads
     if settings.host not in LOOPBACK and not settings.api_key:
         log.warning(
@@ -379,7 +432,7 @@ async def serve(settings: Settings) -> None:
         )
     async with nats_url(settings) as url:
         stop = asyncio.Event()
-        workers = [asyncio.create_task(run(settings, url, stop)) for run in WORKERS.values()]
+        workers = [asyncio.create_task(part) for part in serve_parts(settings, url, stop)]
         for worker in workers:
             worker.add_done_callback(_report_crash)
         try:

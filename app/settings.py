@@ -12,6 +12,9 @@ def _default_data_dir() -> Path:
     return Path(base) / "vocalis"
 
 
+WORKER_KINDS = ("stt", "llm", "tts", "analytics")
+
+
 class SettingsError(ValueError):
     """A setting that cannot be used, said in one line that names its variable."""
 
@@ -62,6 +65,7 @@ class Settings:
     log_format: str = "auto"  # auto (console on a terminal, else json), json, console
     log_level: str = "info"
     worker_name: str = ""
+    workers: str = ",".join(WORKER_KINDS)  # the worker kinds this deployment serves (`serve` runs them)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> "Settings":
@@ -96,6 +100,14 @@ class Settings:
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"VOCALIS_{name.upper()}={getattr(self, name)}: must be above 0")
+
+        if not self.worker_kinds or set(self.worker_kinds) - set(WORKER_KINDS):
+            kinds = ", ".join(WORKER_KINDS)
+            raise SettingsError(f"VOCALIS_WORKERS={self.workers!r}: a comma-separated list of {kinds}")
+
+    @property
+    def worker_kinds(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(kind.strip().lower() for kind in self.workers.split(",") if kind.strip()))
 
     @property
     def models_path(self) -> Path:

@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import structlog
@@ -136,6 +136,12 @@ class Finished:
 
 
 Delta = TextDelta | ToolCallsDelta | Finished
+
+
+class ChatEndpoint(Protocol):
+    """What the LLM worker needs: a job's completion, streamed."""
+
+    def stream(self, job: GenerateJob) -> AsyncIterator[Delta]: ...
 
 
 @dataclass

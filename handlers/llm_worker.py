@@ -22,7 +22,7 @@ import structlog
 from domain import records as rec
 from domain.jobs import GenerateJob
 from handlers.job_loop import Unwanted, serve_jobs
-from handlers.llm import DEFAULT_LLM, ChatClient, Finished, LlmError, TextDelta, ToolCallsDelta, resolve_model
+from handlers.llm import DEFAULT_LLM, ChatEndpoint, Finished, LlmError, TextDelta, ToolCallsDelta, resolve_model
 from handlers.ports import Delivery, WorkerBus, now_ms
 
 log = structlog.get_logger(__name__)
@@ -33,7 +33,7 @@ class LlmWorker:
     def __init__(
         self,
         bus: WorkerBus,
-        client: ChatClient,
+        client: ChatEndpoint,
         worker_id: str,
         default_model: str = DEFAULT_LLM,
     ) -> None:

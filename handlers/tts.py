@@ -160,6 +160,30 @@ class KokoroSynthesizer:
                 yield pcm[start : start + CHUNK_SAMPLES].tobytes()
 
 
+class OnDemandKokoro:
+    """Kokoro loaded the first time it is needed (`load()`, or the first clause), once: a `serve` that has had no
+    conversation yet does not hold it."""
+
+    def __init__(self, cache_dir: Path, device: str = "cpu") -> None:
+        self.cache_dir = cache_dir
+        self.device = device
+        self._loaded: KokoroSynthesizer | None = None
+        self._lock = threading.Lock()
+
+    def load(self) -> KokoroSynthesizer:
+        """The model, loading it now if no one has (a second or two: call it in a thread from async code)."""
+        with self._lock:
+            if self._loaded is None:
+                self._loaded = KokoroSynthesizer(self.cache_dir, device=self.device)
+            return self._loaded
+
+    def voice(self, name: str | None) -> str:
+        return Voices(list(BUNDLED_VOICES)).resolve(name)
+
+    def synthesize(self, text: str, voice: str | None, speed: float = 1.0) -> Iterator[bytes]:
+        yield from self.load().synthesize(text, voice, speed)
+
+
 def float_to_pcm16(audio: np.ndarray) -> np.ndarray:
     pcm: np.ndarray = (np.clip(audio, -1.0, 1.0) * 32767.0).round().astype("<i2")
     return pcm

@@ -2,6 +2,7 @@
 (not a silent substitute) for a model the server does not serve."""
 
 import httpx
+import pytest
 
 from tests.realtime_client import events_until, sdk
 
@@ -32,6 +33,19 @@ async def test_ready_once_every_kind_has_a_worker(conversation):
             if ready.status_code == 200:
                 break
     assert ready.status_code == 200 and ready.json()["waiting_for"] == []
+
+
+@pytest.mark.vocalis_settings(workers="stt,analytics")
+async def test_a_deployment_that_only_transcribes_is_ready_with_stt_and_refuses_conversations(stack):
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{stack.settings.port}") as client:
+        ready = await client.get("/ready")
+    assert ready.status_code == 200 and ready.json()["workers"].keys() == {"stt"}
+    async with sdk(stack.ws_url).beta.realtime.connect(model="gpt-realtime") as conn:
+        refused = await conn.recv()
+    assert (refused.type, refused.error.type, refused.error.param) == ("error", "invalid_request_error", "intent")
+    assert "runs no llm or tts worker" in refused.error.message
+    async with sdk(stack.ws_url).realtime.connect(extra_query={"intent": "transcription"}) as conn:
+        assert (await conn.recv()).type == "session.created"
 
 
 async def test_an_unknown_conversation_model_is_an_error_and_openai_names_are_aliases(stack):

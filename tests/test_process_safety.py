@@ -101,7 +101,7 @@ def test_a_data_dir_is_held_by_the_serve_that_uses_it(tmp_path: Path) -> None:
     try:
         _wait_for(lambda: (tmp_path / "nats.url").exists())
         url = (tmp_path / "nats.url").read_text()
-        second = _vocalis(tmp_path, "serve")
+        second = _vocalis(tmp_path, "serve", VOCALIS_PORT=str(runner.free_port()))  # not the first one's port
         _, err = second.communicate(timeout=60)
         assert second.returncode == 1
         assert f"the data directory {tmp_path} is in use by vocalis serve (pid {first.pid})" in err

@@ -1,6 +1,8 @@
-"""The parts as separate processes: `vocalis serve` alone, and an edge with two STT workers on one NATS."""
+"""The parts as separate processes: `vocalis serve` alone (all worker kinds, or some), and an edge with two STT
+workers on one NATS."""
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -8,6 +10,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from app import runner
@@ -20,7 +23,7 @@ from tests.realtime_client import Turns, events_until, pcm24k, sdk, silence, str
 COMPLETED = "conversation.item.input_audio_transcription.completed"
 
 
-def _vocalis(*args: str, **env: str) -> subprocess.Popen[bytes]:
+def _vocalis(*args: str, log: Path | None = None, **env: str) -> subprocess.Popen[bytes]:
     environment = (
         os.environ
         | {
@@ -32,7 +35,36 @@ def _vocalis(*args: str, **env: str) -> subprocess.Popen[bytes]:
         }
         | env
     )
-    return subprocess.Popen([sys.executable, "-m", "app", *args], env=environment, stderr=subprocess.DEVNULL)
+    command = [sys.executable, "-m", "app", *args]
+    if log is None:
+        return subprocess.Popen(command, env=environment, stderr=subprocess.DEVNULL)
+    with log.open("wb") as stderr:
+        return subprocess.Popen(command, env=environment, stderr=stderr)
+
+
+def _logged(log: Path) -> list[str]:
+    """The events of a JSON log so far (llama.cpp's own lines are not JSON)."""
+    lines = log.read_text(errors="replace").splitlines()
+    return [json.loads(line)["event"] for line in lines if line.startswith("{")]
+
+
+async def _ready(port: int, process: subprocess.Popen[bytes]) -> None:
+    async with httpx.AsyncClient() as client:
+        for _ in range(600):
+            assert process.poll() is None, "the server exited"
+            try:
+                if (await client.get(f"http://127.0.0.1:{port}/ready")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError("the server did not become ready")
+
+
+def _rss_mib(process: subprocess.Popen[bytes]) -> float:
+    """Of the process and its children (nats-server, the bundled LLM's server)."""
+    root = psutil.Process(process.pid)
+    return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]) / 2**20
 
 
 async def _healthy(port: int, process: subprocess.Popen[bytes]) -> None:
@@ -64,24 +96,69 @@ def _nats_servers_using(config: Path) -> list[str]:
     return found.stdout.split()
 
 
+async def _transcribe_hello_world(port: int) -> str:
+    async with sdk(f"ws://127.0.0.1:{port}/v1").realtime.connect(extra_query={"intent": "transcription"}) as conn:
+        await conn.session.update(session={"type": "transcription", "audio": {"input": {"turn_detection": None}}})
+        await stream(conn, pcm24k("hello_world.wav"))
+        await conn.input_audio_buffer.commit()
+        events = await events_until(conn, lambda e: e.type == COMPLETED)
+    return words(events[-1].transcript)
+
+
 @pytest.mark.slow
-async def test_serve_runs_everything_and_ctrl_c_stops_it(tmp_path: Path):
+async def test_serve_runs_everything_loads_the_llm_and_kokoro_for_the_first_conversation_and_ctrl_c_stops_it(
+    tmp_path: Path,
+):
     port = runner.free_port()
-    server = _vocalis("serve", "--port", str(port), "--data-dir", str(tmp_path))
+    log = tmp_path / "serve.log"
+    server = _vocalis("serve", "--port", str(port), "--data-dir", str(tmp_path / "data"), log=log)
     try:
-        await _healthy(port, server)
-        assert _nats_servers_using(tmp_path / "nats.conf"), "an embedded nats-server runs"
-        assert (tmp_path / "jetstream").is_dir()
-        async with sdk(f"ws://127.0.0.1:{port}/v1").realtime.connect(extra_query={"intent": "transcription"}) as conn:
-            await conn.session.update(session={"type": "transcription", "audio": {"input": {"turn_detection": None}}})
+        await _ready(port, server)
+        assert _nats_servers_using(tmp_path / "data" / "nats.conf"), "an embedded nats-server runs"
+        assert (tmp_path / "data" / "jetstream").is_dir()
+        assert await _transcribe_hello_world(port) == "hello world"
+        assert "llm.server.ready" not in _logged(log) and "tts.model.loading" not in _logged(log), "not loaded yet"
+        async with sdk(f"ws://127.0.0.1:{port}/v1").realtime.connect(model="gpt-realtime") as conn:
+            manual = {"type": "realtime", "max_output_tokens": 20, "audio": {"input": {"turn_detection": None}}}
+            await conn.session.update(session=manual)
             await stream(conn, pcm24k("hello_world.wav"))
             await conn.input_audio_buffer.commit()
-            events = await events_until(conn, lambda e: e.type == COMPLETED)
-        assert words(events[-1].transcript) == "hello world"
+            await conn.response.create()
+            events = await events_until(conn, lambda e: e.type == "response.done", timeout=180)
+        assert events[-1].response.status in ("completed", "incomplete"), events[-1].response
+        assert any(e.type == "response.output_audio.delta" for e in events), "Kokoro spoke the answer"
+        assert {"llm.server.ready", "tts.model.loading"} <= set(_logged(log))
+        children = psutil.Process(server.pid).children(recursive=True)
     finally:
         _stop(server)
     assert server.returncode == 0
-    assert not _nats_servers_using(tmp_path / "nats.conf"), "Ctrl-C stops the embedded nats-server too"
+    assert not any(child.is_running() for child in children), "Ctrl-C stops nats-server and the LLM's process too"
+
+
+@pytest.mark.slow
+async def test_serve_that_only_transcribes_never_loads_the_llm_or_kokoro(tmp_path: Path):
+    port = runner.free_port()
+    log = tmp_path / "serve.log"
+    server = _vocalis(
+        "serve", "--port", str(port), "--data-dir", str(tmp_path / "data"), log=log, VOCALIS_WORKERS="stt"
+    )
+    try:
+        await _ready(port, server)
+        for _ in range(50):  # the `ready` line follows within a look at the workers
+            if "ready" in _logged(log):
+                break
+            await asyncio.sleep(0.1)
+        assert "ready" in _logged(log), "the ready line waits for the STT worker only"
+        assert await _transcribe_hello_world(port) == "hello world"
+        async with sdk(f"ws://127.0.0.1:{port}/v1").realtime.connect(model="gpt-realtime") as conn:
+            refused = await conn.recv()
+        assert (refused.type, refused.error.code, refused.error.param) == ("error", "invalid_value", "intent")
+        assert "?intent=transcription" in refused.error.message
+        assert _rss_mib(server) < 1024, "whisper and nats-server, without the 1.5B LLM (1.1 GiB)"
+        assert not {"llm.server.ready", "tts.model.loading", "models.loading"} & set(_logged(log))
+    finally:
+        _stop(server)
+    assert server.returncode == 0
 
 
 @pytest.mark.slow

@@ -27,6 +27,11 @@ def test_every_setting_reads_its_environment_variable():
     assert (settings.api_key, settings.max_session_s) == ("k", 60)
 
 
+def test_workers_are_the_kinds_serve_runs():
+    assert Settings.from_env({}).worker_kinds == ("stt", "llm", "tts", "analytics")
+    assert Settings.from_env({"VOCALIS_WORKERS": " STT, stt ,analytics"}).worker_kinds == ("stt", "analytics")
+
+
 def test_flags_override_the_environment():
     settings = Settings.from_env({"VOCALIS_PORT": "9001", "VOCALIS_HOST": "0.0.0.0"}, port=8123, host=None)
     assert (settings.port, settings.host) == (8123, "0.0.0.0")
@@ -52,6 +57,8 @@ def test_defaults():
         ("VOCALIS_LOG_LEVEL", "verbose", "VOCALIS_LOG_LEVEL='verbose': use one of debug, info, warning, error"),
         ("VOCALIS_STT_DEVICE", "tpu", "VOCALIS_STT_DEVICE='tpu': use one of auto, cpu, cuda"),
         ("VOCALIS_MAX_SESSION_S", "0", "VOCALIS_MAX_SESSION_S=0: must be above 0"),
+        ("VOCALIS_WORKERS", "stt,gpu", "VOCALIS_WORKERS='stt,gpu': a comma-separated list of stt, llm, tts, analytics"),
+        ("VOCALIS_WORKERS", ",", "VOCALIS_WORKERS=',': a comma-separated list of stt, llm, tts, analytics"),
     ],
 )
 def test_a_bad_setting_is_one_line_naming_its_variable(variable, value, says):
