@@ -344,7 +344,9 @@ async def run_llm_worker(
                 log.error("llm.endpoint.unusable", problem=problem)
         else:
             client = bundled
-        await LlmWorker(bus, client, settings.worker_id, default_model=settings.llm_model).run(stop)
+        # The bundled model generates one answer at a time (one llama.cpp slot); an endpoint serves several.
+        at_once = settings.llm_at_once if bundled is None else 1
+        await LlmWorker(bus, client, settings.worker_id, default_model=settings.llm_model, at_once=at_once).run(stop)
     finally:
         await bus.close()
         if bundled is not None:

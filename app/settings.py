@@ -49,6 +49,7 @@ class Settings:
     llm_api_key: str | None = None
     llm_model: str = "qwen2.5-coder-1.5b"  # a bundled model, or the endpoint's model name
     llm_context: int = 4096  # the LLM's context window in tokens (the bundled model's; set an endpoint's own)
+    llm_at_once: int = 4  # answers an LLM worker streams together from an endpoint (the bundled model: one)
     llm_threads: int = 0  # threads for the bundled model; 0: every core
     llm_gpu_layers: int = 0  # layers of the bundled model on the GPU (llama.cpp built with CUDA); 0: CPU only
     tts_device: str = "cpu"  # Kokoro on "cpu", "cuda" (onnxruntime-gpu, the [gpu] extra) or "auto"
@@ -97,6 +98,7 @@ class Settings:
             "audio_max_age_s",
             "log_max_age_s",
             "stream_replicas",
+            "llm_at_once",
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"VOCALIS_{name.upper()}={getattr(self, name)}: must be above 0")

@@ -26,13 +26,17 @@ _DONE = object()
 
 
 async def serve_jobs(
-    bus: WorkerBus, kinds: Sequence[str], handle: Callable[[Delivery], Awaitable[None]], stop: asyncio.Event
+    bus: WorkerBus,
+    kinds: Sequence[str],
+    handle: Callable[[Delivery], Awaitable[None]],
+    stop: asyncio.Event,
+    at_once: int = 1,
 ) -> None:
-    """Handle jobs from the work queues `kinds` until `stop`, one at a time, earlier queues first.
+    """Handle jobs from the work queues `kinds` until `stop`, up to `at_once` together, earlier queues first.
 
-    Only an idle worker asks for jobs, so a job never waits in a busy worker while another could start it: one
-    that arrives as the worker starts another is handed back at once. A job whose handler raises is left for
-    redelivery.
+    Only a worker with a free slot asks for jobs, so a job never waits in a busy worker while another could start
+    it: one that arrives as the worker fills its last slot is handed back at once. A job whose handler raises is
+    left for redelivery. At `stop`, the jobs in hand are finished.
     """
     subscriptions = [await bus.job_queue(kind) for kind in kinds]
     arrived: asyncio.Queue[tuple[int, Delivery]] = asyncio.Queue()
@@ -58,6 +62,19 @@ async def serve_jobs(
             else:
                 await message.nak()
 
+    running: set[asyncio.Task[None]] = set()
+
+    async def run(message: Delivery, kind: str) -> None:
+        heartbeat = asyncio.create_task(_heartbeat(message))
+        try:
+            await handle(message)
+        except Exception:
+            log.exception("job.unhandled", kind=kind)
+        finally:
+            heartbeat.cancel()
+            if not closing.is_set():
+                idle.set()
+
     fetchers = [asyncio.create_task(fetch(index)) for index in range(len(kinds))]
     try:
         while not stop.is_set():
@@ -76,24 +93,22 @@ async def serve_jobs(
             (index, message), later = ready[0], [other for _, other in ready[1:]]
             for other in later:  # back to the queues, for whoever is free
                 await other.nak()
-            heartbeat = asyncio.create_task(_heartbeat(message))
-            try:
-                await handle(message)
-            except Exception:
-                log.exception("job.unhandled", kind=kinds[index])
-            finally:
-                heartbeat.cancel()
+            running.add(job := asyncio.create_task(run(message, kinds[index])))
+            job.add_done_callback(running.discard)
+            if len(running) < at_once:
                 idle.set()
     finally:
         closing.set()
-        idle.set()
         for fetcher in fetchers:
             fetcher.cancel()
         await asyncio.gather(*fetchers, return_exceptions=True)
-        for _, message in _drain(arrived):
-            await message.nak()
-        for subscription in subscriptions:
-            await subscription.unsubscribe()
+        try:
+            await asyncio.gather(*running)  # cancelled with it, when the worker is
+        finally:
+            for _, message in _drain(arrived):
+                await message.nak()
+            for subscription in subscriptions:
+                await subscription.unsubscribe()
 
 
 async def _waiting_before(queues: Sequence[JobQueue]) -> bool:

@@ -36,11 +36,13 @@ class LlmWorker:
         client: ChatEndpoint,
         worker_id: str,
         default_model: str = DEFAULT_LLM,
+        at_once: int = 1,
     ) -> None:
         self.default_model = default_model  # what OpenAI's realtime model names (and no name) ask for
         self.bus = bus
         self.client = client
         self.worker_id = worker_id
+        self.at_once = at_once  # generations streamed together: an endpoint serves several, the worker only waits
         self.unwanted = Unwanted("llm")
         self._streaming: dict[str, tuple[GenerateJob, asyncio.Task[str]]] = {}  # response_id -> its generation
 
@@ -48,7 +50,7 @@ class LlmWorker:
         listening = await self.unwanted.listen(self.bus, then=self._stop_unwanted)
         log.info("llm.worker.ready", worker=self.worker_id)
         try:
-            await serve_jobs(self.bus, ("llm",), self.handle, stop)
+            await serve_jobs(self.bus, ("llm",), self.handle, stop, self.at_once)
         finally:
             for subscription in listening:
                 await subscription.unsubscribe()

@@ -167,9 +167,9 @@ async def bus(nats_url: str, tmp_path: Path) -> AsyncIterator[Bus]:
 
 
 @contextlib.asynccontextmanager
-async def worker_running(bus: Bus, client: ChatClient) -> AsyncIterator[LlmWorker]:
+async def worker_running(bus: Bus, client: ChatClient, at_once: int = 1) -> AsyncIterator[LlmWorker]:
     stop = asyncio.Event()
-    worker = LlmWorker(bus, client, "llm-test-worker")
+    worker = LlmWorker(bus, client, "llm-test-worker", at_once=at_once)
     task = asyncio.create_task(worker.run(stop))
     try:
         yield worker
@@ -278,6 +278,25 @@ async def test_worker_skips_a_job_cancelled_before_it_starts(bus: Bus, fake_llm:
 
     assert not deltas_of(records, "job-x") and len(fake_llm.requests) == 1
     assert records[-1].job_id == "job-y"  # type: ignore[union-attr]
+
+
+async def test_a_worker_streams_several_answers_at_once_from_an_endpoint_and_only_that_many(
+    bus: Bus, fake_llm: FakeLlm
+) -> None:
+    for _ in range(3):
+        fake_llm.reply("A slow answer, piece by piece.", chunk_chars=2, delay_s=0.1)  # about 1.5 s each
+    async with worker_running(bus, ChatClient(fake_llm.base_url), at_once=2):
+        for name in ("job-a", "job-b", "job-c"):
+            await submit(bus, make_job(name))
+        both = await records_until(bus, lambda rs: bool(deltas_of(rs, "job-a") and deltas_of(rs, "job-b")))
+        assert not [r for r in both if isinstance(r, rec.GenerationDone)], "the first two answers stream together"
+        assert not deltas_of(both, "job-c"), "a third waits for a free slot"
+        records = await records_until(bus, lambda rs: sum(isinstance(r, rec.GenerationDone) for r in rs) == 3)
+    assert fake_llm.completed == 3 and len(fake_llm.requests) == 3
+    assert all(
+        "".join(d.text for d in deltas_of(records, job)) == "A slow answer, piece by piece."
+        for job in ("job-a", "job-b", "job-c")
+    )
 
 
 # The bundled model, served by llama.cpp in this process
