@@ -21,6 +21,7 @@ HEARTBEAT_S = 1.0
 # A job handed back so that an earlier queue's job goes first comes back after this long (each hand-back is a
 # delivery: without the pause, a worker behind on transcripts would hand a partial decode back many times a second).
 PRIORITY_NAK_S = 0.2
+DELIVERY_SETTLE_S = 0.005
 T = TypeVar("T")
 _DONE = object()
 
@@ -88,6 +89,8 @@ async def serve_jobs(
             if await _waiting_before(subscriptions[:index]):  # an earlier queue's job comes first
                 await message.nak(delay=PRIORITY_NAK_S)
                 continue
+            if index > 0:  # a job of an earlier queue delivered before that answer takes a few more steps to arrive
+                await asyncio.sleep(DELIVERY_SETTLE_S)
             idle.clear()
             ready = sorted([(index, message), *_drain(arrived)], key=lambda delivery: delivery[0])
             (index, message), later = ready[0], [other for _, other in ready[1:]]
