@@ -47,6 +47,7 @@ from handlers.tts_worker import TtsWorker
 log = structlog.get_logger(__name__)
 STREAM_SETUP_ATTEMPTS = 4
 WORKER_STOP_S = 5.0
+GPU_STT_BATCH = 16  # decodes a GPU runs together by default (VOCALIS_STT_BATCH)
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 NATS_USER = "vocalis"
 NATS_URL_FILE = "nats.url"  # in the data dir while its `serve` runs: the embedded server's URL, with its password
@@ -240,6 +241,13 @@ def transcriber(settings: Settings) -> Transcriber:
     return stt
 
 
+def stt_batch(settings: Settings, stt: Transcriber) -> int:
+    """How many decodes run together: on a CPU one at a time, since a batch there costs as much as its decodes one
+    after another (bench/stt_batch.py); a GPU decodes a batch in about the time of one."""
+    on_gpu = stt.model(settings.stt_model).model.device == "cuda"
+    return settings.stt_batch or (GPU_STT_BATCH if on_gpu else 1)
+
+
 def edge_services(settings: Settings, bus: Bus) -> EdgeServices:
     presence = EdgePresence(bus, new_edge_id())
     return EdgeServices(
@@ -320,7 +328,7 @@ async def run_stt_worker(settings: Settings, url: str, stop: asyncio.Event) -> N
     stt = await asyncio.to_thread(transcriber, settings)
     bus = await connect(settings, url, f"vocalis-stt-{settings.worker_id}")
     try:
-        await SttWorker(bus, stt, settings.worker_id).run(stop)
+        await SttWorker(bus, stt, settings.worker_id, stt_batch(settings, stt)).run(stop)
     finally:
         await bus.close()
 

@@ -45,6 +45,7 @@ class Settings:
     stt_cpu_threads: int = 0
     stt_beam_size: int = 1
     stt_window: str = "trimmed"  # whisper encodes the audio and 3 s of padding; "full": its whole 30 s window
+    stt_batch: int = 0  # decodes of turns in progress run together, up to this many; 0: 16 on a GPU, 1 on a CPU
     llm_base_url: str | None = None  # an OpenAI-compatible endpoint; unset: the bundled model, in process
     llm_api_key: str | None = None
     llm_model: str = "qwen2.5-coder-1.5b"  # a bundled model, or the endpoint's model name
@@ -88,6 +89,8 @@ class Settings:
             value = getattr(self, name)
             if value.lower() not in allowed:
                 raise SettingsError(f"VOCALIS_{name.upper()}={value!r}: use one of {', '.join(allowed)}")
+        if self.stt_batch < 0:
+            raise SettingsError(f"VOCALIS_STT_BATCH={self.stt_batch}: 0 (the device's default) or more")
         for name in ("port", "nats_port"):
             if not 0 <= getattr(self, name) <= 65535:
                 raise SettingsError(f"VOCALIS_{name.upper()}={getattr(self, name)}: a port is 0 to 65535")

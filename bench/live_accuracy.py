@@ -29,7 +29,7 @@ from domain.session import open_session, step
 from domain.session_config import SessionUpdate, TranscriptionUpdate
 from handlers.input_audio.decode import InputAudio, to_pcm16
 from handlers.input_audio.vad import SileroVad
-from handlers.stt import Transcriber
+from handlers.stt import Transcriber, WordsRequest
 from handlers.stt_worker import turn_audio, words_decoded
 from tests.realtime_client import JFK, LECTURE, chunks, pcm24k, silence, word_error_rate
 
@@ -72,7 +72,7 @@ def run(stt: Transcriber, vad: SileroVad, model: str, wav: str, incremental: boo
 
     def decode(job: TranscribeJob) -> rec.Record:
         pcm = turn_audio(job, [audio[s] for s in range(job.first_seq, job.last_seq + 1) if s in audio])
-        words, language = stt.words(pcm, job.model, job.language, job.prompt)
+        ((words, language),) = stt.words([WordsRequest(pcm, job.language, job.prompt)], job.model)
         return words_decoded(job, words, language, worker="bench", at_ms=0)
 
     if not incremental:

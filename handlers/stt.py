@@ -11,19 +11,40 @@ the shared test speech are the same (`window="full"` restores whisper's window).
 
 import os
 import threading
-from collections.abc import Iterator
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import ctranslate2
 import numpy as np
 import structlog
 from faster_whisper import WhisperModel
+from faster_whisper.tokenizer import Tokenizer
+from faster_whisper.transcribe import get_ctranslate2_storage, get_suppressed_tokens
 
 from handlers.models import ModelRegistry
 
 log = structlog.get_logger(__name__)
 TRIMMED_PADDING_FRAMES = 300  # 3 s: whisper still hears the audio end in silence, so it does not run on
 WORDS_PER_SECOND_LIMIT = 8  # a decode of a turn in progress stops here: a repetition loop cannot run long
+PROMPT_TOKENS = 32  # of a decode's prompt, the last ones kept: about 25 words (the turn's stable words are 40)
+# whisper's own defaults for what it takes as no speech, and for where the first timestamp may be
+NO_SPEECH_THRESHOLD = 0.6
+LOG_PROB_THRESHOLD = -1.0
+MAX_INITIAL_TIMESTAMP_S = 1.0
+PUNCTUATION_BEFORE = "\"'“¿([{-"
+PUNCTUATION_AFTER = "\"'.。,，!！?？:：”)]}、"  # noqa: RUF001  # CJK punctuation too
+
+Words = list[tuple[str, float, float]]  # text with its leading space, start and end in seconds of the audio
+
+
+@dataclass(frozen=True)
+class WordsRequest:
+    """One decode of a turn in progress: 16 kHz float32 audio, and the session's language and prompt."""
+
+    audio: np.ndarray
+    language: str | None = None
+    prompt: str | None = None
 
 
 @dataclass(frozen=True)
@@ -89,25 +110,123 @@ class Transcriber:
                 first = False
                 yield text
 
-    def words(
-        self, audio: np.ndarray, model: str, language: str | None = None, prompt: str | None = None
-    ) -> tuple[list[tuple[str, float, float]], str]:
-        """The words of 16 kHz float32 `audio`, each with its leading space and its start and end in seconds, and
-        the language (as given, or detected).
+    def words(self, requests: Sequence[WordsRequest], model: str) -> list[tuple[Words, str]]:
+        """The words of each request's audio and its language (as given, or detected), decoded together: the
+        requests whose prompts have the same length in tokens (whisper's generation needs that) are generated as
+        one batch, which on a CPU takes about half the time of one at a time.
 
-        A decode of a turn in progress: one pass at temperature 0 (the agreement of later decodes catches what a
-        fallback would), its length bounded."""
-        seconds = len(audio) / 16_000
-        segments, info = self.model(model).transcribe(
-            audio,
-            language=language,
-            initial_prompt=prompt,
-            beam_size=self._options.beam_size,
-            temperature=0.0,
-            condition_on_previous_text=False,
-            word_timestamps=True,
-            vad_filter=False,
-            max_new_tokens=min(200, 16 + round(WORDS_PER_SECOND_LIMIT * seconds)),
+        A decode of a turn in progress: one greedy pass (the agreement of later decodes catches what a fallback
+        would), its length bounded, and its prompt (the session's, then the turn's stable words) cut to its last
+        `PROMPT_TOKENS`, so that most decodes of turns in progress can share a batch."""
+        whisper = self.model(model)
+        features = [whisper.feature_extractor(request.audio) for request in requests]
+        content = [f.shape[-1] - 1 for f in features]  # the extractor adds one frame past the audio
+        frames = whisper.feature_extractor.nb_max_frames
+        if self._options.window == "trimmed":
+            frames = min(frames, -(-(max(content) + TRIMMED_PADDING_FRAMES) // 100) * 100)
+        batch = np.zeros((len(requests), features[0].shape[0], frames), dtype=np.float32)
+        for row, (f, n) in enumerate(zip(features, content, strict=True)):
+            batch[row, :, :n] = f[:, :n]
+        encoded = self._encode(whisper, batch)
+        languages = self._languages(whisper, encoded, requests)
+        tokenizers = {
+            language: Tokenizer(
+                whisper.hf_tokenizer, whisper.model.is_multilingual, task="transcribe", language=language
+            )
+            for language in set(languages)
+        }
+        previous = [
+            tokenizers[language].encode(" " + request.prompt.strip())[-PROMPT_TOKENS:] if request.prompt else []
+            for request, language in zip(requests, languages, strict=True)
+        ]
+        groups: dict[tuple[str, int], list[int]] = defaultdict(list)
+        for row, (language, tokens) in enumerate(zip(languages, previous, strict=True)):
+            groups[language, len(tokens)].append(row)
+        results: list[tuple[Words, str]] = [([], language) for language in languages]
+        for (language, _), rows in groups.items():
+            decoded = self._generate(
+                whisper,
+                tokenizers[language],
+                encoded[rows],
+                [previous[row] for row in rows],
+                [content[row] for row in rows],
+            )
+            for row, words in zip(rows, decoded, strict=True):
+                results[row] = (words, language)
+        return results
+
+    @staticmethod
+    def _encode(whisper: WhisperModel, batch: np.ndarray) -> np.ndarray:
+        """The encoder's output for each row of the batch, on the CPU (rows are picked out of it afterwards)."""
+        if whisper.model.device == "cuda":  # a GPU encodes a batch in about the time of one row
+            return np.asarray(whisper.model.encode(get_ctranslate2_storage(batch), to_cpu=True))
+        # A CPU encodes the rows one by one faster than as one batch (bench/stt_batch.py); only generation gains.
+        return np.concatenate(
+            [
+                np.asarray(whisper.model.encode(get_ctranslate2_storage(batch[row : row + 1])))
+                for row in range(len(batch))
+            ]
         )
-        words = [(word.word, word.start, word.end) for segment in segments for word in segment.words or ()]
-        return words, info.language
+
+    @staticmethod
+    def _languages(whisper: WhisperModel, encoded: np.ndarray, requests: Sequence[WordsRequest]) -> list[str]:
+        if not whisper.model.is_multilingual:
+            return ["en"] * len(requests)
+        given = [request.language for request in requests]
+        if all(given):
+            return [language for language in given if language]
+        # per row: (token, probability), the likeliest first
+        detected = whisper.model.detect_language(get_ctranslate2_storage(encoded))
+        return [request.language or top[0][0][2:-2] for request, top in zip(requests, detected, strict=True)]
+
+    def _generate(
+        self,
+        whisper: WhisperModel,
+        tokenizer: Tokenizer,
+        encoded: np.ndarray,
+        previous: list[list[int]],
+        content: list[int],
+    ) -> list[Words]:
+        """The words of each row of `encoded` (prompts of one length, one language)."""
+        prompts = [whisper.get_prompt(tokenizer, tokens) for tokens in previous]
+        limits = [min(200, 16 + round(WORDS_PER_SECOND_LIMIT * n / 100)) for n in content]
+        generated = whisper.model.generate(
+            get_ctranslate2_storage(encoded),
+            prompts,
+            beam_size=self._options.beam_size,
+            max_length=min(whisper.max_length, len(prompts[0]) + max(limits)),
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
+            max_initial_timestamp_index=round(MAX_INITIAL_TIMESTAMP_S / whisper.time_precision),
+        )
+        results: list[Words] = []
+        for row, (result, limit, n) in enumerate(zip(generated, limits, content, strict=True)):
+            tokens = result.sequences_ids[0][:limit]
+            avg_logprob = result.scores[0] * len(result.sequences_ids[0]) / (len(result.sequences_ids[0]) + 1)
+            if result.no_speech_prob > NO_SPEECH_THRESHOLD and avg_logprob <= LOG_PROB_THRESHOLD:
+                results.append([])
+                continue
+            segments, _seek, _single_ending = whisper._split_segments_by_timestamps(
+                tokenizer=tokenizer,
+                tokens=tokens,
+                time_offset=0.0,
+                segment_size=n,
+                segment_duration=n * whisper.feature_extractor.time_per_frame,
+                seek=0,
+            )
+            # Word timings align each row's text with its own encoder output, as a decode on its own would.
+            own = get_ctranslate2_storage(np.ascontiguousarray(encoded[row : row + 1]))
+            whisper.add_word_timestamps(
+                [segments], tokenizer, own, n, PUNCTUATION_BEFORE, PUNCTUATION_AFTER, last_speech_timestamp=0.0
+            )
+            results.append(
+                [
+                    (word["word"], word["start"], word["end"])
+                    for segment in segments
+                    if segment["start"] != segment["end"] and tokenizer.decode(segment["tokens"]).strip()
+                    for word in segment.get("words", ())
+                ]
+            )
+        return results

@@ -19,6 +19,7 @@ from domain.jobs import TRANSCRIPTION_LATE, TranscribeJob, failed
 from handlers.job_loop import Unwanted, in_thread, serve_jobs
 from handlers.ports import Delivery, WorkerBus, now_ms
 from handlers.stt import Transcriber
+from handlers.stt_batch import WordsBatcher
 
 log = structlog.get_logger(__name__)
 _jobs = msgspec.json.Decoder(TranscribeJob)
@@ -52,17 +53,20 @@ def words_decoded(
 
 
 class SttWorker:
-    def __init__(self, bus: WorkerBus, transcriber: Transcriber, worker_id: str) -> None:
+    def __init__(self, bus: WorkerBus, transcriber: Transcriber, worker_id: str, batch: int = 1) -> None:
         self.bus = bus
         self.transcriber = transcriber
         self.worker_id = worker_id
         self.unwanted = Unwanted("stt")
+        self.batch = batch  # jobs in hand at once: their decodes of turns in progress run together
+        self.batcher = WordsBatcher(transcriber, batch, lambda job: self.unwanted.why(job) is None)
 
     async def run(self, stop: asyncio.Event) -> None:
         listening = await self.unwanted.listen(self.bus)
         log.info("stt.worker.ready", worker=self.worker_id)
         try:
-            await serve_jobs(self.bus, ("stt", "stt-partial"), self.handle, stop)  # a transcript before a partial
+            # a transcript before a partial
+            await serve_jobs(self.bus, ("stt", "stt-partial"), self.handle, stop, at_once=self.batch)
         finally:
             for subscription in listening:
                 await subscription.unsubscribe()
@@ -78,7 +82,12 @@ class SttWorker:
                 records = await self.bus.read_audio(job.session_id, job.first_seq, job.last_seq)
                 audio = turn_audio(job, records)
                 if job.words:
-                    result = await self._decode_words(job, audio)
+                    decoded = await self.batcher.words(job, audio)
+                    if decoded is None:  # expired, cancelled or dropped while it waited for the model
+                        unwanted = self.unwanted.why(job) or "dropped"
+                        result = self._unwanted(job, unwanted)
+                    else:
+                        result = words_decoded(job, *decoded, self.worker_id, now_ms())
                 else:
                     result = await self._transcribe(job, audio)
             except Exception as error:
@@ -104,11 +113,6 @@ class SttWorker:
         late_s = (now_ms() - (job.deadline_ms or 0)) / 1000
         message = f"{TRANSCRIPTION_LATE} (the server is busy; {late_s:.1f} s past its deadline)."
         return failed(job, message, self.worker_id, now_ms())
-
-    async def _decode_words(self, job: TranscribeJob, audio: np.ndarray) -> rec.Record:
-        """One decode of a turn in progress."""
-        decoded, language = await asyncio.to_thread(self.transcriber.words, audio, job.model, job.language, job.prompt)
-        return words_decoded(job, decoded, language, self.worker_id, now_ms())
 
     async def _transcribe(self, job: TranscribeJob, audio: np.ndarray) -> rec.Record | None:
         """A whole item's transcript, published piece by piece as it is decoded (None: its session ended)."""

@@ -100,7 +100,8 @@ async def stack(
     server = runner.http_server(settings, services)
     serving = asyncio.create_task(server.serve())
     stop = asyncio.Event()
-    worker = asyncio.create_task(SttWorker(bus, transcriber, "test-worker").run(stop))
+    batch = runner.stt_batch(settings, transcriber)
+    worker = asyncio.create_task(SttWorker(bus, transcriber, "test-worker", batch).run(stop))
     while not server.started:
         await asyncio.sleep(0.01)
     stack = Stack(settings, bus, nats_url, services)

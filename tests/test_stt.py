@@ -1,5 +1,8 @@
-"""The whisper transcriber: the trimmed encoder window, and word-timed decodes of a turn in progress; and how an
-STT worker reads a job's audio from the log."""
+"""The whisper transcriber: the trimmed encoder window, and word-timed decodes of a turn in progress, alone and
+batched across sessions; and how an STT worker reads a job's audio from the log."""
+
+import asyncio
+from collections.abc import Sequence
 
 import numpy as np
 import soxr
@@ -7,7 +10,9 @@ import soxr
 from app.bus import Bus, encode
 from domain import records as rec
 from domain.audio_time import MODEL_RATE
-from handlers.stt import TRIMMED_PADDING_FRAMES, Transcriber
+from domain.jobs import TranscribeJob
+from handlers.stt import TRIMMED_PADDING_FRAMES, Transcriber, Words, WordsRequest
+from handlers.stt_batch import WordsBatcher
 from tests.realtime_client import JFK, pcm24k, word_error_rate
 
 
@@ -26,12 +31,66 @@ def test_the_encoder_gets_the_audio_and_a_little_padding_not_the_whole_window(tr
 
 
 def test_words_come_with_their_times_in_the_audio(transcriber: Transcriber):
-    words, language = transcriber.words(jfk_16k(), "whisper-tiny.en")
+    ((words, language),) = transcriber.words([WordsRequest(jfk_16k())], "whisper-tiny.en")
     assert language == "en"
     assert word_error_rate(JFK, "".join(w for w, _, _ in words)) <= 0.15
     starts = [s for _, s, _ in words]
     assert starts == sorted(starts) and 0.0 <= starts[0] < 1.0 and 9.0 < words[-1][2] <= 11.1
     assert all(w.startswith(" ") for w, _, _ in words)
+
+
+def test_words_decoded_together_are_each_request_s_own(transcriber: Transcriber):
+    jfk = jfk_16k()
+    requests = [  # prompts of different lengths: whisper generates them apart, within the one call
+        WordsRequest(jfk[: 4 * MODEL_RATE], prompt="A speech."),
+        WordsRequest(jfk),
+        WordsRequest(np.zeros(2 * MODEL_RATE, np.float32)),
+    ]
+    together = transcriber.words(requests, "whisper-tiny.en")
+    alone = [transcriber.words([request], "whisper-tiny.en")[0] for request in requests]
+    for request, (words, language), (words_alone, _) in zip(requests, together, alone, strict=True):
+        assert language == "en"
+        text = "".join(w for w, _, _ in words)
+        assert word_error_rate("".join(w for w, _, _ in words_alone), text) <= 0.1
+        assert all(0 <= start <= end <= len(request.audio) / MODEL_RATE + 0.1 for _, start, end in words)
+    assert word_error_rate(JFK, "".join(w for w, _, _ in together[1][0])) <= 0.15
+    assert not any(text.strip(" .") for text, _, _ in together[2][0])  # silence: no words, whatever its neighbours
+
+
+class CountingBatches(Transcriber):
+    """The real transcriber, noting each batch it is given (as the lengths of its requests' audio)."""
+
+    def __init__(self, transcriber: Transcriber) -> None:
+        self.__dict__.update(transcriber.__dict__)
+        self.batches: list[list[int]] = []
+
+    def words(self, requests: Sequence[WordsRequest], model: str) -> list[tuple[Words, str]]:
+        self.batches.append([len(request.audio) for request in requests])
+        return super().words(requests, model)
+
+
+async def test_decodes_that_arrive_while_a_batch_runs_form_the_next_due_transcripts_first(transcriber: Transcriber):
+    counting = CountingBatches(transcriber)
+    batcher = WordsBatcher(counting, size=2, wanted=lambda job: job.job_id != "expired")
+    jfk = jfk_16k()
+
+    def decode(job_id: str, seconds: float, partial: bool = True) -> "asyncio.Task[object]":
+        samples = round(seconds * MODEL_RATE)
+        job = TranscribeJob(job_id, "sess", "item", 1, 1, 0, 0, samples, "whisper-tiny.en", words=True, partial=partial)
+        return asyncio.create_task(batcher.words(job, jfk[:samples]))
+
+    first = decode("first", 3.0)  # finds the model idle: decoded alone, at once
+    await asyncio.sleep(0)
+    waiting = [
+        decode("partial", 4.0),
+        decode("closing", 5.0, partial=False),
+        decode("expired", 6.0),
+        decode("last", 7.0),
+    ]
+    results = await asyncio.gather(first, *waiting)
+    assert counting.batches == [[3 * MODEL_RATE], [5 * MODEL_RATE, 4 * MODEL_RATE], [7 * MODEL_RATE]]
+    assert results[3] is None  # no longer wanted when its batch was formed: never decoded
+    assert all(result is not None and result[0] for i, result in enumerate(results) if i != 3)
 
 
 async def test_a_job_s_audio_is_read_without_a_consumer(nats_url: str):

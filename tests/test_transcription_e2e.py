@@ -1,5 +1,6 @@
 """Transcription-only mode end to end: the official SDK (GA and beta), real NATS, silero and whisper."""
 
+import asyncio
 import base64
 
 import numpy as np
@@ -83,6 +84,23 @@ async def test_deltas_arrive_while_the_user_speaks_and_add_up_to_the_transcript(
     deltas = "".join(e.delta for e in events if e.type == DELTA)
     assert deltas == completed.transcript
     assert word_error_rate(JFK, completed.transcript) <= 0.15
+
+
+@pytest.mark.vocalis_settings(stt_batch=4)
+async def test_live_speakers_sharing_a_batching_worker_each_get_their_own_transcript(stack):
+    """Three sessions speak at once: their decodes wait for the worker together and are decoded in batches."""
+
+    async def speaker(lead_ms: int) -> list:
+        async with sdk(stack.ws_url).realtime.connect(extra_query={"intent": "transcription"}) as conn:
+            update = {"type": "transcription", "audio": {"input": {"turn_detection": ONE_TURN}}}
+            await conn.session.update(session=update)
+            await stream(conn, silence(lead_ms) + pcm24k("jfk.wav") + silence(2000), pace=1.0)
+            return await events_until(conn, lambda e: e.type == COMPLETED)
+
+    for events in await asyncio.gather(speaker(0), speaker(100), speaker(200)):
+        completed = events[-1]
+        assert "".join(e.delta for e in events if e.type == DELTA) == completed.transcript
+        assert word_error_rate(JFK, completed.transcript) <= 0.15
 
 
 async def test_incremental_false_sends_the_transcript_only_once_the_turn_ends(stack):

@@ -1,0 +1,69 @@
+"""Decodes of turns in progress, batched across sessions: while one batch runs, the requests that arrive wait, and
+the next batch takes them together (transcripts that are due first, then the oldest partial decodes), up to a
+size. Nobody waits for a batch to fill: a request that finds the model idle starts at once, so batching adds no
+latency when the worker keeps up, and batches grow only as it falls behind.
+"""
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import structlog
+
+from domain.jobs import TranscribeJob
+from handlers.stt import Transcriber, Words, WordsRequest
+
+log = structlog.get_logger(__name__)
+Decoded = tuple[Words, str] | None  # None: the job was no longer wanted when its turn came
+
+
+@dataclass
+class _Waiting:
+    job: TranscribeJob
+    audio: np.ndarray
+    result: "asyncio.Future[Decoded]" = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class WordsBatcher:
+    def __init__(self, transcriber: Transcriber, size: int, wanted: Callable[[TranscribeJob], bool]) -> None:
+        self._transcriber = transcriber
+        self._size = size
+        self._wanted = wanted  # asked again when a batch is formed: a partial decode may have expired meanwhile
+        self._waiting: list[_Waiting] = []
+        self._draining: asyncio.Task[None] | None = None
+
+    async def words(self, job: TranscribeJob, audio: np.ndarray) -> Decoded:
+        """The job's words and language once decoded with whatever else waits."""
+        waiting = _Waiting(job, audio)
+        self._waiting.append(waiting)
+        if self._draining is None or self._draining.done():
+            self._draining = asyncio.create_task(self._drain())
+        return await waiting.result
+
+    async def _drain(self) -> None:
+        while batch := self._take():
+            try:
+                model = batch[0].job.model
+                requests = [WordsRequest(w.audio, w.job.language, w.job.prompt) for w in batch]
+                decoded = await asyncio.to_thread(self._transcriber.words, requests, model)
+            except Exception as error:
+                for waiting in batch:
+                    waiting.result.set_exception(error)
+                continue
+            log.debug("stt.batch.decoded", size=len(batch), model=model)
+            for waiting, result in zip(batch, decoded, strict=True):
+                waiting.result.set_result(result)
+
+    def _take(self) -> list[_Waiting]:
+        """The next batch: requests of one model, due transcripts before partial decodes, oldest first."""
+        for waiting in [w for w in self._waiting if not self._wanted(w.job)]:
+            self._waiting.remove(waiting)
+            waiting.result.set_result(None)
+        if not self._waiting:
+            return []
+        model = min(self._waiting, key=lambda w: w.job.partial).job.model
+        batch = sorted((w for w in self._waiting if w.job.model == model), key=lambda w: w.job.partial)[: self._size]
+        for waiting in batch:
+            self._waiting.remove(waiting)
+        return batch
