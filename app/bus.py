@@ -13,6 +13,7 @@ Subjects (prefix `vocalis` by default):
 import asyncio
 import contextlib
 import functools
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from urllib.parse import SplitResult, urlsplit
@@ -32,6 +33,10 @@ from domain.records import AudioReceived, ItemAudioReceived, Record
 log = structlog.get_logger(__name__)
 
 MSG_ID = "Nats-Msg-Id"
+# When the publisher handed a record to NATS, in epoch nanoseconds: with the time JetStream stored it, and the
+# stamps of the records a session answered it with, the edge's and the bus's share of a reply's latency, to the
+# microsecond (a record's `at_ms` has milliseconds only, too coarse for an overhead of a few).
+SENT_NS = "Vocalis-Sent-Ns"
 WORKER_KINDS = ("stt", "stt-partial", "llm", "tts")
 # A job whose worker stopped telling the queue it is alive (handlers.job_loop.HEARTBEAT_S) goes to another worker.
 ACK_WAIT_S = 5.0
@@ -63,6 +68,10 @@ ELECTION_S = 30.0
 AUDIO_READ_S = 10.0
 _records = msgspec.json.Decoder(Record)
 _encode = msgspec.json.Encoder().encode
+
+
+def _headers(msg_id: str) -> dict[str, str]:
+    return {MSG_ID: msg_id, SENT_NS: str(time.time_ns())}
 
 
 def encode(value: object) -> bytes:
@@ -233,7 +242,7 @@ class Bus:
         deadline = asyncio.get_running_loop().time() + ELECTION_S
         while True:
             try:
-                return await self.js.publish(subject, payload, headers={MSG_ID: msg_id}, msg_ttl=ttl_s)
+                return await self.js.publish(subject, payload, headers=_headers(msg_id), msg_ttl=ttl_s)
             except NO_LEADER:
                 if (task := asyncio.current_task()) is not None and task.cancelling():
                     raise asyncio.CancelledError from None  # a cancellation that nats-py's wait_for turned into this
@@ -249,7 +258,7 @@ class Bus:
         await self._resumed.wait()
         stored: asyncio.Future[api.PubAck] = asyncio.get_running_loop().create_future()
         stored.add_done_callback(_log_failed_publish)
-        sent = await self.js.publish_async(subject, payload, headers={MSG_ID: msg_id}, msg_ttl=ttl_s)
+        sent = await self.js.publish_async(subject, payload, headers=_headers(msg_id), msg_ttl=ttl_s)
         sent.add_done_callback(functools.partial(self._settle, stored, (subject, payload, msg_id, ttl_s)))
         return stored
 

@@ -1,5 +1,5 @@
-"""The Litestar edge: `/v1/realtime` (WebSocket), the meeting analytics, `/metrics`, `/health` and `/ready`, behind
-an API-key gate (`/health` and `/ready` are open: probes carry no key)."""
+"""The Litestar edge: `/v1/realtime` (WebSocket), the meeting analytics, `/metrics`, and the probes `/live`, `/health`
+and `/ready`, behind an API-key gate (the probes are open: probes carry no key)."""
 
 import hmac
 import secrets
@@ -29,24 +29,41 @@ from handlers.models import UnknownModel, is_realtime_model
 from handlers.ports import now_ms
 
 log = structlog.get_logger(__name__)
-REQUIRED_WORKERS = ("stt", "llm", "tts")  # the kinds with a job queue, whose workers /ready counts
+REQUIRED_WORKERS = ("stt", "llm", "tts")  # the kinds with a job queue, whose workers /health and /ready count
 CONVERSATION_WORKERS = ("llm", "tts")  # what a conversation session needs besides transcription
 
 
-@get("/health", sync_to_thread=False)
-def health() -> dict[str, str]:
-    """The process is up (liveness). Missing workers are `/ready`'s to report: restarting an edge for want of a
+@get("/live", sync_to_thread=False)
+def live() -> dict[str, str]:
+    """The process is up (liveness). Missing workers are `/health`'s to report: restarting an edge for want of a
     worker would end its sessions and bring no worker."""
     return {"status": "ok"}
+
+
+async def _live_workers(request: Request[Any, Any, Any]) -> tuple[dict[str, int], list[str]]:
+    """Live workers of each kind this deployment serves, and the kinds with none."""
+    services: EdgeServices = request.app.state.services
+    workers = await services.bus.waiting_workers(request.app.state.required_workers)
+    return workers, [kind for kind, count in workers.items() if count == 0]
+
+
+@get("/health")
+async def health(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+    """Every worker kind this deployment serves has a live worker, or 503 with an OpenAI-shaped error that names the
+    kinds without one (the jobs of those kinds would wait until they expire)."""
+    workers, missing = await _live_workers(request)
+    if not missing:
+        return Response({"status": "ok", "workers": workers, "missing": []})
+    message = f"No live worker for {', '.join(missing)}: such jobs wait until a worker takes them or they expire."
+    error = {"type": "server_error", "code": "workers_unavailable", "param": None, "message": message}
+    return Response({"status": "unhealthy", "workers": workers, "missing": missing, "error": error}, status_code=503)
 
 
 @get("/ready")
 async def ready(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     """Every worker kind this deployment serves has a live worker waiting for jobs (its model loaded, or in `serve`
-    loaded when the first conversation needs it)."""
-    services: EdgeServices = request.app.state.services
-    workers = await services.bus.waiting_workers(request.app.state.required_workers)
-    missing = [kind for kind, count in workers.items() if count == 0]
+    loaded when the first conversation needs it): `/health`'s verdict, in the body `/ready` has always had."""
+    workers, missing = await _live_workers(request)
     body = {"status": "not ready" if missing else "ready", "workers": workers, "waiting_for": missing}
     return Response(body, status_code=503 if missing else 200)
 
@@ -187,7 +204,7 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 class ApiKeyGate:
     """Refuses requests without the API key with HTTP 401, WebSocket upgrades included (before the upgrade)."""
 
-    PUBLIC = frozenset({"/health", "/ready"})
+    PUBLIC = frozenset({"/live", "/health", "/ready"})
 
     def __init__(self, app: Any, api_key: str | None) -> None:
         self.app = app
@@ -267,7 +284,7 @@ def create_app(services: EdgeServices, api_key: str | None, serves: tuple[str, .
     app = Litestar(
         logging_config=None,
         exception_handlers={HTTPException: _openai_error},
-        route_handlers=[health, ready, scrape, realtime, list_sessions, session_summary, session_transcript],
+        route_handlers=[live, health, ready, scrape, realtime, list_sessions, session_summary, session_transcript],
     )
     app.state.services = services
     app.state.serves = serves

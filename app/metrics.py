@@ -14,7 +14,7 @@ process (the tests) do not share counts.
     vocalis_jobs_queued{kind}                   gauge: jobs no worker has taken yet (the consumer's num_pending)
     vocalis_jobs_in_flight{kind}                gauge: jobs a worker holds (num_ack_pending)
     vocalis_workers_live{kind}                  gauge: idle workers' outstanding fetches plus jobs in hand, as
-                                                `/ready` counts them: 0 means no live worker of the kind
+                                                `/health` counts them: 0 means no live worker of the kind
     vocalis_jobs_total{kind,outcome}            counter: jobs this edge asked for that ended, `done`, `failed`,
                                                 or `withdrawn` (deleted unseen: the session no longer needed it)
     vocalis_job_seconds{kind}                   histogram: from the edge's ask to the reduced record that ends

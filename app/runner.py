@@ -309,7 +309,7 @@ async def run_edge(settings: Settings, url: str) -> None:
 
 async def _announce_ready(settings: Settings, bus: Bus) -> None:
     """One `ready` line, with the address to connect to, once every worker kind the deployment serves is up (what
-    `/ready` reports)."""
+    `/health` and `/ready` report)."""
     kinds = tuple(kind for kind in REQUIRED_WORKERS if kind in settings.worker_kinds)
     while not await _workers_up(bus, kinds):  # noqa: ASYNC110 (polls the server)
         await asyncio.sleep(0.5)

@@ -76,14 +76,17 @@ class ServerProcess:
     def rss_mib(self) -> float:
         return sum(self.rss_mib_by_name().values())
 
-    def cpu_s(self) -> float:
+    def cpu_s_by_name(self) -> dict[str, float]:
         """User + system CPU seconds; children_* holds the CPU of children that ended, so none is lost when one does."""
 
         def cpu(p: psutil.Process) -> float:
             t = p.cpu_times()
             return t.user + t.system + t.children_user + t.children_system
 
-        return sum(self._each(cpu).values())
+        return self._each(cpu)
+
+    def cpu_s(self) -> float:
+        return sum(self.cpu_s_by_name().values())
 
 
 @dataclass

@@ -116,7 +116,7 @@ async def measure(llm: str, runs: int, fake: FakeLlm | None) -> dict[str, object
             async with httpx.AsyncClient() as http:
                 for _ in range(1200):
                     try:
-                        if (await http.get(f"http://127.0.0.1:{port}/health")).status_code == 200:
+                        if (await http.get(f"http://127.0.0.1:{port}/live")).status_code == 200:
                             break
                     except httpx.TransportError:
                         await asyncio.sleep(0.1)

@@ -3,12 +3,16 @@
 import asyncio
 import re
 import sys
+import time
 import typing
 from pathlib import Path
 
+from nats.js import api
+
+from app.bus import MSG_ID, SENT_NS
 from domain.events import AnyServerEvent, ClientEvent
 from domain.records import Record
-from tests.realtime_client import events_until, pcm24k, sdk, stream, words
+from tests.realtime_client import events_until, pcm24k, raw_connect, sdk, stream, words
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "events.md"
@@ -66,3 +70,22 @@ async def test_the_example_prints_a_live_sessions_transcript(stack):
     assert session_id == created.session.id
     assert item_id == completed.item_id
     assert words(transcript) == "hello world"
+
+
+async def test_every_record_carries_its_id_and_when_it_was_sent(stack):
+    before_ns = time.time_ns()
+    async with raw_connect(stack.ws_url) as client:
+        session_id = (await client.next_of("session.created"))["session"]["id"]
+        await client.send({"type": "input_audio_buffer.clear"})
+        await client.next_of("input_audio_buffer.cleared")
+    sub = await stack.bus.js.pull_subscribe(
+        f"vocalis.session.{session_id}.>", config=api.ConsumerConfig(ack_policy=api.AckPolicy.NONE)
+    )
+    messages = await sub.fetch(100, timeout=2)
+    after_ns = time.time_ns()
+    await sub.unsubscribe()
+    subjects = {m.subject.split(".", 3)[3] for m in messages}
+    assert {"in.edge", "in.client", "out.input_audio_buffer.cleared"} <= subjects
+    for message in messages:
+        assert message.headers and message.headers[MSG_ID]
+        assert before_ns <= int(message.headers[SENT_NS]) <= after_ns, message.subject

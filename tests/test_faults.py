@@ -72,12 +72,12 @@ def _edge(port: int, nats_url: str, logs: Path) -> subprocess.Popen[bytes]:
         return subprocess.Popen([sys.executable, "-m", "app", "edge", "--port", str(port)], env=env, stderr=log)
 
 
-async def _healthy(port: int, process: subprocess.Popen[bytes]) -> None:
+async def _alive(port: int, process: subprocess.Popen[bytes]) -> None:
     async with httpx.AsyncClient() as client:
         for _ in range(600):
             assert process.poll() is None, "the edge exited"
             try:
-                if (await client.get(f"http://127.0.0.1:{port}/health")).status_code == 200:
+                if (await client.get(f"http://127.0.0.1:{port}/live")).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
@@ -147,7 +147,7 @@ async def test_a_nats_outage_is_told_and_the_session_goes_on_when_it_is_back(tmp
     port = runner.free_port()
     edge = _edge(port, url, tmp_path / "edge.log")
     try:
-        await _healthy(port, edge)
+        await _alive(port, edge)
         async with raw_connect(f"ws://127.0.0.1:{port}/v1") as client:
             session_id = (await client.next_of("session.created"))["session"]["id"]
             await client.send(MANUAL_TURNS)
@@ -188,7 +188,7 @@ async def test_a_nats_outage_past_the_bound_ends_the_session_with_1011(tmp_path:
     port = runner.free_port()
     edge = _edge(port, url, tmp_path / "edge.log")
     try:
-        await _healthy(port, edge)
+        await _alive(port, edge)
         async with raw_connect(f"ws://127.0.0.1:{port}/v1") as client:
             session_id = (await client.next_of("session.created"))["session"]["id"]
             await nats.kill()
@@ -234,8 +234,8 @@ async def test_a_session_whose_edge_is_killed_is_closed_by_another_edge(
     stop = asyncio.Event()
     worker: asyncio.Task[None] | None = None
     try:
-        await _healthy(ports[0], doomed)
-        await _healthy(ports[1], survivor)
+        await _alive(ports[0], doomed)
+        await _alive(ports[1], survivor)
         async with raw_connect(f"ws://127.0.0.1:{ports[0]}/v1") as client:
             session_id = (await client.next_of("session.created"))["session"]["id"]
             await client.send(MANUAL_TURNS)

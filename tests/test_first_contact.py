@@ -17,13 +17,17 @@ async def test_unknown_paths_and_sessions_get_openai_shaped_404s(stack):
             assert error["message"]
 
 
-async def test_ready_names_the_worker_kinds_without_a_live_worker(stack):
+async def test_health_and_ready_name_the_worker_kinds_without_a_live_worker(stack):
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{stack.settings.port}") as client:
-        assert (await client.get("/health")).json() == {"status": "ok"}
+        live = await client.get("/live")
+        health = await client.get("/health")
         ready = await client.get("/ready")
-    assert ready.status_code == 503  # the stack runs an STT worker only
+    assert (live.status_code, live.json()) == (200, {"status": "ok"}), "workers are not the liveness probe's business"
+    assert (health.status_code, ready.status_code) == (503, 503)  # the stack runs an STT worker only
+    assert health.json()["status"] == "unhealthy" and health.json()["missing"] == ["llm", "tts"]
+    assert health.json()["error"]["code"] == "workers_unavailable" and "llm, tts" in health.json()["error"]["message"]
     assert ready.json()["status"] == "not ready" and ready.json()["waiting_for"] == ["llm", "tts"]
-    assert ready.json()["workers"]["stt"] >= 1
+    assert health.json()["workers"]["stt"] >= 1 and ready.json()["workers"]["stt"] >= 1
 
 
 async def test_ready_once_every_kind_has_a_worker(conversation):
@@ -33,13 +37,18 @@ async def test_ready_once_every_kind_has_a_worker(conversation):
             if ready.status_code == 200:
                 break
     assert ready.status_code == 200 and ready.json()["waiting_for"] == []
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{conversation.stack.settings.port}") as client:
+        health = await client.get("/health")
+    assert health.status_code == 200 and health.json()["missing"] == []
 
 
 @pytest.mark.vocalis_settings(workers="stt,analytics")
 async def test_a_deployment_that_only_transcribes_is_ready_with_stt_and_refuses_conversations(stack):
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{stack.settings.port}") as client:
         ready = await client.get("/ready")
+        health = await client.get("/health")
     assert ready.status_code == 200 and ready.json()["workers"].keys() == {"stt"}
+    assert health.status_code == 200 and health.json()["workers"].keys() == {"stt"}
     async with sdk(stack.ws_url).beta.realtime.connect(model="gpt-realtime") as conn:
         refused = await conn.recv()
     assert (refused.type, refused.error.type, refused.error.param) == ("error", "invalid_request_error", "intent")

@@ -91,7 +91,8 @@ async def test_metrics_take_the_api_key_and_the_probes_do_not(stack: Stack):
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{stack.settings.port}") as client:
         assert (await client.get("/metrics")).status_code == 401
         assert (await client.get("/metrics", headers={"Authorization": "Bearer wrong"})).status_code == 401
-        assert (await client.get("/health")).status_code == 200
+        probes = {path: (await client.get(path)).status_code for path in ("/live", "/health", "/ready")}
+    assert probes == {"/live": 200, "/health": 503, "/ready": 503}, "open (503: the stack runs no LLM or TTS worker)"
     samples = await scrape(stack, authorization="Bearer m3trics")
     assert ("vocalis_sessions_refused_total", ()) in samples
 

@@ -67,12 +67,12 @@ def _rss_mib(process: subprocess.Popen[bytes]) -> float:
     return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]) / 2**20
 
 
-async def _healthy(port: int, process: subprocess.Popen[bytes]) -> None:
+async def _alive(port: int, process: subprocess.Popen[bytes]) -> None:
     async with httpx.AsyncClient() as client:
         for _ in range(600):
             assert process.poll() is None, "the server exited"
             try:
-                if (await client.get(f"http://127.0.0.1:{port}/health")).status_code == 200:
+                if (await client.get(f"http://127.0.0.1:{port}/live")).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
@@ -166,7 +166,7 @@ async def test_sigterm_stops_serve_and_its_nats_server(tmp_path: Path):
     port = runner.free_port()
     server = _vocalis("serve", "--port", str(port), "--data-dir", str(tmp_path))
     try:
-        await _healthy(port, server)
+        await _alive(port, server)
         assert _nats_servers_using(tmp_path / "nats.conf")
     finally:
         _stop(server, signum=signal.SIGTERM)  # as a service manager stops it
@@ -179,7 +179,7 @@ async def test_serve_joins_an_existing_nats(nats_url: str, tmp_path: Path):
     data_dir = tmp_path / "serve-data"
     server = _vocalis("serve", "--port", str(port), "--data-dir", str(data_dir), VOCALIS_NATS_URL=nats_url)
     try:
-        await _healthy(port, server)
+        await _alive(port, server)
         assert not (data_dir / "nats.conf").exists() and not (data_dir / "jetstream").exists(), "no embedded NATS"
         bus = await Bus.connect(nats_url, "vocalis", "test-observer")
         try:
@@ -191,6 +191,32 @@ async def test_serve_joins_an_existing_nats(nats_url: str, tmp_path: Path):
     assert server.returncode == 0
 
 
+async def test_an_edge_is_unhealthy_naming_stt_until_an_stt_worker_runs(nats_url: str, tmp_path: Path):
+    port = runner.free_port()
+    env = {"VOCALIS_NATS_URL": nats_url, "VOCALIS_DATA_DIR": str(tmp_path), "VOCALIS_WORKERS": "stt"}
+    edge = _vocalis("edge", "--port", str(port), **env)
+    workers: list[subprocess.Popen[bytes]] = []
+    try:
+        await _alive(port, edge)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            unhealthy = await client.get("/health")
+            assert unhealthy.status_code == 503, unhealthy.text
+            assert (unhealthy.json()["missing"], unhealthy.json()["workers"]) == (["stt"], {"stt": 0})
+            error = unhealthy.json()["error"]
+            assert (error["type"], error["code"], error["param"]) == ("server_error", "workers_unavailable", None)
+            assert "stt" in error["message"]
+            workers.append(_vocalis("worker", "stt", **env))
+            for _ in range(600):  # the worker loads whisper, then waits for jobs
+                assert workers[0].poll() is None, "the worker exited"
+                if (healthy := await client.get("/health")).status_code == 200:
+                    break
+                await asyncio.sleep(0.1)
+        assert healthy.status_code == 200, healthy.text
+        assert healthy.json()["missing"] == [] and healthy.json()["workers"]["stt"] >= 1
+    finally:
+        _stop(edge, *workers)
+
+
 @pytest.mark.slow
 async def test_edge_and_two_stt_workers_share_the_turns(nats_url: str, tmp_path: Path):
     port = runner.free_port()
@@ -199,7 +225,7 @@ async def test_edge_and_two_stt_workers_share_the_turns(nats_url: str, tmp_path:
     workers = [_vocalis("worker", "stt", VOCALIS_WORKER_NAME=f"w{i}", **env) for i in (1, 2)]
     bus = await Bus.connect(nats_url, "vocalis", "test-observer")
     try:
-        await _healthy(port, edge)
+        await _alive(port, edge)
         for _ in range(600):  # both workers are waiting for jobs
             info = await bus.js.consumer_info(bus.subjects.jobs_stream, "stt")
             if info.num_waiting >= 2:
