@@ -2,11 +2,15 @@
 
 For each N in `--sessions`, N sessions (the official SDK, `?intent=transcription`, server VAD with OpenAI's
 defaults) each stream lecture_60s.wav in real time in 100 ms appends, session i starting i * stagger / N after the
-first. Stops after the first N whose p95 reaches `--stop-at-s`. Per N:
+first. Stops after the first N whose p95 reaches `--stop-at-s`. With `--workload meeting`, each session talks
+about a quarter of the time instead, as in a meeting with one transcription session per participant: 15 s of the
+lecture, then 45 s of silence, over `--meeting-s`, session i shifted by i * 60 s / N so that the talkers take turns
+(about N / 4 talk at any moment). Per N:
 
     latency          speech_stopped -> ...transcription.completed, every turn of every session (p50, p95)
     first delta      speech_started -> the turn's first ...transcription.delta (when the server sends deltas)
-    CPU              CPU seconds of the server's process tree over the run / N / audio seconds: cores per session
+    CPU              CPU seconds of the server's process tree over the run / N / audio seconds: cores per session;
+                     the load generator's own CPU (this process: the SDK clients), apart
     memory           RSS of the server's process tree: peak, and (peak - idle RSS before the run) / N
 
 Drives a running `vocalis serve`, whose process tree (itself and its nats-server) is found by the port it listens
@@ -16,11 +20,13 @@ cores. Prints a table and writes bench/results/concurrency_<model>.json and .png
 
     .venv/bin/python -m bench.concurrency --url ws://127.0.0.1:8000/v1 --model whisper-base --sessions 1 2 3 4 6 8
     .venv/bin/python -m bench.concurrency --model whisper-base --no-incremental   # each turn decoded once it ends
+    .venv/bin/python -m bench.concurrency --workload meeting --sessions 4 8 12 16
 """
 
 import argparse
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -35,6 +41,8 @@ from bench.report import figure, percentile, save
 from tests.realtime_client import chunks, pcm24k, silence
 
 CHUNK_S = 0.1
+MEETING_TALK_S = 15.0  # a participant speaks this long, then listens three times as long
+MEETING_CYCLE_S = 60.0
 
 
 class ServerProcess:
@@ -195,10 +203,28 @@ def show(value: float | None, width: int, digits: int = 3) -> str:
     return f"{'-' if value is None else f'{value:.{digits}f}':>{width}}"
 
 
+def meeting(speech: bytes, shift_s: float, total_s: float) -> bytes:
+    """A participant's audio: `MEETING_TALK_S` of `speech` out of every `MEETING_CYCLE_S`, shifted by `shift_s`."""
+    per_s = 48_000  # bytes of 24 kHz pcm16 per second
+    talk = round(MEETING_TALK_S * per_s)
+    pieces = [speech[i : i + talk] for i in range(0, len(speech), talk)]
+    out = bytearray(silence(round(1000 * shift_s)))
+    while len(out) < total_s * per_s:
+        for piece in pieces:
+            out += piece + silence(round(1000 * (MEETING_CYCLE_S - len(piece) / per_s)))
+    return bytes(out[: round(total_s * per_s)]) + silence(1500)
+
+
 async def measure(
-    server: ServerProcess, url: str, model: str, pcm: bytes, n: int, stagger_s: float, incremental: bool
+    server: ServerProcess,
+    url: str,
+    model: str,
+    pcms: list[bytes],
+    stagger_s: float,
+    incremental: bool,
 ) -> dict[str, Any]:
-    """N sessions at once: their turn latencies, and the server's CPU and memory over the run."""
+    """A session per pcm at once: their turn latencies, and the server's CPU and memory over the run."""
+    n = len(pcms)
     await asyncio.sleep(2)  # let the previous run's work finish, so the idle RSS is idle
     idle_mib = peak_mib = server.rss_mib()
 
@@ -207,16 +233,18 @@ async def measure(
         peak_mib = max(peak_mib, server.rss_mib())
 
     sampler = asyncio.create_task(sample_every(0.5, track_peak))
-    cpu_before, wall_before = server.cpu_s(), time.monotonic()
-    sessions = [Session(url, model, pcm, incremental=incremental) for _ in range(n)]
+    client = psutil.Process()
+    cpu_before, client_before, wall_before = server.cpu_s(), sum(client.cpu_times()[:2]), time.monotonic()
+    sessions = [Session(url, model, pcm, incremental=incremental) for pcm in pcms]
     await asyncio.gather(*(s.run(delay_s=i * stagger_s / n) for i, s in enumerate(sessions)))
     cpu_s, wall_s = server.cpu_s() - cpu_before, time.monotonic() - wall_before
+    client_cpu_s = sum(client.cpu_times()[:2]) - client_before
     sampler.cancel()
     track_peak()
     turns = [t for s in sessions for t in s.turns.values()]
     latencies = [t.completed - t.stopped for t in turns if t.completed is not None and t.stopped is not None]
     first_deltas = [t.first_delta - t.started for t in turns if t.first_delta is not None and t.started is not None]
-    audio_s = len(pcm) / 48000
+    audio_s = len(pcms[0]) / 48000
     return {
         "sessions": n,
         "turns": len(turns),
@@ -231,6 +259,8 @@ async def measure(
         "cpu_s": round(cpu_s, 2),
         "wall_s": round(wall_s, 2),
         "cores_per_session": round(cpu_s / n / audio_s, 4),
+        "client_cpu_s": round(client_cpu_s, 2),
+        "client_cores": round(client_cpu_s / wall_s, 3),
         "rss_idle_mib": round(idle_mib, 1),
         "rss_peak_mib": round(peak_mib, 1),
         "rss_increase_per_session_mib": round((peak_mib - idle_mib) / n, 1),
@@ -274,6 +304,8 @@ async def main() -> None:
     parser.add_argument("--stagger-s", type=float, default=0.5, help="session i starts i * stagger / N later")
     parser.add_argument("--wav", default="lecture_60s.wav")
     parser.add_argument("--no-incremental", action="store_true", help="transcribe each turn only once it ends")
+    parser.add_argument("--workload", choices=("continuous", "meeting"), default="continuous")
+    parser.add_argument("--meeting-s", type=float, default=120.0, help="the length of a meeting session's audio")
     args = parser.parse_args()
     incremental = not args.no_incremental
     server = ServerProcess.find(args.url, args.server_pid)
@@ -281,21 +313,28 @@ async def main() -> None:
     await warm_up(args.url, args.model)
     rows: list[dict[str, Any]] = []
     header = [("N", 3), ("turns", 7), ("p50 s", 8), ("p95 s", 8), ("delta p50", 10), ("cores/sess", 11)]
-    print("".join(f"{name:>{width}}" for name, width in [*header, ("peak MiB", 10), ("+MiB/sess", 10)]))
+    print("".join(f"{name:>{width}}" for name, width in [*header, ("peak MiB", 10), ("+MiB/sess", 10), ("client", 8)]))
     for n in args.sessions:
-        row = await measure(server, args.url, args.model, pcm, n, args.stagger_s, incremental)
+        if args.workload == "meeting":
+            pcms = [meeting(pcm24k(args.wav), i * MEETING_CYCLE_S / n, args.meeting_s) for i in range(n)]
+        else:
+            pcms = [pcm] * n
+        row = await measure(server, args.url, args.model, pcms, args.stagger_s, incremental)
         rows.append(row)
         print(
             f"{n:>3}{row['turns']:>7}{show(row['p50_s'], 8)}{show(row['p95_s'], 8)}{show(row['first_delta_p50_s'], 10)}"
             f"{row['cores_per_session']:>11.3f}{row['rss_peak_mib']:>10.0f}{row['rss_increase_per_session_mib']:>10.1f}"
+            f"{row['client_cores']:>8.2f}"
         )
         if not under_target(row, args.stop_at_s):
             break
     under = [r["sessions"] for r in rows if under_target(r, args.stop_at_s)]
     max_sessions = max(under, default=0)
-    print(f"largest N with p95 < {args.stop_at_s:g} s: {max_sessions or 'none'}")
+    cores = os.cpu_count() or 1
+    print(f"largest N with p95 < {args.stop_at_s:g} s: {max_sessions or 'none'} ({max_sessions / cores:g} per core)")
+    workload = "" if args.workload == "continuous" else f"_{args.workload}"
     save(
-        f"concurrency_{Path(args.model).name}{'' if incremental else '_not_incremental'}",
+        f"concurrency_{Path(args.model).name}{workload}{'' if incremental else '_not_incremental'}",
         rows,
         plot(args.model, rows, args.stop_at_s, incremental),
         model=args.model,
@@ -304,6 +343,8 @@ async def main() -> None:
         stagger_s=args.stagger_s,
         stop_at_s=args.stop_at_s,
         max_sessions_under_target=max_sessions,
+        sessions_per_core=max_sessions / cores,
+        workload=args.workload,
     )
 
 
