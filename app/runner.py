@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import functools
 import os
@@ -47,6 +48,10 @@ from handlers.tts_worker import TtsWorker
 log = structlog.get_logger(__name__)
 STREAM_SETUP_ATTEMPTS = 4
 WORKER_STOP_S = 5.0
+# Sessions per CPU core that `serve` admits when it transcribes on the same machine (VOCALIS_MAX_SESSIONS unset):
+# what bench.concurrency's meeting workload measured with whisper-base (README, Performance). An edge alone, whose
+# workers run elsewhere, has no such limit: the transcript backlog admits its sessions.
+SESSIONS_PER_CORE = 4
 GPU_STT_BATCH = 16  # decodes a GPU runs together by default (VOCALIS_STT_BATCH)
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 NATS_USER = "vocalis"
@@ -248,6 +253,14 @@ def stt_batch(settings: Settings, stt: Transcriber) -> int:
     return settings.stt_batch or (GPU_STT_BATCH if on_gpu else 1)
 
 
+def session_limit(settings: Settings, transcribes_here: bool) -> int:
+    """The sessions an edge holds at once (0: no limit): VOCALIS_MAX_SESSIONS, else, where the edge shares its
+    machine with the STT worker, what that machine's cores were measured to keep up with."""
+    if settings.max_sessions is not None:
+        return settings.max_sessions
+    return SESSIONS_PER_CORE * (os.cpu_count() or 1) if transcribes_here and "stt" in settings.worker_kinds else 0
+
+
 def edge_services(settings: Settings, bus: Bus) -> EdgeServices:
     presence = EdgePresence(bus, new_edge_id())
     return EdgeServices(
@@ -262,7 +275,9 @@ def edge_services(settings: Settings, bus: Bus) -> EdgeServices:
         llm_context_tokens=settings.llm_context,
         llm_models=frozenset({settings.llm_model} if settings.llm_base_url else {settings.llm_model, *BUNDLED_LLMS}),
         presence=presence,
-        admission=Admission(bus, presence.sessions, settings.max_sessions, settings.max_transcript_backlog),
+        admission=Admission(
+            bus, presence.sessions, session_limit(settings, transcribes_here=False), settings.max_transcript_backlog
+        ),
         metrics=EdgeMetrics(),
     )
 
@@ -440,6 +455,7 @@ async def serve(settings: Settings) -> None:
         log.warning(
             "security.no_api_key", host=settings.host, hint="anyone who can reach it can use it: set VOCALIS_API_KEY"
         )
+    settings = dataclasses.replace(settings, max_sessions=session_limit(settings, transcribes_here=True))
     async with nats_url(settings) as url:
         stop = asyncio.Event()
         workers = [asyncio.create_task(part) for part in serve_parts(settings, url, stop)]

@@ -57,7 +57,7 @@ class Settings:
     tls_certfile: Path | None = None  # serve https/wss (the JavaScript SDK always dials wss://)
     tls_keyfile: Path | None = None
     max_session_s: int = 3600
-    max_sessions: int = 0  # sessions one edge holds at once; 0: no limit
+    max_sessions: int | None = None  # sessions one edge holds at once; 0: no limit; unset: as measured (see runner)
     max_transcript_backlog: int = 8  # transcripts waiting for a worker past which new sessions are refused (503)
     max_frame_bytes: int = 24 << 20
     log_max_age_s: int = 7 * 24 * 3600

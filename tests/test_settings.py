@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from app import runner
 from app.settings import Settings, SettingsError
 
 
@@ -89,3 +90,12 @@ def test_models_list_says_what_is_not_prepared_yet(tmp_path):
     rows = dict(line.split("\t") for line in cli.stdout.splitlines())
     assert cli.returncode == 0 and {"whisper-base", "qwen2.5-coder-1.5b", "kokoro"} <= set(rows)
     assert set(rows.values()) == {"not prepared (vocalis models prepare)"}
+
+
+def test_serve_admits_what_its_cores_keep_up_with_unless_told():
+    cores = os.cpu_count() or 1
+    assert runner.session_limit(Settings(), transcribes_here=True) == runner.SESSIONS_PER_CORE * cores
+    assert runner.session_limit(Settings(), transcribes_here=False) == 0  # an edge whose workers run elsewhere
+    assert runner.session_limit(Settings(workers="llm,tts"), transcribes_here=True) == 0
+    assert runner.session_limit(Settings(max_sessions=0), transcribes_here=True) == 0
+    assert runner.session_limit(Settings.from_env({"VOCALIS_MAX_SESSIONS": "3"}), transcribes_here=False) == 3
