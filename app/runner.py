@@ -55,6 +55,11 @@ SESSIONS_PER_CORE = 4
 GPU_STT_BATCH = 16  # decodes a GPU runs together by default (VOCALIS_STT_BATCH)
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 NATS_USER = "vocalis"
+# The embedded nats-server's soft memory limit (Go's GOMEMLIMIT), unless its environment sets one. Its heap is
+# mostly the stream's block caches, 8 MiB each, held 10 s after their last use; without a limit the Go runtime keeps
+# the heap's high-water mark and twice the live heap (GOGC=100), so its RSS rose through a session (83 MiB per
+# session-hour at 10x in bench.memory_soak). Soft: a heap that needs more still gets it, at the cost of more GC.
+NATS_MEMORY_LIMIT = "64MiB"
 NATS_URL_FILE = "nats.url"  # in the data dir while its `serve` runs: the embedded server's URL, with its password
 
 
@@ -92,6 +97,7 @@ def _start_nats(store_dir: Path, port: int, password: str) -> subprocess.Popen[b
     _write_private(config, rendered)
     return subprocess.Popen(
         [nats_server_binary(), "-c", str(config)],
+        env={"GOMEMLIMIT": NATS_MEMORY_LIMIT, **os.environ},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         start_new_session=True,  # Ctrl-C reaches us, and we stop it in order

@@ -6,9 +6,10 @@ every turn has its transcript. Every second it samples the RSS of the server's p
 nats-server, also by process) and the transcripts completed so far. It reports the RSS at the start (after a
 warm-up session has loaded the model), its peak and at the end, and the slope of its floor (the lowest sample of
 each `--window-min` of audio) against the audio streamed over each half of the stream, in MiB per session-hour (per
-hour of audio). The floor, because every transcription takes and gives back tens of MiB of working memory, which
-would drown a leak in the raw samples. A floor that keeps rising in the second half as it did in the first grows
-without bound; a warm-up that levels off leaves the second half flat. Short runs give noisy slopes.
+hour of audio), and the same slope for each process after its first `--settle-min` of audio. The floor, because
+every transcription takes and gives back tens of MiB of working memory, which would drown a leak in the raw samples.
+A floor that keeps rising in the second half as it did in the first grows without bound; a warm-up that levels off
+leaves the second half flat. Short runs give noisy slopes.
 
 Drives a running `vocalis serve`, found by the port it listens on or given by `--server-pid`. Faster than real time
 the transcriber may fall behind; the completed count in the samples shows whether it did. Prints a summary and
@@ -48,6 +49,15 @@ def slope_mib_per_h(samples: list[dict[str, Any]]) -> float | None:
     return round(fit.slope * HOUR_MIN, 1)
 
 
+def slopes_by_process(samples: list[dict[str, Any]], window_min: float, after_min: float) -> dict[str, float | None]:
+    """Each process's floor slope after `after_min` of audio: a leak in one process is not hidden by the other."""
+    slopes = {}
+    for name in sorted({name for s in samples for name in s["by_name"]}):
+        own = [{**s, "rss_mib": s["by_name"][name]} for s in samples if name in s["by_name"]]
+        slopes[name] = slope_mib_per_h([s for s in floor(own, window_min) if s["audio_min"] >= after_min])
+    return slopes
+
+
 def speech(minutes: float, wav: str) -> bytes:
     """`minutes` of the file repeated, cut at a 100 ms chunk, then silence to close the last turn."""
     one = pcm24k(wav)
@@ -78,6 +88,7 @@ async def main() -> None:
     parser.add_argument("--wav", default="lecture_60s.wav")
     parser.add_argument("--drain-timeout-s", type=float, default=600, help="wait this long for the last transcripts")
     parser.add_argument("--window-min", type=float, default=1.0, help="audio minutes per floor sample")
+    parser.add_argument("--settle-min", type=float, default=5, help="audio minutes before the slope of each process")
     parser.add_argument("--flat-mib-per-h", type=float, default=20, help="a second-half slope under this is flat")
     args = parser.parse_args()
     server = ServerProcess.find(args.url, args.server_pid)
@@ -104,7 +115,8 @@ async def main() -> None:
     sampler.cancel()
     sample()  # the end: every transcript in (or the drain timed out)
     # the halves of the stream; samples while draining (all audio sent) would pile up at its last minute
-    floors = floor([s for s in samples if s["audio_min"] < args.minutes], args.window_min)
+    streaming = [s for s in samples if s["audio_min"] < args.minutes]
+    floors = floor(streaming, args.window_min)
     first = slope_mib_per_h([s for s in floors if s["audio_min"] <= args.minutes / 2])
     second = slope_mib_per_h([s for s in floors if s["audio_min"] > args.minutes / 2])
     # a leak grows as fast in the second half as in the first; a warm-up or a cache filling up slows down
@@ -119,6 +131,7 @@ async def main() -> None:
         "floor_slope_first_half_mib_per_h": first,
         "floor_slope_second_half_mib_per_h": second,
         "grows_without_bound": grows,
+        "floor_slope_by_process_mib_per_h": slopes_by_process(streaming, args.window_min, args.settle_min),
         "turns": len(turns),
         "completed": session.completed,
         "pending_at_end": sum(not t.done for t in turns),
@@ -129,7 +142,8 @@ async def main() -> None:
     print(
         f"RSS MiB start {summary['rss_start_mib']:.0f}  peak {summary['rss_peak_mib']:.0f}  "
         f"end {summary['rss_end_mib']:.0f}; floor slope MiB/session-hour first half {first}, second half {second}: "
-        f"{verdict}; {session.completed}/{len(turns)} turns transcribed in {summary['wall_s']:.0f} s"
+        f"{verdict}; {session.completed}/{len(turns)} turns transcribed in {summary['wall_s']:.0f} s; after "
+        f"{args.settle_min:g} min, by process: {summary['floor_slope_by_process_mib_per_h']}"
     )
     save(
         "memory_soak",
@@ -140,6 +154,7 @@ async def main() -> None:
         minutes=args.minutes,
         speed=args.speed,
         window_min=args.window_min,
+        settle_min=args.settle_min,
         flat_mib_per_h=args.flat_mib_per_h,
     )
 

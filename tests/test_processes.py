@@ -174,6 +174,18 @@ async def test_sigterm_stops_serve_and_its_nats_server(tmp_path: Path):
     assert not _nats_servers_using(tmp_path / "nats.conf"), "SIGTERM stops the embedded nats-server too"
 
 
+async def test_the_embedded_nats_server_gets_a_soft_memory_limit_unless_its_environment_sets_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    for given, expected in ((None, runner.NATS_MEMORY_LIMIT), ("1GiB", "1GiB")):
+        if given is not None:
+            monkeypatch.setenv("GOMEMLIMIT", given)
+        data_dir = tmp_path / str(given)
+        async with runner.embedded_nats(data_dir / "jetstream"):
+            (pid,) = _nats_servers_using(data_dir / "nats.conf")
+            assert psutil.Process(int(pid)).environ()["GOMEMLIMIT"] == expected
+
+
 async def test_serve_joins_an_existing_nats(nats_url: str, tmp_path: Path):
     port = runner.free_port()
     data_dir = tmp_path / "serve-data"
