@@ -186,6 +186,37 @@ async def test_the_embedded_nats_server_gets_a_soft_memory_limit_unless_its_envi
             assert psutil.Process(int(pid)).environ()["GOMEMLIMIT"] == expected
 
 
+ARENAS_USED = """
+import ctypes, os, sys, tempfile, threading
+from app.entry import fewer_malloc_arenas
+if sys.argv[1] == "capped":
+    fewer_malloc_arenas()
+barrier = threading.Barrier(8)
+def allocate():
+    barrier.wait()  # all at once: glibc hands a thread that finds the arenas locked a new one
+    kept = [bytearray(200) for _ in range(20_000)]
+    barrier.wait()
+threads = [threading.Thread(target=allocate) for _ in range(8)]
+[t.start() for t in threads]; [t.join() for t in threads]
+libc = ctypes.CDLL("libc.so.6")
+libc.fopen.restype = ctypes.c_void_p
+path = tempfile.mktemp()
+stream = libc.fopen(path.encode(), b"w")
+libc.malloc_info(0, ctypes.c_void_p(stream)); libc.fclose(ctypes.c_void_p(stream))
+print(open(path).read().count("<heap nr="))
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc's malloc arenas")
+def test_vocalis_keeps_to_two_malloc_arenas_however_many_threads_allocate():
+    def arenas(mode: str) -> int:
+        env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+        done = subprocess.run([sys.executable, "-c", ARENAS_USED, mode], env=env, capture_output=True, text=True)
+        return int(done.stdout)
+
+    assert arenas("capped") <= 2 < arenas("glibc's own")
+
+
 async def test_serve_joins_an_existing_nats(nats_url: str, tmp_path: Path):
     port = runner.free_port()
     data_dir = tmp_path / "serve-data"
