@@ -22,6 +22,12 @@ def main() -> None:
     fewer_malloc_arenas()
     try:
         from app.cli import main as command
+
+        command()
     except KeyboardInterrupt:
         raise SystemExit(130) from None
-    command()
+    except ImportError as error:
+        # A Ctrl-C while a pybind11 module (ctranslate2, onnxruntime) initialises comes out as this.
+        if isinstance(error.__cause__, KeyboardInterrupt):
+            raise SystemExit(130) from None
+        raise

@@ -226,13 +226,18 @@ async def connect(settings: Settings, url: str, name: str) -> Bus:
             await bus.ensure_streams(settings.log_max_age_s, settings.log_max_bytes, settings.stream_replicas)
             return bus
         except nats.errors.TimeoutError:  # a busy or just-started JetStream; every part sets up at once
-            if (task := asyncio.current_task()) is not None and task.cancelling():
-                raise asyncio.CancelledError from None  # a cancellation that nats-py's wait_for turned into this
+            _raise_a_lost_cancellation()  # one that nats-py's wait_for turned into this
             log.warning("nats.streams.slow", attempt=attempt, name=name)
     await bus.ensure_streams(
         settings.log_max_age_s, settings.log_max_bytes, settings.stream_replicas
     )  # the last try: its error is final
     return bus
+
+
+def _raise_a_lost_cancellation() -> None:
+    """Raise the cancellation of this task that a library lost on the way (the task goes on as if it never came)."""
+    if (task := asyncio.current_task()) is not None and task.cancelling():
+        raise asyncio.CancelledError from None
 
 
 def registry(settings: Settings) -> ModelRegistry:
@@ -318,6 +323,10 @@ async def run_edge(settings: Settings, url: str) -> None:
         for task in background:
             task.add_done_callback(_report_crash)
         try:
+            # A Ctrl-C so far cancelled this task (asyncio.run's handler), and Python 3.11's wait_for drops a
+            # cancellation that lands as its future completes (nats-py's, in `connect`): serving on would ignore it.
+            # From here on, uvicorn handles Ctrl-C itself.
+            _raise_a_lost_cancellation()
             await server.serve()
         finally:
             for task in background:

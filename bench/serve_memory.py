@@ -17,12 +17,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from app.runner import free_port
 from bench.concurrency import ServerProcess, sample_every
 from bench.report import save
 from bench.voice_latency import one_turn
+from tests.server_process import until_answering
 
 CONFIGURATIONS = (("stt,llm,tts,analytics", True), ("stt", False))
 
@@ -51,14 +50,7 @@ async def measure(workers: str, converse: bool) -> dict[str, Any]:
         sampler = asyncio.create_task(sample_every(0.2, track))
         row: dict[str, Any] = {"workers": workers}
         try:
-            async with httpx.AsyncClient() as http:
-                while True:
-                    try:
-                        if (await http.get(f"http://127.0.0.1:{port}/ready")).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    await asyncio.sleep(0.1)
+            await until_answering(port, server, "/ready")
             row["ready_s"] = round(time.monotonic() - started, 1)
             await asyncio.sleep(5)
             row |= {"ready_mib": round(tree.rss_mib()), "ready_peak_mib": round(peak)}

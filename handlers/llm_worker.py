@@ -15,6 +15,7 @@ and the state machine decides whether the response can take them (`domain.conver
 
 import asyncio
 import time
+from typing import TypedDict
 
 import msgspec
 import structlog
@@ -27,6 +28,16 @@ from handlers.ports import Delivery, WorkerBus, now_ms
 
 log = structlog.get_logger(__name__)
 _jobs = msgspec.json.Decoder(GenerateJob)
+
+
+class _Attempt(TypedDict):
+    """The fields every record of a job's attempt has."""
+
+    at_ms: int
+    job_id: str
+    response_id: str
+    worker: str
+    attempt: int
 
 
 class LlmWorker:
@@ -108,26 +119,18 @@ class LlmWorker:
             async for delta in self.client.stream(job):
                 if isinstance(delta, Finished):
                     done = rec.GenerationDone(
-                        at_ms=now_ms(),
-                        job_id=job.job_id,
-                        response_id=job.response_id,
+                        **self._attempt(job, attempt),
                         finish_reason=delta.finish_reason,
-                        worker=self.worker_id,
                         input_tokens=delta.input_tokens,
                         output_tokens=delta.output_tokens,
-                        attempt=attempt,
                     )
                     await self._publish(job, attempt, "done", done)
                     return "done"
                 record = rec.GenerationDelta(
-                    at_ms=now_ms(),
-                    job_id=job.job_id,
-                    response_id=job.response_id,
+                    **self._attempt(job, attempt),
                     index=index,
-                    worker=self.worker_id,
                     text=delta.text if isinstance(delta, TextDelta) else "",
                     tool_calls=delta.tool_calls if isinstance(delta, ToolCallsDelta) else (),
-                    attempt=attempt,
                 )
                 await self._publish(job, attempt, index, record)
                 index += 1
@@ -141,12 +144,10 @@ class LlmWorker:
             return "failed"
 
     async def _fail(self, job: GenerateJob, attempt: int, message: str) -> None:
-        record = rec.GenerationFailed(
-            at_ms=now_ms(),
-            job_id=job.job_id,
-            response_id=job.response_id,
-            message=message,
-            worker=self.worker_id,
-            attempt=attempt,
-        )
+        record = rec.GenerationFailed(**self._attempt(job, attempt), message=message)
         await self._publish(job, attempt, "failed", record)
+
+    def _attempt(self, job: GenerateJob, attempt: int) -> _Attempt:
+        return _Attempt(
+            at_ms=now_ms(), job_id=job.job_id, response_id=job.response_id, worker=self.worker_id, attempt=attempt
+        )

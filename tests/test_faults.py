@@ -9,9 +9,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import msgspec
 import psutil
 import pytest
@@ -27,6 +27,7 @@ from handlers.stt import Transcriber
 from handlers.stt_worker import SttWorker
 from tests.conftest import MODEL_CACHE, TEST_STT_MODEL
 from tests.realtime_client import RawClient, chunks, pcm24k, raw_connect, silence
+from tests.server_process import stop_servers, until_answering
 
 FIXTURE = Path(__file__).parent / "sessions" / "hello_world_vad.jsonl"
 MANUAL_TURNS = {
@@ -72,28 +73,19 @@ def _edge(port: int, nats_url: str, logs: Path) -> subprocess.Popen[bytes]:
         return subprocess.Popen([sys.executable, "-m", "app", "edge", "--port", str(port)], env=env, stderr=log)
 
 
-async def _alive(port: int, process: subprocess.Popen[bytes]) -> None:
-    async with httpx.AsyncClient() as client:
-        for _ in range(600):
-            assert process.poll() is None, "the edge exited"
-            try:
-                if (await client.get(f"http://127.0.0.1:{port}/live")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError("the edge did not come up")
-
-
-def _stop(*processes: subprocess.Popen[bytes]) -> None:
-    for process in processes:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-    for process in processes:
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+@contextlib.asynccontextmanager
+async def _edge_on_nats_that_fails(tmp_path: Path) -> AsyncIterator[tuple[RestartableNats, str, int]]:
+    """A `vocalis edge` process, up, on a nats-server the test kills and starts again; its NATS URL and port."""
+    nats = RestartableNats(tmp_path)
+    url = await nats.start()
+    port = runner.free_port()
+    edge = _edge(port, url, tmp_path / "edge.log")
+    try:
+        await until_answering(port, edge)
+        yield nats, url, port
+    finally:
+        stop_servers(edge)
+        await nats.stop()
 
 
 async def _append(client: RawClient, pcm: bytes) -> None:
@@ -142,12 +134,7 @@ async def test_a_session_closed_in_the_log_by_another_edge_ends_its_connection(s
 
 @pytest.mark.slow
 async def test_a_nats_outage_is_told_and_the_session_goes_on_when_it_is_back(tmp_path: Path):
-    nats = RestartableNats(tmp_path)
-    url = await nats.start()
-    port = runner.free_port()
-    edge = _edge(port, url, tmp_path / "edge.log")
-    try:
-        await _alive(port, edge)
+    async with _edge_on_nats_that_fails(tmp_path) as (nats, url, port):
         async with raw_connect(f"ws://127.0.0.1:{port}/v1") as client:
             session_id = (await client.next_of("session.created"))["session"]["id"]
             await client.send(MANUAL_TURNS)
@@ -176,19 +163,11 @@ async def test_a_nats_outage_is_told_and_the_session_goes_on_when_it_is_back(tmp
             await bus.close()
         held = sum(r.ticks for _, r in inputs if isinstance(r, rec.AudioReceived))
         assert held == 48_000, "the second of audio appended while NATS was away reached the log"
-    finally:
-        _stop(edge)
-        await nats.stop()
 
 
 @pytest.mark.slow
 async def test_a_nats_outage_past_the_bound_ends_the_session_with_1011(tmp_path: Path):
-    nats = RestartableNats(tmp_path)
-    url = await nats.start()
-    port = runner.free_port()
-    edge = _edge(port, url, tmp_path / "edge.log")
-    try:
-        await _alive(port, edge)
+    async with _edge_on_nats_that_fails(tmp_path) as (nats, url, port):
         async with raw_connect(f"ws://127.0.0.1:{port}/v1") as client:
             session_id = (await client.next_of("session.created"))["session"]["id"]
             await nats.kill()
@@ -219,9 +198,6 @@ async def test_a_nats_outage_past_the_bound_ends_the_session_with_1011(tmp_path:
             assert [c.reason for c in closes] == ["log_unavailable"]
         finally:
             await bus.close()
-    finally:
-        _stop(edge)
-        await nats.stop()
 
 
 @pytest.mark.slow
@@ -234,8 +210,8 @@ async def test_a_session_whose_edge_is_killed_is_closed_by_another_edge(
     stop = asyncio.Event()
     worker: asyncio.Task[None] | None = None
     try:
-        await _alive(ports[0], doomed)
-        await _alive(ports[1], survivor)
+        await until_answering(ports[0], doomed)
+        await until_answering(ports[1], survivor)
         async with raw_connect(f"ws://127.0.0.1:{ports[0]}/v1") as client:
             session_id = (await client.next_of("session.created"))["session"]["id"]
             await client.send(MANUAL_TURNS)
@@ -276,4 +252,4 @@ async def test_a_session_whose_edge_is_killed_is_closed_by_another_edge(
         if worker is not None:
             await worker
         await bus.close()
-        _stop(doomed, survivor)
+        stop_servers(doomed, survivor)

@@ -2,6 +2,7 @@
 error (never a server shared by accident), and tools that cannot reach NATS say so and exit."""
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ import pytest
 
 from app import runner
 from app.bus import Bus
+from app.settings import Settings
 from tests.conftest import MODEL_CACHE, TEST_STT_MODEL
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -204,6 +206,19 @@ def test_ctrl_c_at_any_moment_of_the_start_leaves_quietly(tmp_path: Path, after_
     out, err = serve.communicate(timeout=120)
     assert "Traceback" not in out + err, err[-3000:]
     assert serve.returncode in (0, 130, -signal.SIGINT)
+
+
+async def test_an_edge_that_lost_the_cancellation_of_a_ctrl_c_while_starting_stops_instead_of_serving(
+    nats_url: str,
+) -> None:
+    async def start() -> None:
+        asyncio.current_task().cancel()  # what asyncio.run's Ctrl-C handler does
+        with contextlib.suppress(asyncio.CancelledError):  # lost, as Python 3.11's wait_for loses one at times
+            await asyncio.sleep(0)
+        await runner.run_edge(Settings(port=runner.free_port()), nats_url)
+
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.create_task(start())
 
 
 async def test_the_embedded_nats_refuses_a_client_without_its_password(nats_url: str) -> None:

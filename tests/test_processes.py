@@ -19,6 +19,7 @@ from app.log_reader import read_session
 from domain import records as rec
 from tests.conftest import MODEL_CACHE, TEST_STT_MODEL
 from tests.realtime_client import Turns, events_until, pcm24k, sdk, silence, stream, words
+from tests.server_process import stop_servers, until_answering
 
 COMPLETED = "conversation.item.input_audio_transcription.completed"
 
@@ -48,47 +49,10 @@ def _logged(log: Path) -> list[str]:
     return [json.loads(line)["event"] for line in lines if line.startswith("{")]
 
 
-async def _ready(port: int, process: subprocess.Popen[bytes]) -> None:
-    async with httpx.AsyncClient() as client:
-        for _ in range(600):
-            assert process.poll() is None, "the server exited"
-            try:
-                if (await client.get(f"http://127.0.0.1:{port}/ready")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError("the server did not become ready")
-
-
 def _rss_mib(process: subprocess.Popen[bytes]) -> float:
     """Of the process and its children (nats-server, the bundled LLM's server)."""
     root = psutil.Process(process.pid)
     return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]) / 2**20
-
-
-async def _alive(port: int, process: subprocess.Popen[bytes]) -> None:
-    async with httpx.AsyncClient() as client:
-        for _ in range(600):
-            assert process.poll() is None, "the server exited"
-            try:
-                if (await client.get(f"http://127.0.0.1:{port}/live")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError("the server did not come up")
-
-
-def _stop(*processes: subprocess.Popen[bytes], signum: int = signal.SIGINT) -> None:
-    for process in processes:
-        if process.poll() is None:
-            process.send_signal(signum)
-    for process in processes:
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def _nats_servers_using(config: Path) -> list[str]:
@@ -113,7 +77,7 @@ async def test_serve_runs_everything_loads_the_llm_and_kokoro_for_the_first_conv
     log = tmp_path / "serve.log"
     server = _vocalis("serve", "--port", str(port), "--data-dir", str(tmp_path / "data"), log=log)
     try:
-        await _ready(port, server)
+        await until_answering(port, server, "/ready")
         assert _nats_servers_using(tmp_path / "data" / "nats.conf"), "an embedded nats-server runs"
         assert (tmp_path / "data" / "jetstream").is_dir()
         assert await _transcribe_hello_world(port) == "hello world"
@@ -130,7 +94,7 @@ async def test_serve_runs_everything_loads_the_llm_and_kokoro_for_the_first_conv
         assert {"llm.server.ready", "tts.model.loading"} <= set(_logged(log))
         children = psutil.Process(server.pid).children(recursive=True)
     finally:
-        _stop(server)
+        stop_servers(server)
     assert server.returncode == 0
     assert not any(child.is_running() for child in children), "Ctrl-C stops nats-server and the LLM's process too"
 
@@ -143,7 +107,7 @@ async def test_serve_that_only_transcribes_never_loads_the_llm_or_kokoro(tmp_pat
         "serve", "--port", str(port), "--data-dir", str(tmp_path / "data"), log=log, VOCALIS_WORKERS="stt"
     )
     try:
-        await _ready(port, server)
+        await until_answering(port, server, "/ready")
         for _ in range(50):  # the `ready` line follows within a look at the workers
             if "ready" in _logged(log):
                 break
@@ -157,7 +121,7 @@ async def test_serve_that_only_transcribes_never_loads_the_llm_or_kokoro(tmp_pat
         assert _rss_mib(server) < 1024, "whisper and nats-server, without the 1.5B LLM (1.1 GiB)"
         assert not {"llm.server.ready", "tts.model.loading", "models.loading"} & set(_logged(log))
     finally:
-        _stop(server)
+        stop_servers(server)
     assert server.returncode == 0
 
 
@@ -166,10 +130,10 @@ async def test_sigterm_stops_serve_and_its_nats_server(tmp_path: Path):
     port = runner.free_port()
     server = _vocalis("serve", "--port", str(port), "--data-dir", str(tmp_path))
     try:
-        await _alive(port, server)
+        await until_answering(port, server)
         assert _nats_servers_using(tmp_path / "nats.conf")
     finally:
-        _stop(server, signum=signal.SIGTERM)  # as a service manager stops it
+        stop_servers(server, signum=signal.SIGTERM)  # as a service manager stops it
     assert server.returncode == 0
     assert not _nats_servers_using(tmp_path / "nats.conf"), "SIGTERM stops the embedded nats-server too"
 
@@ -222,7 +186,7 @@ async def test_serve_joins_an_existing_nats(nats_url: str, tmp_path: Path):
     data_dir = tmp_path / "serve-data"
     server = _vocalis("serve", "--port", str(port), "--data-dir", str(data_dir), VOCALIS_NATS_URL=nats_url)
     try:
-        await _alive(port, server)
+        await until_answering(port, server)
         assert not (data_dir / "nats.conf").exists() and not (data_dir / "jetstream").exists(), "no embedded NATS"
         bus = await Bus.connect(nats_url, "vocalis", "test-observer")
         try:
@@ -230,7 +194,7 @@ async def test_serve_joins_an_existing_nats(nats_url: str, tmp_path: Path):
         finally:
             await bus.close()
     finally:
-        _stop(server)
+        stop_servers(server)
     assert server.returncode == 0
 
 
@@ -240,7 +204,7 @@ async def test_an_edge_is_unhealthy_naming_stt_until_an_stt_worker_runs(nats_url
     edge = _vocalis("edge", "--port", str(port), **env)
     workers: list[subprocess.Popen[bytes]] = []
     try:
-        await _alive(port, edge)
+        await until_answering(port, edge)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
             unhealthy = await client.get("/health")
             assert unhealthy.status_code == 503, unhealthy.text
@@ -257,7 +221,7 @@ async def test_an_edge_is_unhealthy_naming_stt_until_an_stt_worker_runs(nats_url
         assert healthy.status_code == 200, healthy.text
         assert healthy.json()["missing"] == [] and healthy.json()["workers"]["stt"] >= 1
     finally:
-        _stop(edge, *workers)
+        stop_servers(edge, *workers)
 
 
 @pytest.mark.slow
@@ -268,7 +232,7 @@ async def test_edge_and_two_stt_workers_share_the_turns(nats_url: str, tmp_path:
     workers = [_vocalis("worker", "stt", VOCALIS_WORKER_NAME=f"w{i}", **env) for i in (1, 2)]
     bus = await Bus.connect(nats_url, "vocalis", "test-observer")
     try:
-        await _alive(port, edge)
+        await until_answering(port, edge)
         for _ in range(600):  # both workers are waiting for jobs
             info = await bus.js.consumer_info(bus.subjects.jobs_stream, "stt")
             if info.num_waiting >= 2:
@@ -290,4 +254,4 @@ async def test_edge_and_two_stt_workers_share_the_turns(nats_url: str, tmp_path:
         assert {r.worker for r in results} == {"w1", "w2"}, "the turns are shared between the workers"
     finally:
         await bus.close()
-        _stop(edge, *workers)
+        stop_servers(edge, *workers)
