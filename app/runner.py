@@ -53,7 +53,7 @@ WORKER_STOP_S = 5.0
 # workers run elsewhere, has no such limit: the transcript backlog admits its sessions.
 SESSIONS_PER_CORE = 4
 GPU_STT_BATCH = 16  # decodes a GPU runs together by default (VOCALIS_STT_BATCH)
-CPU_STT_BATCH = 4
+CPU_STT_BATCH = 1
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 NATS_USER = "vocalis"
 # The embedded nats-server's soft memory limit (Go's GOMEMLIMIT), unless its environment sets one. Its heap is
@@ -259,8 +259,10 @@ def transcriber(settings: Settings) -> Transcriber:
 
 
 def stt_batch(settings: Settings, stt: Transcriber) -> int:
-    """How many decodes a worker runs together: on a CPU 4 generate in about 80% of their time one by one
-    (bench/stt_batch.py); a GPU decodes a batch in about the time of one."""
+    """How many decodes a worker runs together. On this project's 2-core CPU, batches of 4 decoded 1.2 times as
+    many windows per second (bench/stt_batch.py) but made the transcripts of two sessions whose turns end together
+    later (bench/concurrency.py: p95 3.5 s against 1.2 s one at a time), so a CPU decodes one at a time; a GPU
+    decodes a batch in about the time of one."""
     on_gpu = stt.model(settings.stt_model).model.device == "cuda"
     return settings.stt_batch or (GPU_STT_BATCH if on_gpu else CPU_STT_BATCH)
 

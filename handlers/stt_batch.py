@@ -1,7 +1,8 @@
 """Decodes of turns in progress, batched across sessions: while one batch runs, the requests that arrive wait, and
-the next batch takes them together (transcripts that are due first, then the oldest partial decodes), up to a
-size. Nobody waits for a batch to fill: a request that finds the model idle starts at once, so batching adds no
-latency when the worker keeps up, and batches grow only as it falls behind.
+the next batch takes them together, up to a size: the transcripts that are due if any wait (a partial decode
+would only make their batch slower), else the oldest partial decodes. Nobody waits for a batch to fill: a request
+that finds the model idle starts at once, so batching adds no latency when the worker keeps up, and batches grow
+only as it falls behind.
 """
 
 import asyncio
@@ -56,14 +57,14 @@ class WordsBatcher:
                 waiting.result.set_result(result)
 
     def _take(self) -> list[_Waiting]:
-        """The next batch: requests of one model, due transcripts before partial decodes, oldest first."""
+        """The next batch: requests of one model, oldest first, due transcripts alone if any wait."""
         for waiting in [w for w in self._waiting if not self._wanted(w.job)]:
             self._waiting.remove(waiting)
             waiting.result.set_result(None)
-        if not self._waiting:
+        pool = [w for w in self._waiting if not w.job.partial] or self._waiting
+        if not pool:
             return []
-        model = min(self._waiting, key=lambda w: w.job.partial).job.model
-        batch = sorted((w for w in self._waiting if w.job.model == model), key=lambda w: w.job.partial)[: self._size]
+        batch = [w for w in pool if w.job.model == pool[0].job.model][: self._size]
         for waiting in batch:
             self._waiting.remove(waiting)
         return batch

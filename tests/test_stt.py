@@ -69,7 +69,7 @@ class CountingBatches(Transcriber):
         return super().words(requests, model)
 
 
-async def test_decodes_that_arrive_while_a_batch_runs_form_the_next_due_transcripts_first(transcriber: Transcriber):
+async def test_waiting_decodes_form_the_next_batch_due_transcripts_apart_and_first(transcriber: Transcriber):
     counting = CountingBatches(transcriber)
     batcher = WordsBatcher(counting, size=2, wanted=lambda job: job.job_id != "expired")
     jfk = jfk_16k()
@@ -88,7 +88,7 @@ async def test_decodes_that_arrive_while_a_batch_runs_form_the_next_due_transcri
         decode("last", 7.0),
     ]
     results = await asyncio.gather(first, *waiting)
-    assert counting.batches == [[3 * MODEL_RATE], [5 * MODEL_RATE, 4 * MODEL_RATE], [7 * MODEL_RATE]]
+    assert counting.batches == [[3 * MODEL_RATE], [5 * MODEL_RATE], [4 * MODEL_RATE, 7 * MODEL_RATE]]
     assert results[3] is None  # no longer wanted when its batch was formed: never decoded
     assert all(result is not None and result[0] for i, result in enumerate(results) if i != 3)
 
