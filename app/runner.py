@@ -51,7 +51,7 @@ WORKER_STOP_S = 5.0
 # Sessions per CPU core that `serve` admits when it transcribes on the same machine (VOCALIS_MAX_SESSIONS unset):
 # what bench.concurrency's meeting workload measured with whisper-base (README, Performance). An edge alone, whose
 # workers run elsewhere, has no such limit: the transcript backlog admits its sessions.
-SESSIONS_PER_CORE = 4
+SESSIONS_PER_CORE = 2
 GPU_STT_BATCH = 16  # decodes a GPU runs together by default (VOCALIS_STT_BATCH)
 CPU_STT_BATCH = 1
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})

@@ -14,6 +14,10 @@ each record it publishes (epoch ns) and JetStream's own timestamp of each stored
     reduce           stored -> the reply handed to NATS: delivery to the session's reducer, the state machine, the
                      reply rendered and sent
 
+With `--interval-ms`, each session sends a request every that many milliseconds (on a fixed schedule, like a client
+appending audio every 100 ms) instead of as soon as it has the previous reply: the load of live sessions rather than
+of sessions that do nothing but ask, which measures how long the edge's one event loop queues requests.
+
 Not included: reading and decoding the frame before its record is published (tens of microseconds). Also measures
 the CPU seconds of the client (this process, the SDK's sessions) and of the server's process tree (`vocalis serve`
 and its nats-server, found by the port it listens on) over each run, since they share the machine. Run at several
@@ -21,11 +25,13 @@ numbers of concurrent sessions; prints p50 and p99 per event type and writes ben
 .png. The log is found as the log tools find it (VOCALIS_NATS_URL, else the `serve` of VOCALIS_DATA_DIR).
 
     .venv/bin/python -m bench.edge_overhead --url ws://127.0.0.1:8000/v1 --sessions 1 10 50 --requests 200
+    .venv/bin/python -m bench.edge_overhead --sessions 50 --interval-ms 100   # paced, as live sessions are
 """
 
 import argparse
 import asyncio
 import json
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,15 +84,24 @@ def event_id(kind: str, i: int) -> str:
     return f"evt_{kind}_{i}"
 
 
-async def one_session(url: str, requests: int, ready: asyncio.Barrier) -> tuple[str, dict[str, list[float]]]:
-    """The session's id and its measured round trips (ms) per event type, after every session has connected."""
+async def one_session(
+    url: str, requests: int, ready: asyncio.Barrier, interval_s: float
+) -> tuple[str, dict[str, list[float]]]:
+    """The session's id and its measured round trips (ms) per event type, after every session has connected; one
+    request every `interval_s` (0: each as soon as the one before has its reply)."""
     client = AsyncOpenAI(api_key="bench", base_url=url.replace("ws", "http", 1), websocket_base_url=url)
     times: dict[str, list[float]] = {kind: [] for kind in REPLIES}
     async with client.realtime.connect(extra_query={"intent": "transcription"}) as conn:
         session_id = json.loads(await conn.recv_bytes())["session"]["id"]  # session.created
         await ready.wait()  # so that the sessions really overlap
+        # Sessions spread over the interval, as clients that connected at different times are.
+        start = time.monotonic() + random.random() * interval_s
+        sent = 0
         for i in range(WARMUP + requests):
             for kind in REPLIES:
+                if interval_s and (delay := start + sent * interval_s - time.monotonic()) > 0:
+                    await asyncio.sleep(delay)
+                sent += 1
                 body = {"session": SESSION} if kind == "session.update" else {}
                 elapsed = await round_trip(conn, {"type": kind, "event_id": event_id(kind, i), **body})
                 if i >= WARMUP:
@@ -134,12 +149,12 @@ def server_times(messages: list[Msg], measured: dict[str, str]) -> dict[str, dic
     return times
 
 
-async def run(url: str, sessions: int, requests: int, server: ServerProcess, bus: Bus) -> Measured:
+async def run(url: str, sessions: int, requests: int, interval_s: float, server: ServerProcess, bus: Bus) -> Measured:
     """Every session's times pooled per event type and span, and the run's CPU: the client's and the server's."""
     ready = asyncio.Barrier(sessions)
     measured = Measured()
     server_cpu, client_cpu, start = server.cpu_s_by_name(), time.process_time(), time.perf_counter()
-    done = await asyncio.gather(*(one_session(url, requests, ready) for _ in range(sessions)))
+    done = await asyncio.gather(*(one_session(url, requests, ready, interval_s) for _ in range(sessions)))
     measured.wall_s = time.perf_counter() - start
     measured.client_cpu_s = time.process_time() - client_cpu
     after = server.cpu_s_by_name()
@@ -160,6 +175,7 @@ async def main() -> None:
     parser.add_argument("--sessions", type=int, nargs="+", default=[1, 10, 50], help="concurrent sessions")
     parser.add_argument("--requests", type=int, default=200, help="round trips per event type and session")
     parser.add_argument("--server-pid", type=int, help="the server's process, if not the one listening on --url")
+    parser.add_argument("--interval-ms", type=float, default=0, help="a request per session this often (0: at once)")
     args = parser.parse_args()
     server = ServerProcess.find(args.url, args.server_pid)
     settings = Settings.from_env()
@@ -168,7 +184,7 @@ async def main() -> None:
     print(f"{'sessions':>8}  {'event':<26}{'span':<9}{'n':>7}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}")
     try:
         for sessions in args.sessions:
-            measured = await run(args.url, sessions, args.requests, server, bus)
+            measured = await run(args.url, sessions, args.requests, args.interval_ms / 1000, server, bus)
             for kind in REPLIES:
                 for span in SPANS:
                     ms = measured.ms[kind][span]
@@ -204,7 +220,16 @@ async def main() -> None:
     axes.set_yscale("log")  # from one session to fifty, the round trip grows by an order of magnitude
     axes.set_xticks(args.sessions, [str(n) for n in args.sessions])
     axes.legend(fontsize=7)
-    save("edge_overhead", results, fig, url=args.url, requests=args.requests, warmup=WARMUP)
+    paced = f"_every_{args.interval_ms:g}ms" if args.interval_ms else ""
+    save(
+        f"edge_overhead{paced}",
+        results,
+        fig,
+        url=args.url,
+        requests=args.requests,
+        warmup=WARMUP,
+        interval_ms=args.interval_ms,
+    )
 
 
 if __name__ == "__main__":
