@@ -112,8 +112,8 @@ class Transcriber:
 
     def words(self, requests: Sequence[WordsRequest], model: str) -> list[tuple[Words, str]]:
         """The words of each request's audio and its language (as given, or detected), decoded together: the
-        requests whose prompts have the same length in tokens (whisper's generation needs that) are generated as
-        one batch, which on a CPU takes about half the time of one at a time.
+        requests whose prompts have the same length in tokens (CTranslate2's whisper needs that) are generated as
+        one batch, which on a CPU takes about half the time of generating them one by one.
 
         A decode of a turn in progress: one greedy pass (the agreement of later decodes catches what a fallback
         would), its length bounded, and its prompt (the session's, then the turn's stable words) cut to its last
