@@ -50,17 +50,20 @@ class WordsBatcher:
                 decoded = await asyncio.to_thread(self._transcriber.words, requests, model)
             except Exception as error:
                 for waiting in batch:
-                    waiting.result.set_exception(error)
+                    if not waiting.result.done():
+                        waiting.result.set_exception(error)
                 continue
             log.debug("stt.batch.decoded", size=len(batch), model=model)
             for waiting, result in zip(batch, decoded, strict=True):
-                waiting.result.set_result(result)
+                if not waiting.result.done():  # its job's task was cancelled meanwhile (the worker is stopping)
+                    waiting.result.set_result(result)
 
     def _take(self) -> list[_Waiting]:
         """The next batch: requests of one model, oldest first, due transcripts alone if any wait."""
-        for waiting in [w for w in self._waiting if not self._wanted(w.job)]:
+        for waiting in [w for w in self._waiting if w.result.done() or not self._wanted(w.job)]:
             self._waiting.remove(waiting)
-            waiting.result.set_result(None)
+            if not waiting.result.done():
+                waiting.result.set_result(None)
         pool = [w for w in self._waiting if not w.job.partial] or self._waiting
         if not pool:
             return []

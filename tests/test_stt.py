@@ -85,9 +85,13 @@ async def test_waiting_decodes_form_the_next_batch_due_transcripts_apart_and_fir
         decode("partial", 4.0),
         decode("closing", 5.0, partial=False),
         decode("expired", 6.0),
+        abandoned := decode("abandoned", 8.0),  # its job's task is cancelled (its worker stopping) before its turn
         decode("last", 7.0),
     ]
-    results = await asyncio.gather(first, *waiting)
+    await asyncio.sleep(0)
+    abandoned.cancel()
+    waiting.remove(abandoned)
+    results = await asyncio.wait_for(asyncio.gather(first, *waiting), 60)
     assert counting.batches == [[3 * MODEL_RATE], [5 * MODEL_RATE], [4 * MODEL_RATE, 7 * MODEL_RATE]]
     assert results[3] is None  # no longer wanted when its batch was formed: never decoded
     assert all(result is not None and result[0] for i, result in enumerate(results) if i != 3)
