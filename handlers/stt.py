@@ -9,6 +9,7 @@ fifth of the time for an 11 s turn, a decode of 2 s of speech drops from about 0
 the shared test speech are the same (`window="full"` restores whisper's window).
 """
 
+import inspect
 import os
 import threading
 from collections import defaultdict
@@ -28,12 +29,14 @@ log = structlog.get_logger(__name__)
 TRIMMED_PADDING_FRAMES = 300  # 3 s: whisper still hears the audio end in silence, so it does not run on
 WORDS_PER_SECOND_LIMIT = 8  # a decode of a turn in progress stops here: a repetition loop cannot run long
 PROMPT_TOKENS = 32  # of a decode's prompt, the last ones kept: about 25 words (the turn's stable words are 40)
-# whisper's own defaults for what it takes as no speech, and for where the first timestamp may be
-NO_SPEECH_THRESHOLD = 0.6
-LOG_PROB_THRESHOLD = -1.0
-MAX_INITIAL_TIMESTAMP_S = 1.0
-PUNCTUATION_BEFORE = "\"'“¿([{-"
-PUNCTUATION_AFTER = "\"'.。,，!！?？:：”)]}、"  # noqa: RUF001  # CJK punctuation too
+# The batched decode does what `WhisperModel.transcribe` does with its defaults: what it takes as no speech, where
+# the first timestamp may be, and which punctuation joins the word beside it. Read from it, not copied.
+_TRANSCRIBE_DEFAULTS = {name: p.default for name, p in inspect.signature(WhisperModel.transcribe).parameters.items()}
+NO_SPEECH_THRESHOLD: float = _TRANSCRIBE_DEFAULTS["no_speech_threshold"]
+LOG_PROB_THRESHOLD: float = _TRANSCRIBE_DEFAULTS["log_prob_threshold"]
+MAX_INITIAL_TIMESTAMP_S: float = _TRANSCRIBE_DEFAULTS["max_initial_timestamp"]
+PUNCTUATION_BEFORE: str = _TRANSCRIBE_DEFAULTS["prepend_punctuations"]
+PUNCTUATION_AFTER: str = _TRANSCRIBE_DEFAULTS["append_punctuations"]
 
 Words = list[tuple[str, float, float]]  # text with its leading space, start and end in seconds of the audio
 
