@@ -30,6 +30,7 @@ from app.log_reader import read_session
 from domain.replay import replay
 from tests.conftest import MODEL_CACHE, TEST_STT_MODEL
 from tests.realtime_client import JFK, Turns, pcm24k, sdk, silence, stream, word_error_rate, words
+from tests.server_process import until_answering
 
 NODES = 3
 TEMPLATE = Path(__file__).parents[1] / "ops" / "cluster.conf"
@@ -321,7 +322,10 @@ async def test_a_three_node_cluster_loses_its_stream_leader_mid_session(hosts: H
     ]
     for i in (1, 2):
         _vocalis(hosts, i, tmp_path, inside(i), "worker", "stt", VOCALIS_WORKER_NAME=f"stt-{i + 1}")
-    edge_urls = [f"ws://127.0.0.1:{hosts.reach(i, edge_ports[i])}/v1" for i in (0, 1)]
+    edge_reach = [hosts.reach(i, edge_ports[i]) for i in (0, 1)]
+    edge_urls = [f"ws://127.0.0.1:{port}/v1" for port in edge_reach]
+    for port, edge in zip(edge_reach, edges, strict=True):  # a session must not dial an edge still starting
+        await until_answering(port, edge)
 
     async with observer(outside(0)) as bus:
 
