@@ -36,6 +36,7 @@ from app.presence import EdgePresence, Reaper, new_edge_id
 from app.realtime.connection import EdgeServices
 from app.settings import Settings
 from domain.records import SessionOpened
+from handlers.input_audio.smart_turn import SmartTurn
 from handlers.input_audio.vad import SileroVad
 from handlers.llm import BUNDLED_LLMS, ChatClient, ChatEndpoint
 from handlers.llm_worker import LlmWorker
@@ -280,6 +281,7 @@ def edge_services(settings: Settings, bus: Bus) -> EdgeServices:
     return EdgeServices(
         bus=bus,
         vad=SileroVad(),
+        turn_model=SmartTurn(),
         registry=registry(settings),
         executor=ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="vad"),
         default_stt_model=settings.stt_model,

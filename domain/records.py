@@ -45,13 +45,15 @@ class ClientEventRejected(RecordBase, frozen=True, tag="client.rejected"):
 
 
 class AudioReceived(RecordBase, frozen=True, tag="audio.received"):
-    """One `input_audio_buffer.append`: its length, its audio at 16 kHz, and silero's speech probability for
-    each 32 ms frame that this append completed."""
+    """One `input_audio_buffer.append`: its length, its audio at 16 kHz, silero's speech probability for each
+    32 ms frame that this append completed, and (semantic VAD) the end-of-turn model's scores: (index into
+    `speech_probs`, probability that the turn is complete after that frame)."""
 
     ticks: int
     pcm16k: bytes
     speech_probs: tuple[float, ...] = ()
     event_id: str | None = None
+    turn_scores: tuple[tuple[int, float], ...] = ()
 
     @property
     def samples(self) -> int:
@@ -67,6 +69,7 @@ class AudioReceivedUnread(RecordBase, frozen=True, tag="audio.received"):
     pcm16k: Raw  # the JSON string, quotes included: base64 as msgspec writes it, no escapes, no line breaks
     speech_probs: tuple[float, ...] = ()
     event_id: str | None = None
+    turn_scores: tuple[tuple[int, float], ...] = ()
 
     @property
     def samples(self) -> int:

@@ -113,13 +113,16 @@ def _on_audio(draft: Draft, record: rec.AudioReceived | rec.AudioReceivedUnread,
         marks=(*state.marks, AudioMark(seq=seq, sample=start)),
     )
     detection = state.config.turn_detection
-    for probability in record.speech_probs:
+    scores = dict(record.turn_scores)
+    for index, probability in enumerate(record.speech_probs):
         frame_end = (draft.state.frames + 1) * VAD_FRAME_SAMPLES
         draft.update(frames=draft.state.frames + 1)
         if detection is None:
             continue
         before = draft.state.speaking
-        speaking, change = advance(before, frame_end, probability, detection, floor=draft.state.buffer_start)
+        speaking, change = advance(
+            before, frame_end, probability, detection, floor=draft.state.buffer_start, complete=scores.get(index)
+        )
         draft.update(speaking=speaking)
         if speaking is not None and change is None:
             transcription.follow(draft, speaking, frame_end)

@@ -17,8 +17,24 @@ SessionType = Literal["realtime", "transcription"]
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_PREFIX_PADDING_MS = 300
 DEFAULT_SILENCE_DURATION_MS = 500
-# semantic_vad has no silence setting; its eagerness picks one (OpenAI: low waits longest).
-EAGERNESS_SILENCE_MS = {"low": 1000, "medium": 500, "auto": 500, "high": 250}
+
+
+class Eagerness(Struct, frozen=True):
+    """How semantic VAD ends a turn: at a pause the end-of-turn model scores `complete_at` or more, and after
+    `longest_pause_ms` of silence whatever it said."""
+
+    complete_at: float
+    longest_pause_ms: int
+
+
+# OpenAI documents the longest waits (8 s, 4 s, 2 s); auto is medium. The thresholds are Vocalis's, chosen with
+# bench/turn_taking.py: high takes an unsure turn as finished, low waits for a confident one.
+EAGERNESS = {
+    "low": Eagerness(complete_at=0.9, longest_pause_ms=8000),
+    "medium": Eagerness(complete_at=0.7, longest_pause_ms=4000),
+    "auto": Eagerness(complete_at=0.7, longest_pause_ms=4000),
+    "high": Eagerness(complete_at=0.5, longest_pause_ms=2000),
+}
 # OpenAI documents no limit for realtime instructions; its Assistants API takes 256,000 characters, far more than
 # any context window holds. The bound keeps what every LLM job and session event copies small.
 MAX_INSTRUCTIONS_CHARS = 256_000
@@ -38,9 +54,10 @@ class TurnDetection(Struct, frozen=True, omit_defaults=False):
     eagerness: Literal["low", "medium", "high", "auto"] = "auto"
 
     @property
-    def effective_silence_ms(self) -> int:
+    def longest_silence_ms(self) -> int:
+        """The silence that ends a turn whatever the end-of-turn model said (server VAD: the only rule)."""
         if self.type == "semantic_vad":
-            return EAGERNESS_SILENCE_MS[self.eagerness]
+            return EAGERNESS[self.eagerness].longest_pause_ms
         return self.silence_duration_ms
 
 

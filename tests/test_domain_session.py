@@ -15,7 +15,7 @@ from domain import records as rec
 from domain.jobs import GenerateJob, TranscribeJob
 from domain.session import SessionState, Transition, open_session, step
 from domain.session_config import (
-    EAGERNESS_SILENCE_MS,
+    EAGERNESS,
     NoiseReduction,
     SessionUpdate,
     Transcription,
@@ -78,12 +78,19 @@ class Sim:
         self.withdrawn.extend(job.job_id for job in transition.jobs if isinstance(job, WithdrawJob))
         return transition
 
-    def audio_samples(self, samples: int, probs: Sequence[float] = ()) -> Transition:
-        """Append `samples` of 16 kHz silence-valued pcm; `probs` are the frames this append completes."""
+    def audio_samples(
+        self, samples: int, probs: Sequence[float] = (), turn_scores: tuple[tuple[int, float], ...] = ()
+    ) -> Transition:
+        """Append `samples` of 16 kHz silence-valued pcm; `probs` are the frames this append completes, and
+        `turn_scores` the end-of-turn scores recorded with them."""
         frames_done = (self.samples + samples) // FRAME - self.samples // FRAME
         assert len(probs) == frames_done, f"{samples} samples complete {frames_done} frames, got {len(probs)}"
         record = rec.AudioReceived(
-            at_ms=AT_MS, ticks=samples * TICKS_PER_SAMPLE, pcm16k=bytes(2 * samples), speech_probs=tuple(probs)
+            at_ms=AT_MS,
+            ticks=samples * TICKS_PER_SAMPLE,
+            pcm16k=bytes(2 * samples),
+            speech_probs=tuple(probs),
+            turn_scores=turn_scores,
         )
         self.audio[self.seq + 1] = (self.samples, samples)
         self.samples += samples
@@ -350,19 +357,22 @@ def test_updated_threshold_and_silence_drive_detection() -> None:
     assert [e.audio_end_ms for e in stopped] == [51 * FRAME // SAMPLES_PER_MS]
 
 
-def test_semantic_vad_low_eagerness_waits_longer_than_high() -> None:
+def test_semantic_vad_ends_the_turn_where_a_recorded_score_is_sure_enough() -> None:
     ends = {}
     for eagerness in ("low", "high"):
-        sim = Sim("transcription")
+        sim = Sim("realtime")
         sim.update(turn_detection=TurnDetectionUpdate(type="semantic_vad", eagerness=eagerness))
-        sim.frames([0.9] * 8 + [0.0] * 40)
-        (stopped,) = only(sim.events, ev.SpeechStopped)
-        ends[eagerness] = stopped.audio_end_ms
-    # Speech ends at 256 ms; the stop is the first frame end (a multiple of 32 ms) at least the eagerness
-    # silence later. With low = 1000 ms and high = 250 ms: 1280 ms and 512 ms.
-    expected = {e: math.ceil((256 + EAGERNESS_SILENCE_MS[e]) / 32) * 32 for e in ("low", "high")}
-    assert ends == expected
-    assert ends["low"] > ends["high"]
+        sim.frames([0.9] * 8)
+        # Speech ends at frame 7 (256 ms); the edge scored the pause at frame 12 (its index 4 in this record).
+        sim.audio_samples(FRAME * 8, [0.0] * 8, turn_scores=((4, 0.6),))
+        sim.frames([0.0] * 300)
+        stopped = only(sim.events, ev.SpeechStopped)
+        ends[eagerness] = stopped[0].audio_end_ms
+        # The turn ended once, and the answer followed it.
+        assert len(stopped) == 1 and only(sim.events, ev.ResponseCreated)
+    # 0.6 is sure enough for high (ends with the scored frame, 13 * 32 ms) but not for low, which waits out its
+    # longest pause of 8 s after the speech.
+    assert ends == {"high": 13 * 32, "low": math.ceil((256 + EAGERNESS["low"].longest_pause_ms) / 32) * 32}
 
 
 def test_manual_commit_during_vad_speech_commits_the_speech_item() -> None:

@@ -1,4 +1,4 @@
-"""Server VAD turn detection (`domain.turns.advance`) over synthetic speech-probability sequences.
+"""Turn detection (`domain.turns.advance`) over synthetic speech-probability and end-of-turn score sequences.
 
 Frame `i` (0-based) covers 16 kHz samples [512 i, 512 (i + 1)); `advance` is told the sample where it ends.
 Expected sample positions below are worked out by hand from the documented rules (16 samples per ms, 512
@@ -11,24 +11,30 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from domain.session_config import EAGERNESS_SILENCE_MS, TurnDetection
-from domain.turns import HYSTERESIS, Speaking, TurnStarted, TurnStopped, advance
+from domain.session_config import EAGERNESS, TurnDetection
+from domain.turns import HYSTERESIS, SCORE_PAUSES_MS, Speaking, TurnStarted, TurnStopped, advance, wants_score
 
 FRAME = 512
 SAMPLES_PER_MS = 16
 
 
 def run(
-    probs: list[float], config: TurnDetection, floor: int = 0, first_frame: int = 0
+    probs: list[float],
+    config: TurnDetection,
+    floor: int = 0,
+    first_frame: int = 0,
+    scores: dict[int, float] | None = None,
 ) -> tuple[list[tuple[int, TurnStarted | TurnStopped]], Speaking | None]:
-    """Feed `probs` frame by frame; the changes with the index of the frame that caused them, and the end state.
+    """Feed `probs` frame by frame (with the end-of-turn `scores` recorded for some frames); the changes with the
+    index of the frame that caused them, and the end state.
 
     After a stop the floor moves to the end of that turn, as the session does."""
     speaking: Speaking | None = None
     changes: list[tuple[int, TurnStarted | TurnStopped]] = []
     for offset, probability in enumerate(probs):
         index = first_frame + offset
-        speaking, change = advance(speaking, (index + 1) * FRAME, probability, config, floor)
+        complete = (scores or {}).get(index)
+        speaking, change = advance(speaking, (index + 1) * FRAME, probability, config, floor, complete)
         if change is not None:
             changes.append((index, change))
         if isinstance(change, TurnStopped):
@@ -50,7 +56,7 @@ def test_defaults_match_the_spec() -> None:
     assert config.threshold == 0.5
     assert config.prefix_padding_ms == 300
     assert config.silence_duration_ms == 500
-    assert config.effective_silence_ms == 500
+    assert config.longest_silence_ms == 500
 
 
 @pytest.mark.parametrize("threshold", [0.2, 0.5, 0.8, 1.0])
@@ -197,35 +203,90 @@ def test_a_new_turn_can_start_right_after_a_stop_and_its_padding_stops_at_the_pr
 
 
 def test_semantic_vad_eagerness_mapping() -> None:
-    silences = {e: TurnDetection(type="semantic_vad", eagerness=e).effective_silence_ms for e in EAGERNESS_SILENCE_MS}
-    assert set(silences) == {"low", "medium", "high", "auto"}
-    # low waits longest, high the shortest, auto is medium (spec 4.3: "auto=medium").
-    assert silences["low"] > silences["medium"] > silences["high"] > 0
-    assert silences["auto"] == silences["medium"]
-    # medium waits as long as server_vad's default silence; every eagerness ends a turn within a few seconds.
-    assert silences["medium"] == TurnDetection().silence_duration_ms
-    assert all(ms <= 8000 for ms in silences.values())
+    assert set(EAGERNESS) == {"low", "medium", "high", "auto"}
+    # low waits longest and wants the surest score, high the opposite; auto is medium (spec: "auto=medium").
+    longest = {e: TurnDetection(type="semantic_vad", eagerness=e).longest_silence_ms for e in EAGERNESS}  # type: ignore[arg-type]
+    assert longest == {"low": 8000, "medium": 4000, "auto": 4000, "high": 2000}  # as OpenAI documents
+    sure = {e: EAGERNESS[e].complete_at for e in EAGERNESS}
+    assert sure["low"] > sure["medium"] == sure["auto"] > sure["high"] > 0
+
+
+def semantic(eagerness: str = "auto") -> TurnDetection:
+    return TurnDetection(type="semantic_vad", eagerness=eagerness, prefix_padding_ms=0)  # type: ignore[arg-type]
+
+
+def first_score_frame(voice_frames: int) -> int:
+    """The index of the frame whose end makes the pause after `voice_frames` voiced frames SCORE_PAUSES_MS[0]."""
+    return voice_frames - 1 + math.ceil(SCORE_PAUSES_MS[0] * SAMPLES_PER_MS / FRAME)
 
 
 @pytest.mark.parametrize("eagerness", ["low", "medium", "high", "auto"])
-def test_semantic_vad_stops_after_its_eagerness_silence_and_ignores_silence_duration_ms(eagerness: str) -> None:
-    config = TurnDetection(
-        type="semantic_vad",
-        eagerness=eagerness,  # type: ignore[arg-type]
-        silence_duration_ms=5000,  # meaningless for semantic_vad
-        prefix_padding_ms=0,
-    )
-    needed = silence_frames_to_stop(EAGERNESS_SILENCE_MS[eagerness])
-    changes, _ = run([0.9] * 4 + [0.0] * (needed - 1), config)
+def test_a_confident_score_ends_the_turn_at_the_scored_frame(eagerness: str) -> None:
+    scored = first_score_frame(4)  # 160 ms after speech ending at frame 3: frame 8
+    assert scored == 8
+    sure = EAGERNESS[eagerness].complete_at
+    changes, speaking = run([0.9] * 4 + [0.0] * 20, semantic(eagerness), scores={scored: sure})
+    assert changes == [(0, TurnStarted(0)), (scored, TurnStopped((scored + 1) * FRAME))]
+    assert speaking is None
+
+
+@pytest.mark.parametrize("eagerness", ["low", "medium", "high", "auto"])
+def test_an_unsure_score_waits_for_the_eagerness_longest_pause(eagerness: str) -> None:
+    scored = first_score_frame(4)
+    unsure = EAGERNESS[eagerness].complete_at - 0.01
+    longest = EAGERNESS[eagerness].longest_pause_ms
+    needed = silence_frames_to_stop(longest)
+    changes, _ = run([0.9] * 4 + [0.0] * (needed - 1), semantic(eagerness), scores={scored: unsure})
     assert changes == [(0, TurnStarted(0))]
-    changes, _ = run([0.9] * 4 + [0.0] * needed, config)
+    changes, _ = run([0.9] * 4 + [0.0] * needed, semantic(eagerness), scores={scored: unsure})
     stop = 4 + needed - 1
     assert changes == [(0, TurnStarted(0)), (stop, TurnStopped((stop + 1) * FRAME))]
 
 
+def test_the_same_score_ends_a_turn_for_high_eagerness_and_not_for_low() -> None:
+    score = (EAGERNESS["high"].complete_at + EAGERNESS["low"].complete_at) / 2
+    scored = first_score_frame(4)
+    high, _ = run([0.9] * 4 + [0.0] * 20, semantic("high"), scores={scored: score})
+    low, _ = run([0.9] * 4 + [0.0] * 20, semantic("low"), scores={scored: score})
+    assert high[-1] == (scored, TurnStopped((scored + 1) * FRAME))
+    assert low == [(0, TurnStarted(0))]
+
+
+def test_a_score_on_a_voiced_frame_or_outside_a_turn_changes_nothing() -> None:
+    # Voice resumed on the scored frame: the turn goes on; before any speech there is no turn to end.
+    changes, speaking = run([0.9] * 10, semantic(), scores={5: 1.0})
+    assert changes == [(0, TurnStarted(0))] and speaking is not None
+    changes, speaking = run([0.0] * 10, semantic(), scores={5: 1.0})
+    assert changes == [] and speaking is None
+
+
+def test_server_vad_ignores_end_of_turn_scores() -> None:
+    config = TurnDetection(prefix_padding_ms=0, silence_duration_ms=500)
+    changes, _ = run([0.9] * 4 + [0.0] * 10, config, scores={8: 1.0})
+    assert changes == [(0, TurnStarted(0))]
+
+
+def test_semantic_vad_ignores_silence_duration_ms() -> None:
+    config = TurnDetection(type="semantic_vad", silence_duration_ms=200, prefix_padding_ms=0)
+    changes, _ = run([0.9] * 4 + [0.0] * 20, config)
+    assert changes == [(0, TurnStarted(0))]
+
+
+def test_a_turn_is_scored_once_at_each_scoring_pause_and_never_while_voiced() -> None:
+    config = semantic()
+    speaking = Speaking(start_sample=0, last_voice_sample=4 * FRAME)
+    due = [frame for frame in range(4, 200) if wants_score(speaking, (frame + 1) * FRAME, 0.0, config)]
+    expected = [4 - 1 + math.ceil(ms * SAMPLES_PER_MS / FRAME) for ms in SCORE_PAUSES_MS]
+    assert due == expected
+    assert not wants_score(speaking, (due[0] + 1) * FRAME, 0.9, config)  # voice on that frame: no pause
+    assert not wants_score(None, (due[0] + 1) * FRAME, 0.0, config)
+    server = TurnDetection(prefix_padding_ms=0)
+    assert not any(wants_score(speaking, (frame + 1) * FRAME, 0.0, server) for frame in range(4, 200))
+
+
 def test_server_vad_ignores_eagerness() -> None:
     config = TurnDetection(type="server_vad", eagerness="high", silence_duration_ms=1000, prefix_padding_ms=0)
-    assert config.effective_silence_ms == 1000
+    assert config.longest_silence_ms == 1000
     changes, _ = run([0.9] + [0.0] * 31, config)
     assert changes == [(0, TurnStarted(0))]
 

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import soxr
 
+from app.log_reader import read_session
+from domain import records as rec
 from tests.realtime_client import (
     JFK,
     LECTURE,
@@ -230,3 +232,31 @@ async def test_g711_ulaw_input(stack):
     assert word_error_rate(JFK, events[-1].transcript) <= 0.1
     stopped = next(e for e in events if e.type == "input_audio_buffer.speech_stopped")
     assert 11_500 <= stopped.audio_end_ms <= 13_000, "8 kHz input keeps session time right"
+
+
+async def test_semantic_vad_ends_a_finished_phrase_at_the_scored_pause_and_records_the_scores(stack):
+    """The same phrase, once with server VAD (500 ms of silence) and once with semantic VAD: Smart Turn finds
+    "Hello, world." finished at the first scored pause, so the turn ends sooner; the log holds the score it ended
+    on, beside the audio it was taken on."""
+    ends, sessions = {}, {}
+    for name, detection in (("server", {"type": "server_vad"}), ("semantic", {"type": "semantic_vad"})):
+        async with sdk(stack.ws_url).realtime.connect(extra_query={"intent": "transcription"}) as conn:
+            sessions[name] = (await conn.recv()).session.id
+            session = {"type": "transcription", "audio": {"input": {"turn_detection": detection}}}
+            await conn.session.update(session=session)
+            await stream(conn, pcm24k("hello_world.wav") + silence(2500))
+            events = await events_until(conn, lambda e: e.type == COMPLETED)
+        (stopped,) = [e for e in events if e.type == "input_audio_buffer.speech_stopped"]
+        ends[name] = stopped.audio_end_ms
+        assert words(events[-1].transcript) == words("Hello, world.")
+    assert ends["semantic"] <= ends["server"] - 300  # scored 160 ms into the pause, not 500
+
+    recorded = await read_session(stack.bus, sessions["semantic"])
+    scored_at_ms, frames = [], 0
+    for _, record in recorded.inputs:
+        if isinstance(record, rec.AudioReceived):
+            scored_at_ms += [(frames + index + 1) * 512 // 16 for index, p in record.turn_scores if p >= 0.7]
+            frames += len(record.speech_probs)
+    assert ends["semantic"] in scored_at_ms
+    server = [r for _, r in (await read_session(stack.bus, sessions["server"])).inputs]
+    assert not any(r.turn_scores for r in server if isinstance(r, rec.AudioReceived))  # server VAD: none taken

@@ -36,6 +36,8 @@ from domain import records as rec
 from domain.events import ErrorDetail, ErrorEvent
 from domain.protocol.codec import Dialect, render
 from domain.protocol.errors import Rejection
+from handlers.input_audio.smart_turn import SmartTurn
+from handlers.input_audio.turn_end import TurnEndStream
 from handlers.input_audio.vad import SileroVad
 from handlers.models import ModelRegistry
 from handlers.ports import now_ms
@@ -52,6 +54,7 @@ CLOSE_GRACE_S = 5
 class EdgeServices:
     bus: Bus
     vad: SileroVad
+    turn_model: SmartTurn
     registry: ModelRegistry
     executor: Executor
     default_stt_model: str
@@ -92,6 +95,7 @@ class RealtimeConnection:
             registry=services.registry,
             llm_models=services.llm_models,
             vad=services.vad.stream(),
+            turn_end=TurnEndStream(services.turn_model),
             executor=services.executor,
             max_frame_bytes=services.max_frame_bytes,
         )

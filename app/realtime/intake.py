@@ -20,8 +20,9 @@ from domain.events import AudioRef, ClientEvent, ResponseCreateRequested, Sessio
 from domain.protocol import beta
 from domain.protocol.codec import AudioAppend, Dialect, ItemWithAudio, decode, peek_event_id
 from domain.protocol.errors import Rejection
-from domain.session_config import TranscriptionUpdate
+from domain.session_config import TranscriptionUpdate, TurnDetection
 from handlers.input_audio.decode import InputAudio, InvalidAudio, to_pcm16
+from handlers.input_audio.turn_end import TurnEndStream
 from handlers.input_audio.vad import VadStream
 from handlers.models import ModelRegistry, UnknownModel, is_realtime_model
 from handlers.ports import now_ms
@@ -44,6 +45,7 @@ class Intake:
         registry: ModelRegistry,
         llm_models: frozenset[str],
         vad: VadStream,
+        turn_end: TurnEndStream,
         executor: Executor,
         max_frame_bytes: int,
     ) -> None:
@@ -53,6 +55,7 @@ class Intake:
         self._registry = registry
         self._llm_models = llm_models
         self._vad = vad
+        self._turn_end = turn_end
         self._executor = executor
         self._max_frame_bytes = max_frame_bytes
         self._input = InputAudio()
@@ -125,22 +128,36 @@ class Intake:
         self._follow_input_format()
         loop = asyncio.get_running_loop()
         try:
-            pieces = await loop.run_in_executor(self._executor, self._hear, append.audio)
+            pieces = await loop.run_in_executor(self._executor, self._hear, append.audio, self._turn_detection())
         except InvalidAudio as invalid:
             await self._log.reject(Rejection("invalid_value", str(invalid), "audio", append.event_id))
             return
-        for ticks, pcm16k, probabilities in pieces:
+        for ticks, pcm16k, probabilities, turn_scores in pieces:
             record = rec.AudioReceived(
-                at_ms=now_ms(), ticks=ticks, pcm16k=pcm16k, speech_probs=tuple(probabilities), event_id=append.event_id
+                at_ms=now_ms(),
+                ticks=ticks,
+                pcm16k=pcm16k,
+                speech_probs=tuple(probabilities),
+                event_id=append.event_id,
+                turn_scores=turn_scores,
             )
             await self._log.write("audio", record)
 
-    def _hear(self, payload: bytes) -> list[tuple[int, bytes, list[float]]]:
+    def _hear(
+        self, payload: bytes, detection: TurnDetection | None
+    ) -> list[tuple[int, bytes, list[float], tuple[tuple[int, float], ...]]]:
         """Decode, resample and score one append (in a worker thread), split into records of bounded size."""
-        return [
-            (ticks, to_pcm16(samples), self._vad.feed(samples))
-            for ticks, samples in self._input.decode(payload, MAX_RECORD_INPUT_SECONDS)
-        ]
+        pieces = []
+        for ticks, samples in self._input.decode(payload, MAX_RECORD_INPUT_SECONDS):
+            probabilities = self._vad.feed(samples)
+            scores = self._turn_end.feed(samples, probabilities, detection)
+            pieces.append((ticks, to_pcm16(samples), probabilities, scores))
+        return pieces
+
+    def _turn_detection(self) -> TurnDetection | None:
+        """The session's turn detection as far as the state machine has got (the default until it opened)."""
+        state = self._reducer.state
+        return state.config.turn_detection if state is not None else TurnDetection()
 
     async def _on_item_audio(self, request: ItemWithAudio) -> None:
         """An item's own audio (not the input buffer): recorded at 16 kHz, then the item refers to it."""
