@@ -17,7 +17,7 @@ from domain.audio_time import (
 from domain.conversation_state import ConvEntry
 from domain.session_config import InvalidUpdate, SessionConfig, Transcription, apply_update, unknown_language
 from domain.state import AudioMark, Draft, SessionState, Transition
-from domain.turns import TurnStarted, TurnStopped, advance
+from domain.turns import Speaking, TurnStarted, TurnStopped, advance, ends_on_score
 
 MIN_COMMIT_MS = 100
 
@@ -63,6 +63,7 @@ def step(state: SessionState, record: rec.Record | rec.ReducerRecord, seq: int) 
             draft.error(record.code, record.message, record.param, record.event_id)
         case rec.WordsDecoded():
             transcription.on_words(draft, record)
+            _end_turn_on_words(draft)
         case rec.TranscriptionFailed() if transcription.is_live_job(state, record.job_id):
             transcription.on_failure(draft, record)
         case rec.TranscriptionDeltaProduced():
@@ -121,7 +122,13 @@ def _on_audio(draft: Draft, record: rec.AudioReceived | rec.AudioReceivedUnread,
             continue
         before = draft.state.speaking
         speaking, change = advance(
-            before, frame_end, probability, detection, floor=draft.state.buffer_start, complete=scores.get(index)
+            before,
+            frame_end,
+            probability,
+            detection,
+            floor=draft.state.buffer_start,
+            complete=scores.get(index),
+            heard=transcription.heard(draft.state),
         )
         draft.update(speaking=speaking)
         if speaking is not None and change is None:
@@ -134,16 +141,35 @@ def _on_audio(draft: Draft, record: rec.AudioReceived | rec.AudioReceivedUnread,
             current = conversation.default_response(draft)
             if current is not None and detection.interrupt_response and state.session_type == "realtime":
                 conversation.cancel(draft, current.id, "turn_detected")  # barge-in
-        elif isinstance(change, TurnStopped):
-            item_id = draft.state.speech_item_id or draft.new_id("item")
-            draft.emit(ev.SpeechStopped, item_id=item_id, audio_end_ms=ms_from_samples(change.end_sample))
-            start = before.start_sample if before else draft.state.buffer_start
-            _commit(draft, item_id, start, change.end_sample, before.last_voice_sample if before else None)
-            if state.session_type == "realtime" and detection.create_response:
-                conversation.create_response(draft, ev.ResponseParams())
+        elif isinstance(change, TurnStopped) and before is not None:
+            _stop_turn(draft, before, change.end_sample)
     if detection is not None and detection.idle_timeout_ms is not None:
         _check_idle(draft, detection.idle_timeout_ms)
     _forget_consumed_audio(draft)
+
+
+def _stop_turn(draft: Draft, speaking: Speaking, end: int) -> None:
+    """The turn detector ended the turn `speaking` at sample `end`: commit it, and answer it."""
+    state = draft.state
+    item_id = state.speech_item_id or draft.new_id("item")
+    draft.emit(ev.SpeechStopped, item_id=item_id, audio_end_ms=ms_from_samples(end))
+    _commit(draft, item_id, speaking.start_sample, end, speaking.last_voice_sample)
+    detection = state.config.turn_detection
+    if state.session_type == "realtime" and detection is not None and detection.create_response:
+        conversation.create_response(draft, ev.ResponseParams())
+
+
+def _end_turn_on_words(draft: Draft) -> None:
+    """Semantic VAD: the words of a pause whose score was sure arrived after it; they may end the turn now."""
+    state = draft.state
+    detection, speaking = state.config.turn_detection, state.speaking
+    if detection is None or speaking is None:
+        return
+    frame_end = state.frames * VAD_FRAME_SAMPLES
+    if frame_end > speaking.last_voice_sample and ends_on_score(
+        speaking, frame_end, detection, transcription.heard(state)
+    ):
+        _stop_turn(draft, speaking, frame_end)
 
 
 def _check_idle(draft: Draft, timeout_ms: int) -> None:

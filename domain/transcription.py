@@ -26,10 +26,11 @@ from domain import events as ev
 from domain import records as rec
 from domain.agreement import TIME_TOLERANCE, agreed, text_of, unheard
 from domain.audio_time import MODEL_RATE, samples_from_ms
+from domain.continuation import goes_on
 from domain.jobs import PARTIAL_DECODE_WAIT_MS, TRANSCRIPT_WAIT_MS, TranscribeJob
 from domain.records import Word
 from domain.state import AudioMark, Draft, LiveTurn, SessionState, WithdrawJob
-from domain.turns import Speaking
+from domain.turns import Heard, Speaking
 
 # The closing decode starts once a turn's silence has lasted this long, so the transcript is ready about
 # `silence_duration_ms - CLOSE_AFTER_MS` sooner than if decoding waited for the end of the turn.
@@ -158,6 +159,19 @@ def follow(draft: Draft, speaking: Speaking, frame_end: int) -> None:
         and frame_end - live.asked_to >= samples_from_ms(_interval_ms(frame_end - live.start))
     ):
         draft.update(live=_ask(draft, live, frame_end, partial=True))
+
+
+def heard(state: SessionState) -> Heard:
+    """What the words of the turn's pause say (`domain.turns`): the closing decode's last word, in English."""
+    live = state.live
+    if live is None:
+        return "no words"
+    if live.closing is None or live.closing in live.asked:
+        return "pending"
+    last = live.pending or live.stable_tail
+    transcription = state.config.transcription
+    language = (transcription.language if transcription else None) or state.heard_language
+    return "goes on" if last and language in (None, "en") and goes_on(last[-1].text) else "may end"
 
 
 def end_turn(draft: Draft, item_id: str, end: int, voice_until: int) -> bool:

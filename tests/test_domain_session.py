@@ -25,6 +25,7 @@ from domain.session_config import (
 )
 from domain.state import WithdrawJob
 from domain.transcription import MAX_WINDOW_MS
+from domain.turns import WORDS_WAIT_MS
 
 SID = "sess_test0001"
 FRAME = 512
@@ -357,22 +358,74 @@ def test_updated_threshold_and_silence_drive_detection() -> None:
     assert [e.audio_end_ms for e in stopped] == [51 * FRAME // SAMPLES_PER_MS]
 
 
-def test_semantic_vad_ends_the_turn_where_a_recorded_score_is_sure_enough() -> None:
+def semantic_pause(sim: Sim, score: float, eagerness: str = "auto") -> TranscribeJob | None:
+    """Speech for 256 ms, then silence up to frame 12, which the edge scored: the turn's closing decode."""
+    sim.update(turn_detection=TurnDetectionUpdate(type="semantic_vad", eagerness=eagerness))
+    sim.frames([0.9] * 8)
+    sim.audio_samples(FRAME * 5, [0.0] * 5, turn_scores=((4, score),))  # frame 12: 160 ms into the pause
+    closing = [job for job in sim.jobs if job.words and not job.partial]  # asked 150 ms into the pause
+    return closing[0] if closing else None
+
+
+def said(sim: Sim, job: TranscribeJob, text: str) -> Transition:
+    """The decode `job`'s words: `text`, spread over the speech before the pause (the first 256 ms)."""
+    spoken = text.split()
+    width = 8 * FRAME // len(spoken)
+    return sim.decoded(job, tuple(rec.Word(f" {w}", i * width, (i + 1) * width) for i, w in enumerate(spoken)))
+
+
+def stopped_at(sim: Sim) -> list[int]:
+    return [e.audio_end_ms for e in only(sim.events, ev.SpeechStopped)]
+
+
+def test_semantic_vad_ends_a_turn_when_the_words_of_a_sure_pause_arrive() -> None:
+    sim = Sim("realtime")
+    closing = semantic_pause(sim, EAGERNESS["auto"].complete_at)
+    assert closing is not None and stopped_at(sim) == []  # sure, but the words of the pause are not back yet
+    sim.frames([0.0] * 3)
+    said(sim, closing, "Could you book a table tomorrow evening?")
+    assert stopped_at(sim) == [16 * 32]  # at the audio the session had when they came: frame 15's end
+    # and the answer follows, to the words of the closing decode
+    (generate,) = [job for job in sim.jobs if isinstance(job, GenerateJob)]
+    assert generate.messages[-1]["content"] == "Could you book a table tomorrow evening?"
+
+
+@pytest.mark.parametrize("last", ["for", "the", "to.", "Americans,", "um"])
+def test_semantic_vad_waits_when_the_words_of_the_pause_say_the_sentence_goes_on(last: str) -> None:
+    sim = Sim("realtime")
+    closing = semantic_pause(sim, 0.99)
+    assert closing is not None
+    said(sim, closing, f"Could you book a table {last}")
+    sim.frames([0.0] * 200)
+    # Sure as the score was, the turn lasts its eagerness's longest pause (auto: 4 s after the speech ended).
+    assert stopped_at(sim) == [math.ceil((256 + EAGERNESS["auto"].longest_pause_ms) / 32) * 32]
+
+
+def test_semantic_vad_does_not_wait_for_late_words_longer_than_words_wait_ms() -> None:
+    sim = Sim("realtime")
+    semantic_pause(sim, 0.99)
+    sim.frames([0.0] * 200)  # the worker never answers
+    assert stopped_at(sim) == [math.ceil((256 + WORDS_WAIT_MS) / 32) * 32]
+
+
+def test_semantic_vad_takes_a_score_alone_where_nothing_is_transcribed() -> None:
     ends = {}
     for eagerness in ("low", "high"):
-        sim = Sim("realtime")
-        sim.update(turn_detection=TurnDetectionUpdate(type="semantic_vad", eagerness=eagerness))
-        sim.frames([0.9] * 8)
-        # Speech ends at frame 7 (256 ms); the edge scored the pause at frame 12 (its index 4 in this record).
-        sim.audio_samples(FRAME * 8, [0.0] * 8, turn_scores=((4, 0.6),))
+        sim = Sim("transcription")
+        sim.update(transcription=None)  # no words to wait for
+        assert semantic_pause(sim, 0.6, eagerness) is None
         sim.frames([0.0] * 300)
-        stopped = only(sim.events, ev.SpeechStopped)
-        ends[eagerness] = stopped[0].audio_end_ms
-        # The turn ended once, and the answer followed it.
-        assert len(stopped) == 1 and only(sim.events, ev.ResponseCreated)
+        ends[eagerness] = stopped_at(sim)
     # 0.6 is sure enough for high (ends with the scored frame, 13 * 32 ms) but not for low, which waits out its
     # longest pause of 8 s after the speech.
-    assert ends == {"high": 13 * 32, "low": math.ceil((256 + EAGERNESS["low"].longest_pause_ms) / 32) * 32}
+    assert ends == {"high": [13 * 32], "low": [math.ceil((256 + EAGERNESS["low"].longest_pause_ms) / 32) * 32]}
+
+
+def test_speech_resuming_after_a_sure_score_keeps_the_turn_going() -> None:
+    sim = Sim("realtime")
+    semantic_pause(sim, 0.99)
+    sim.frames([0.9] * 8 + [0.0] * 20)  # the words never came; the speaker went on, then paused unscored
+    assert stopped_at(sim) == []
 
 
 def test_manual_commit_during_vad_speech_commits_the_speech_item() -> None:

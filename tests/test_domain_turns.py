@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from domain.continuation import goes_on
 from domain.session_config import EAGERNESS, TurnDetection
 from domain.turns import HYSTERESIS, SCORE_PAUSES_MS, Speaking, TurnStarted, TurnStopped, advance, wants_score
 
@@ -344,3 +345,14 @@ def test_turns_alternate_and_stay_within_their_bounds(config: TurnDetection, pro
     assert (speaking is None) == (open_start is None)
     if speaking is not None:
         assert speaking.start_sample == open_start
+
+
+@pytest.mark.parametrize(
+    ("word", "goes"),
+    [
+        *[(" the", True), (" to.", True), (" Americans,", True), (" Um", True), (" and...", True), (" for", True)],
+        *[(" evening?", False), (" country.", False), (" that", False), (" so", False), (" me.", False)],
+    ],
+)
+def test_the_last_word_heard_says_whether_a_sentence_goes_on(word: str, goes: bool) -> None:
+    assert goes_on(word) is goes
