@@ -22,6 +22,7 @@ from domain.protocol.codec import AudioAppend, Dialect, ItemWithAudio, decode, p
 from domain.protocol.errors import Rejection
 from domain.session_config import TranscriptionUpdate
 from handlers.input_audio.decode import InputAudio, InvalidAudio, to_pcm16
+from handlers.input_audio.denoise import NoiseFilter
 from handlers.input_audio.vad import VadStream
 from handlers.models import ModelRegistry, UnknownModel, is_realtime_model
 from handlers.ports import now_ms
@@ -56,6 +57,7 @@ class Intake:
         self._executor = executor
         self._max_frame_bytes = max_frame_bytes
         self._input = InputAudio()
+        self._noise = NoiseFilter()
 
     async def run(self, frames: AsyncIterator[str | bytes]) -> None:
         async for frame in frames:
@@ -86,8 +88,11 @@ class Intake:
             return
         record = rec.ClientEventReceived(at_ms=now_ms(), event=event)
         try:
-            if isinstance(event, SessionUpdateRequested) and event.update.input_format is not UNSET:
-                # The audio that follows must be decoded in the new format: wait until the session took it.
+            if isinstance(event, SessionUpdateRequested) and (
+                event.update.input_format is not UNSET or event.update.noise_reduction is not UNSET
+            ):
+                # The audio that follows must be decoded in the new format, and denoised as asked: wait until the
+                # session took it.
                 seq = await self._log.write_and_wait("client", record)
                 await self._reducer.wait_reduced(seq, seconds=FORMAT_BARRIER_S)
                 return
@@ -123,6 +128,7 @@ class Intake:
         if not append.audio:
             return
         self._follow_input_format()
+        self._follow_noise_reduction()
         loop = asyncio.get_running_loop()
         try:
             pieces = await loop.run_in_executor(self._executor, self._hear, append.audio)
@@ -136,11 +142,12 @@ class Intake:
             await self._log.write("audio", record)
 
     def _hear(self, payload: bytes) -> list[tuple[int, bytes, list[float]]]:
-        """Decode, resample and score one append (in a worker thread), split into records of bounded size."""
-        return [
-            (ticks, to_pcm16(samples), self._vad.feed(samples))
-            for ticks, samples in self._input.decode(payload, MAX_RECORD_INPUT_SECONDS)
-        ]
+        """Decode, resample, denoise and score one append (in a worker thread), split into records of bounded size."""
+        pieces = []
+        for ticks, decoded in self._input.decode(payload, MAX_RECORD_INPUT_SECONDS):
+            samples = self._noise.apply(decoded)  # what the VAD and the transcriber hear, and what is recorded
+            pieces.append((ticks, to_pcm16(samples), self._vad.feed(samples)))
+        return pieces
 
     async def _on_item_audio(self, request: ItemWithAudio) -> None:
         """An item's own audio (not the input buffer): recorded at 16 kHz, then the item refers to it."""
@@ -169,6 +176,14 @@ class Intake:
         state = self._reducer.state
         if state is not None and state.config.input_format != self._input.format:
             self._input = InputAudio(state.config.input_format)
+
+    def _follow_noise_reduction(self) -> None:
+        """Denoise as the session asks (a fresh stream when it turns `noise_reduction` on or changes its type), or
+        not at all (`null`)."""
+        state = self._reducer.state
+        if state is not None:
+            setting = state.config.noise_reduction
+            self._noise.follow(None if setting is None else setting.type)
 
 
 def unknown_llm(model: str, served: frozenset[str]) -> str | None:
