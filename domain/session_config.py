@@ -78,7 +78,8 @@ class Transcription(Struct, frozen=True):
 
 
 class NoiseReduction(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
-    """Accepted and reported; the audio is not filtered (whisper copes with ordinary noise)."""
+    """The input audio is denoised (DeepFilterNet 3, at the edge, before the VAD) while set; both types run the same
+    model and setting (handlers/input_audio/denoise.py says why). `strength` is accepted and reported, not used."""
 
     type: Literal["near_field", "far_field"]
     strength: float | None = None

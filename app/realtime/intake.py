@@ -22,6 +22,7 @@ from domain.protocol.codec import AudioAppend, Dialect, ItemWithAudio, decode, p
 from domain.protocol.errors import Rejection
 from domain.session_config import TranscriptionUpdate, TurnDetection
 from handlers.input_audio.decode import InputAudio, InvalidAudio, to_pcm16
+from handlers.input_audio.denoise import NoiseFilter
 from handlers.input_audio.turn_end import TurnEndStream
 from handlers.input_audio.vad import VadStream
 from handlers.models import ModelRegistry, UnknownModel, is_realtime_model
@@ -59,6 +60,7 @@ class Intake:
         self._executor = executor
         self._max_frame_bytes = max_frame_bytes
         self._input = InputAudio()
+        self._noise = NoiseFilter()
 
     async def run(self, frames: AsyncIterator[str | bytes]) -> None:
         async for frame in frames:
@@ -89,8 +91,11 @@ class Intake:
             return
         record = rec.ClientEventReceived(at_ms=now_ms(), event=event)
         try:
-            if isinstance(event, SessionUpdateRequested) and event.update.input_format is not UNSET:
-                # The audio that follows must be decoded in the new format: wait until the session took it.
+            if isinstance(event, SessionUpdateRequested) and (
+                event.update.input_format is not UNSET or event.update.noise_reduction is not UNSET
+            ):
+                # The audio that follows must be decoded in the new format, and denoised as asked: wait until the
+                # session took it.
                 seq = await self._log.write_and_wait("client", record)
                 await self._reducer.wait_reduced(seq, seconds=FORMAT_BARRIER_S)
                 return
@@ -126,6 +131,7 @@ class Intake:
         if not append.audio:
             return
         self._follow_input_format()
+        self._follow_noise_reduction()
         loop = asyncio.get_running_loop()
         try:
             pieces = await loop.run_in_executor(self._executor, self._hear, append.audio, self._turn_detection())
@@ -146,9 +152,10 @@ class Intake:
     def _hear(
         self, payload: bytes, detection: TurnDetection | None
     ) -> list[tuple[int, bytes, list[float], tuple[tuple[int, float], ...]]]:
-        """Decode, resample and score one append (in a worker thread), split into records of bounded size."""
+        """Decode, resample, denoise and score one append (in a worker thread), split into records of bounded size."""
         pieces = []
-        for ticks, samples in self._input.decode(payload, MAX_RECORD_INPUT_SECONDS):
+        for ticks, decoded in self._input.decode(payload, MAX_RECORD_INPUT_SECONDS):
+            samples = self._noise.apply(decoded)  # what the VAD and the transcriber hear, and what is recorded
             probabilities = self._vad.feed(samples)
             scores = self._turn_end.feed(samples, probabilities, detection)
             pieces.append((ticks, to_pcm16(samples), probabilities, scores))
@@ -186,6 +193,14 @@ class Intake:
         state = self._reducer.state
         if state is not None and state.config.input_format != self._input.format:
             self._input = InputAudio(state.config.input_format)
+
+    def _follow_noise_reduction(self) -> None:
+        """Denoise as the session asks (a fresh stream when it turns `noise_reduction` on or changes its type), or
+        not at all (`null`)."""
+        state = self._reducer.state
+        if state is not None:
+            setting = state.config.noise_reduction
+            self._noise.follow(None if setting is None else setting.type)
 
 
 def unknown_llm(model: str, served: frozenset[str]) -> str | None:
