@@ -20,11 +20,12 @@ DEFAULT_SILENCE_DURATION_MS = 500
 
 
 class Eagerness(Struct, frozen=True):
-    """How semantic VAD ends a turn: at a pause the end-of-turn model scores `complete_at` or more, and after
-    `longest_pause_ms` of silence whatever it said."""
+    """How semantic VAD ends a turn: at a pause the end-of-turn model scores `complete_at` or more (once the words
+    of the pause agree, if it `checks_words`), and after `longest_pause_ms` of silence whatever it said."""
 
     complete_at: float
     longest_pause_ms: int
+    checks_words: bool = True
 
 
 # OpenAI documents the longest waits (8 s, 4 s, 2 s); auto is medium. The thresholds are Vocalis's, chosen with
@@ -33,7 +34,8 @@ EAGERNESS = {
     "low": Eagerness(complete_at=0.9, longest_pause_ms=8000),
     "medium": Eagerness(complete_at=0.7, longest_pause_ms=4000),
     "auto": Eagerness(complete_at=0.7, longest_pause_ms=4000),
-    "high": Eagerness(complete_at=0.5, longest_pause_ms=2000),
+    # high answers on the sound alone: a few hundred ms sooner, and more sentences cut off (bench/turn_taking.py)
+    "high": Eagerness(complete_at=0.5, longest_pause_ms=2000, checks_words=False),
 }
 # OpenAI documents no limit for realtime instructions; its Assistants API takes 256,000 characters, far more than
 # any context window holds. The bound keeps what every LLM job and session event copies small.

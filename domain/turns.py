@@ -9,7 +9,7 @@ an end-of-turn model instead: when a pause reaches one of `SCORE_PAUSES_MS`, the
 records the probability that the turn is complete beside that frame's speech probability; a score at or above the
 eagerness's threshold stops the turn, unless the words of the pause say the sentence goes on (the turn's closing
 decode, asked `CLOSE_AFTER_MS` into the pause, ends on "the", "to", a comma: `domain.continuation`); while that
-decode is out, a sure score waits for it up to `WORDS_WAIT_MS`. A pause as long as the eagerness allows stops the
+decode is out, a sure score waits for it up to `WORDS_WAIT_MS` (high eagerness goes by the sound alone). A pause as long as the eagerness allows stops the
 turn whatever was said. The decision is made here from recorded numbers and words, so a replay decides the same.
 """
 
@@ -79,11 +79,12 @@ def advance(
 
 def ends_on_score(speaking: Speaking, frame_end: int, config: TurnDetection, heard: Heard) -> bool:
     """Semantic VAD: whether the pause's score and words end the turn at `frame_end`."""
-    if config.type != "semantic_vad" or speaking.complete is None:
+    eagerness = EAGERNESS[config.eagerness]
+    if config.type != "semantic_vad" or speaking.complete is None or speaking.complete < eagerness.complete_at:
         return False
-    if speaking.complete < EAGERNESS[config.eagerness].complete_at or heard == "goes on":
-        return False
-    return heard != "pending" or frame_end - speaking.last_voice_sample >= samples_from_ms(WORDS_WAIT_MS)
+    if not eagerness.checks_words or heard == "may end" or heard == "no words":
+        return True
+    return heard == "pending" and frame_end - speaking.last_voice_sample >= samples_from_ms(WORDS_WAIT_MS)
 
 
 def is_voice(probability: float, config: TurnDetection) -> bool:

@@ -421,6 +421,13 @@ def test_semantic_vad_takes_a_score_alone_where_nothing_is_transcribed() -> None
     assert ends == {"high": [13 * 32], "low": [math.ceil((256 + EAGERNESS["low"].longest_pause_ms) / 32) * 32]}
 
 
+def test_semantic_vad_high_eagerness_goes_by_the_sound_alone() -> None:
+    sim = Sim("realtime")
+    closing = semantic_pause(sim, EAGERNESS["high"].complete_at, "high")
+    assert closing is not None  # asked, but not waited for
+    assert stopped_at(sim) == [13 * 32]
+
+
 def test_speech_resuming_after_a_sure_score_keeps_the_turn_going() -> None:
     sim = Sim("realtime")
     semantic_pause(sim, 0.99)
