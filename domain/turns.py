@@ -9,8 +9,9 @@ an end-of-turn model instead: when a pause reaches one of `SCORE_PAUSES_MS`, the
 records the probability that the turn is complete beside that frame's speech probability; a score at or above the
 eagerness's threshold stops the turn, unless the words of the pause say the sentence goes on (the turn's closing
 decode, asked `CLOSE_AFTER_MS` into the pause, ends on "the", "to", a comma: `domain.continuation`); while that
-decode is out, a sure score waits for it up to `WORDS_WAIT_MS` (high eagerness goes by the sound alone). A pause as long as the eagerness allows stops the
-turn whatever was said. The decision is made here from recorded numbers and words, so a replay decides the same.
+decode is out, a sure score waits for it up to `WORDS_WAIT_MS` (high eagerness goes by the sound alone). A pause
+as long as the eagerness allows stops the turn whatever was said. The decision is made here from recorded numbers
+and words, so a replay decides the same.
 """
 
 from typing import Literal
