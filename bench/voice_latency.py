@@ -1,9 +1,10 @@
 """Voice to voice: from the end of the user's voice to the first audio delta of the answer, stage by stage.
 
 Starts `vocalis serve` (its own data directory and NATS) once per LLM: the scripted fake LLM of the tests
-(instant replies) and the bundled model. Streams jfk.wav in real time as one turn (the turn detection's defaults:
-server VAD ends a turn after 500 ms of silence) and reads the stages from the session's records on the log. Each
-stage is the time from the end of the user's voice to the record that marks it:
+(instant replies) and the bundled model. Streams jfk.wav in real time with the turn detection's defaults (server
+VAD ends a turn after 500 ms of silence, so the speech's pauses make turns of their own, each answered and barged in
+on) and reads the stages of the answer to the last turn from the session's records on the log. Each stage is the
+time from the end of the user's voice to the record that marks it:
 
     end of voice       the last 32 ms frame the VAD heard as voice (probability >= 0.35, as server VAD counts
                        voice while a turn is spoken), at the time its audio reached the log
@@ -57,7 +58,9 @@ FRAME_MS = 32
 
 
 async def one_turn(url: str, turn_detection: str) -> tuple[str, float]:
-    """A spoken turn; the session id and the client's time from speech_stopped to the first audio delta."""
+    """jfk.wav spoken in real time (its pauses may end turns of their own: every turn is answered, and barged in on,
+    as it would be); the session id and the client's time from the last speech_stopped to its answer's first audio
+    delta."""
     client = AsyncOpenAI(api_key="bench", base_url=url.replace("ws", "http", 1), websocket_base_url=url)
     async with client.realtime.connect(model="gpt-realtime") as conn:
         session_id = (await conn.recv()).session.id
@@ -70,37 +73,58 @@ async def one_turn(url: str, turn_detection: str) -> tuple[str, float]:
                 await asyncio.sleep(0.1)
 
         sender = asyncio.create_task(send())
-        stopped = None
-        async for event in conn:
+        stopped = answer = first_audio = None
+        deadline = time.perf_counter() + 120
+        while not (sender.done() and first_audio is not None) and time.perf_counter() < deadline:
+            try:
+                event = await asyncio.wait_for(conn.recv(), 0.2)
+            except TimeoutError:
+                continue
             if event.type == "input_audio_buffer.speech_stopped":
-                stopped = time.perf_counter()
-            elif event.type == "response.output_audio.delta" and stopped is not None:
-                first_audio = time.perf_counter() - stopped
-                await conn.response.cancel()
+                stopped, answer, first_audio = time.perf_counter(), None, None
+            elif event.type == "response.created" and stopped is not None:
+                answer = event.response.id
+            elif event.type == "response.output_audio.delta" and event.response_id == answer and first_audio is None:
+                first_audio = time.perf_counter() - (stopped or 0.0)
+        finish = time.perf_counter() + 15  # the answer's LLM request ends (llm.done says what its prompt cost)
+        while first_audio is not None and time.perf_counter() < finish:
+            try:
+                event = await asyncio.wait_for(conn.recv(), 0.2)
+            except TimeoutError:
+                continue
+            if event.type == "response.done" and event.response.id == answer:
                 break
+        else:
+            await conn.response.cancel()
         sender.cancel()
+    if first_audio is None:
+        raise RuntimeError(f"{session_id}: no answer after the last turn")
     return session_id, first_audio
 
 
 def stages(session: RecordedSession) -> dict[str, float] | None:
-    """The stages of the session's answer (seconds from the end of the voice), or None while one is missing."""
+    """The stages of the answer to the session's last turn (seconds from the end of its voice), or None while one is
+    missing."""
     records = [(e.at_ms, json.loads(e.data)) for e in session.entries]
-    sent = next(((at, d) for at, d in records if d.get("type") == "response.output_audio.delta"), None)
-    if sent is None:
+    kinds = [d.get("kind") or d.get("type") for _, d in records]
+    if "input_audio_buffer.speech_stopped" not in kinds:
         return None
-    answer = sent[1]["response_id"]
-    at: dict[str, float] = {"first_audio": sent[0]}
+    last_stop = len(kinds) - 1 - kinds[::-1].index("input_audio_buffer.speech_stopped")
+    created = next(
+        (d for k, (_, d) in zip(kinds[last_stop:], records[last_stop:], strict=True) if k == "response.created"), None
+    )
+    if created is None:
+        return None
+    answer = created["response"]["id"]
+    at: dict[str, float] = {"turn_decided": records[last_stop][0]}
     segmenter = Segmenter()
     transcript_at = None
-    for at_ms, d in records:
-        kind = d.get("kind") or d.get("type")
-        if kind == "audio.received" and "turn_decided" not in at:
+    for index, ((at_ms, d), kind) in enumerate(zip(records, kinds, strict=True)):
+        if kind == "audio.received" and index < last_stop:
             probs = d.get("speech_probs") or ()
             for i, p in enumerate(probs):
                 if p >= VOICE:  # the record's last frame ends when it reached the log
                     at["end_of_voice"] = at_ms - (len(probs) - 1 - i) * FRAME_MS
-        elif kind == "input_audio_buffer.speech_stopped":
-            at.setdefault("turn_decided", at_ms)
         elif kind in ("stt.completed", "stt.words") and "first_token" not in at:
             transcript_at = at_ms  # a whole item's transcript, or a decode of a VAD turn
         elif kind in ("llm.delta", "llm.done") and d.get("response_id") == answer:
@@ -115,12 +139,15 @@ def stages(session: RecordedSession) -> dict[str, float] | None:
                 at["prompt_tokens"] = d.get("input_tokens", 0)
                 at["cached_tokens"] = d.get("cached_tokens", 0)
                 at["prefill_ms"] = d.get("prefill_ms") or float("nan")
-    if not {"end_of_voice", "turn_decided", "first_clause_text"} <= at.keys():
+        elif kind == "response.output_audio.delta" and d.get("response_id") == answer:
+            at.setdefault("first_audio", at_ms)
+    if not {"end_of_voice", "first_clause_text", "first_audio"} <= at.keys():
         return None
     final = None
     for transition in replay.transitions(session.inputs):
         final = transition.state
     row = {key: (at[key.removesuffix("_s")] - at["end_of_voice"]) / 1000 for key, _ in STAGES}
+    row["turns"] = kinds.count("input_audio_buffer.speech_stopped")
     row["wasted"] = getattr(final, "speculations_wasted", 0)
     row["speculation_used"] = getattr(final, "speculations_used", 0)
     for key in ("prompt_tokens", "cached_tokens", "prefill_ms"):
@@ -193,13 +220,17 @@ async def main() -> None:
         else:
             results.append(await measure("bundled qwen2.5-coder-1.5b", args.runs, None, args.turn_detection))
     print(f"from the end of the voice, {args.turn_detection} (medians, seconds)")
-    print(f"{'LLM':<28}" + "".join(f"{label:>19}" for _, label in STAGES) + f"{'wasted':>8}{'prompt':>8}{'cached':>8}")
+    print(
+        f"{'LLM':<28}"
+        + "".join(f"{label:>19}" for _, label in STAGES)
+        + f"{'wasted':>8}{'prompt':>8}{'cached':>8}{'prefill ms':>11}"
+    )
     for r in results:
         m = r["median"]
         print(
             f"{r['llm']:<28}"
             + "".join(f"{m[key]:>19.3f}" for key, _ in STAGES)
-            + f"{m['wasted']:>8}{m['prompt_tokens']:>8}{m['cached_tokens']:>8}"
+            + f"{m['wasted']:>8}{m['prompt_tokens']:>8}{m['cached_tokens']:>8}{m['prefill_ms']:>11}"
         )
     save(args.name, results, plot(results, args.turn_detection), runs=args.runs, turn_detection=args.turn_detection)
 
