@@ -1,5 +1,6 @@
 """Conversation mode: items, and the lifecycle of responses (LLM text streamed into clauses, each clause spoken
-by TTS and sent with its transcript, function calls, cancellation, barge-in, truncation).
+by TTS and sent with its transcript, function calls, cancellation, barge-in, truncation), and the answer started
+speculatively in a turn's silence, before the turn has ended.
 
 Every function here works on a `Draft`; the results of the model workers arrive as records, so a whole
 conversation replays exactly like a transcription session.

@@ -8,7 +8,9 @@ again), and none hears more than the last `MAX_WINDOW_MS` of the turn. Once the 
 `CLOSE_AFTER_MS`, one more decode covers the rest of its speech, before the VAD decides that the turn is over;
 when it does, that decode completes the transcript: the stable text plus the words after it, less any whisper made
 up in the turn's closing silence. Stable text is never revised, so the deltas always add up to the completed
-transcript. If speech resumes, the closing decode is one more decode of the growing turn.
+transcript. If speech resumes, the closing decode is one more decode of the growing turn. A closing decode that
+comes back while the user is still silent also starts the answer to the turn (`conversation.speculate`), which the
+turn's end takes over or speech that resumes throws away.
 
 Without incremental decoding (`transcription.incremental: false`), only the closing decode runs, over the whole
 turn.
