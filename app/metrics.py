@@ -46,7 +46,7 @@ from app.realtime.session_log import queue_of
 from domain import events as ev
 from domain import records as rec
 from domain.jobs import TRANSCRIPTION_LATE, Job
-from domain.state import Transition, WithdrawJob
+from domain.state import SessionState, Transition, WithdrawJob
 
 log = structlog.get_logger(__name__)
 # A scrape waits this long for NATS; a kind it did not hear about is left out of the gauges, not shown stale.
@@ -94,6 +94,12 @@ class EdgeMetrics:
         self.partials_dropped = Counter(
             "vocalis_partial_decodes_dropped", "Decodes of a turn in progress shed under load", registry=r
         )
+        self.speculative_responses = Counter(
+            "vocalis_speculative_responses",
+            "Answers asked for in a turn's silence, before its end: used by the turn's response, or wasted",
+            ["outcome"],
+            registry=r,
+        )
 
     def session(self, mode: str) -> "SessionWatch":
         return SessionWatch(self, mode)
@@ -136,6 +142,7 @@ class SessionWatch:
         self._withdrawn: OrderedDict[str, None] = OrderedDict()  # jobs the session no longer wants
         self._speaking: OrderedDict[str, float] = OrderedDict()  # item id: speech_started
         self._ended: OrderedDict[str, float] = OrderedDict()  # item id: speech_stopped, or committed
+        self._speculations = (0, 0)  # the session's speculative responses used and wasted, counted so far
 
     def opened(self) -> None:
         self._metrics.sessions_open.labels(self._mode).inc()
@@ -156,6 +163,13 @@ class SessionWatch:
             elif isinstance(job, WithdrawJob):
                 _remember(self._withdrawn, job.job_id, None)
         m = self._metrics
+        if isinstance(state := transition.state, SessionState):
+            used, wasted = self._speculations
+            if state.speculations_used > used:
+                m.speculative_responses.labels("used").inc(state.speculations_used - used)
+            if state.speculations_wasted > wasted:
+                m.speculative_responses.labels("wasted").inc(state.speculations_wasted - wasted)
+            self._speculations = (state.speculations_used, state.speculations_wasted)
         for event in transition.events:
             match event:
                 case ev.SpeechStarted():

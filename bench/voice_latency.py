@@ -1,15 +1,24 @@
-"""Voice to voice: from `speech_stopped` to the first audio delta of the answer, split by stage.
+"""Voice to voice: from the end of the user's voice to the first audio delta of the answer, stage by stage.
 
 Starts `vocalis serve` (its own data directory and NATS) once per LLM: the scripted fake LLM of the tests
-(instant replies) and the bundled model. Streams jfk.wav in real time as one turn (silence_duration_ms 1500) and
-reads the stages from the session's records on the log:
+(instant replies) and the bundled model. Streams jfk.wav in real time with the turn detection's defaults (server
+VAD ends a turn after 500 ms of silence, so the speech's pauses make turns of their own, each answered and barged in
+on) and reads the stages of the answer to the last turn from the session's records on the log. Each stage is the
+time from the end of the user's voice to the record that marks it:
 
-    transcription      speech_stopped -> the transcript the answer used (zero when it was ready before)
-    first token        the transcript -> the LLM's first token (llm.delta)
-    first clause       the first token -> the first clause's first audio (tts.audio)
-    send               that audio -> the response.output_audio.delta on the log
+    end of voice       the last 32 ms frame the VAD heard as voice (probability >= 0.35, as server VAD counts
+                       voice while a turn is spoken), at the time its audio reached the log
+    turn decided       input_audio_buffer.speech_stopped
+    transcript         the decode (stt.words / stt.completed) whose transcript the answer's LLM request used
+    first token        the answer's first llm.delta
+    first clause text  the llm.delta that completed the answer's first clause (as domain.segmentation cuts it)
+    first audio        the answer's first response.output_audio.delta
 
-    .venv/bin/python -m bench.voice_latency --runs 5
+With speculation the answer's request can go out before the turn is decided, so the stages need not be in order.
+Also per turn: the LLM requests the session started speculatively and threw away (`wasted`), and the answer's
+prefill (prompt tokens, how many of them the LLM server had cached, and its prompt evaluation time).
+
+    .venv/bin/python -m bench.voice_latency --runs 5 [--llms fake bundled] [--turn-detection server_vad]
 """
 
 import argparse
@@ -28,27 +37,34 @@ import httpx
 from openai import AsyncOpenAI
 
 from app.bus import Bus
-from app.log_reader import read_session
+from app.log_reader import RecordedSession, read_session
 from app.runner import free_port
 from bench.report import figure, save
+from domain import replay
+from domain.segmentation import Segmenter, feed, flush
 from tests.fake_llm import FakeLlm
 from tests.realtime_client import chunks, pcm24k, silence
 
 STAGES = (
-    ("transcription_s", "transcription"),
+    ("turn_decided_s", "turn decided"),
+    ("transcript_s", "transcript"),
     ("first_token_s", "first token"),
-    ("first_clause_s", "first clause spoken"),
-    ("send_s", "sent"),
+    ("first_clause_text_s", "first clause text"),
+    ("first_audio_s", "first audio"),
 )
 ANSWER = "Sure. Kennedy asked what you can do for your country, not the other way round."
+VOICE = 0.35  # server VAD's threshold (0.5) less 0.15: a frame it counts as voice while a turn is spoken
+FRAME_MS = 32
 
 
-async def one_turn(url: str) -> tuple[str, float]:
-    """A spoken turn; the session id and the client's time from speech_stopped to the first audio delta."""
+async def one_turn(url: str, turn_detection: str) -> tuple[str, float]:
+    """jfk.wav spoken in real time (its pauses may end turns of their own: every turn is answered, and barged in on,
+    as it would be); the session id and the client's time from the last speech_stopped to its answer's first audio
+    delta."""
     client = AsyncOpenAI(api_key="bench", base_url=url.replace("ws", "http", 1), websocket_base_url=url)
     async with client.realtime.connect(model="gpt-realtime") as conn:
         session_id = (await conn.recv()).session.id
-        detection = {"type": "server_vad", "silence_duration_ms": 1500}
+        detection = {"type": turn_detection}
         await conn.session.update(session={"type": "realtime", "audio": {"input": {"turn_detection": detection}}})
 
         async def send() -> None:
@@ -57,51 +73,100 @@ async def one_turn(url: str) -> tuple[str, float]:
                 await asyncio.sleep(0.1)
 
         sender = asyncio.create_task(send())
-        stopped = None
-        async for event in conn:
+        stopped = answer = first_audio = None
+        deadline = time.perf_counter() + 120
+        while not (sender.done() and first_audio is not None) and time.perf_counter() < deadline:
+            try:
+                event = await asyncio.wait_for(conn.recv(), 0.2)
+            except TimeoutError:
+                continue
             if event.type == "input_audio_buffer.speech_stopped":
-                stopped = time.perf_counter()
-            elif event.type == "response.output_audio.delta" and stopped is not None:
-                first_audio = time.perf_counter() - stopped
-                await conn.response.cancel()
+                stopped, answer, first_audio = time.perf_counter(), None, None
+            elif event.type == "response.created" and stopped is not None:
+                answer = event.response.id
+            elif event.type == "response.output_audio.delta" and event.response_id == answer and first_audio is None:
+                first_audio = time.perf_counter() - (stopped or 0.0)
+        finish = time.perf_counter() + 15  # the answer's LLM request ends (llm.done says what its prompt cost)
+        while first_audio is not None and time.perf_counter() < finish:
+            try:
+                event = await asyncio.wait_for(conn.recv(), 0.2)
+            except TimeoutError:
+                continue
+            if event.type == "response.done" and event.response.id == answer:
                 break
+        else:
+            await conn.response.cancel()
         sender.cancel()
+    if first_audio is None:
+        raise RuntimeError(f"{session_id}: no answer after the last turn")
     return session_id, first_audio
 
 
-async def stages(bus: Bus, session_id: str) -> dict[str, float]:
-    for _ in range(50):
-        entries = (await read_session(bus, session_id)).entries
-        at: dict[str, int] = {}
-        transcripts: list[int] = []
-        for entry in entries:
-            kind = json.loads(entry.data).get("kind") or json.loads(entry.data).get("type")
-            if kind in ("stt.completed", "stt.words"):  # a whole item's transcript, or a decode of a VAD turn
-                transcripts.append(entry.at_ms)
-            key = {
-                "input_audio_buffer.speech_stopped": "stopped",
-                "llm.delta": "token",
-                "tts.audio": "audio",
-                "response.output_audio.delta": "sent",
-            }.get(kind)
-            if key and key not in at:
-                at[key] = entry.at_ms
-        if len(at) == 4:
-            # The transcript the answer used is the last decode before its first token; the closing decode starts
-            # in the turn's silence and may be back before speech_stopped: then this stage is zero.
-            used = max((t for t in transcripts if t <= at["token"]), default=at["stopped"])
-            at["transcript"] = max(used, at["stopped"])
-            return {
-                "transcription_s": (at["transcript"] - at["stopped"]) / 1000,
-                "first_token_s": (at["token"] - at["transcript"]) / 1000,
-                "first_clause_s": (at["audio"] - at["token"]) / 1000,
-                "send_s": (at["sent"] - at["audio"]) / 1000,
-            }
+def stages(session: RecordedSession) -> dict[str, float] | None:
+    """The stages of the answer to the session's last turn (seconds from the end of its voice), or None while one is
+    missing."""
+    records = [(e.at_ms, json.loads(e.data)) for e in session.entries]
+    kinds = [d.get("kind") or d.get("type") for _, d in records]
+    if "input_audio_buffer.speech_stopped" not in kinds:
+        return None
+    last_stop = len(kinds) - 1 - kinds[::-1].index("input_audio_buffer.speech_stopped")
+    created = next(
+        (d for k, (_, d) in zip(kinds[last_stop:], records[last_stop:], strict=True) if k == "response.created"), None
+    )
+    if created is None:
+        return None
+    answer = created["response"]["id"]
+    at: dict[str, float] = {"turn_decided": records[last_stop][0]}
+    segmenter = Segmenter()
+    transcript_at = None
+    for index, ((at_ms, d), kind) in enumerate(zip(records, kinds, strict=True)):
+        if kind == "audio.received" and index < last_stop:
+            probs = d.get("speech_probs") or ()
+            for i, p in enumerate(probs):
+                if p >= VOICE:  # the record's last frame ends when it reached the log
+                    at["end_of_voice"] = at_ms - (len(probs) - 1 - i) * FRAME_MS
+        elif kind in ("stt.completed", "stt.words") and "first_token" not in at:
+            transcript_at = at_ms  # a whole item's transcript, or a decode of a VAD turn
+        elif kind in ("llm.delta", "llm.done") and d.get("response_id") == answer:
+            if "first_token" not in at:
+                at["first_token"] = at_ms
+                at["transcript"] = transcript_at if transcript_at is not None else at_ms
+            if "first_clause_text" not in at:
+                segmenter, clauses = feed(segmenter, d.get("text", "")) if kind == "llm.delta" else flush(segmenter)
+                if clauses:
+                    at["first_clause_text"] = at_ms
+            if kind == "llm.done":
+                at["prompt_tokens"] = d.get("input_tokens", 0)
+                at["cached_tokens"] = d.get("cached_tokens", 0)
+                at["prefill_ms"] = d.get("prefill_ms") or float("nan")
+        elif kind == "response.output_audio.delta" and d.get("response_id") == answer:
+            at.setdefault("first_audio", at_ms)
+    if not {"end_of_voice", "first_clause_text", "first_audio"} <= at.keys():
+        return None
+    final = None
+    for transition in replay.transitions(session.inputs):
+        final = transition.state
+    row = {key: (at[key.removesuffix("_s")] - at["end_of_voice"]) / 1000 for key, _ in STAGES}
+    row["turns"] = kinds.count("input_audio_buffer.speech_stopped")
+    row["wasted"] = getattr(final, "speculations_wasted", 0)
+    row["speculation_used"] = getattr(final, "speculations_used", 0)
+    for key in ("prompt_tokens", "cached_tokens", "prefill_ms"):
+        row[key] = at.get(key, float("nan"))
+    return row
+
+
+async def read_stages(bus: Bus, session_id: str) -> dict[str, float]:
+    for _ in range(100):
+        row = stages(await read_session(bus, session_id))
+        if row is not None and "nan" not in str(row.get("prompt_tokens")):
+            return row
         await asyncio.sleep(0.1)
-    raise RuntimeError(f"the log of {session_id} lacks a stage: {sorted(at)}")
+    if row is not None:
+        return row
+    raise RuntimeError(f"the log of {session_id} lacks a stage")
 
 
-async def measure(llm: str, runs: int, fake: FakeLlm | None) -> dict[str, object]:
+async def measure(llm: str, runs: int, fake: FakeLlm | None, turn_detection: str) -> dict[str, object]:
     port, nats_port = free_port(), free_port()
     env = os.environ | {"VOCALIS_PORT": str(port), "VOCALIS_NATS_PORT": str(nats_port), "VOCALIS_LOG_FORMAT": "json"}
     if fake is not None:
@@ -125,49 +190,59 @@ async def measure(llm: str, runs: int, fake: FakeLlm | None) -> dict[str, object
             rows = []
             for _ in range(runs + 1):  # the first run warms up and is not counted
                 if fake is not None:
-                    fake.reply(ANSWER)
-                session_id, total = await one_turn(f"ws://127.0.0.1:{port}/v1")
-                rows.append({"total_s": total, **await stages(bus, session_id)})
+                    fake.replies.clear()
+                    for _ in range(10):  # speculative requests thrown away take replies too
+                        fake.reply(ANSWER)
+                session_id, client = await one_turn(f"ws://127.0.0.1:{port}/v1", turn_detection)
+                rows.append({**await read_stages(bus, session_id), "client_stopped_to_audio_s": client})
+                await asyncio.sleep(1)  # the cancelled answer's work ends
             await bus.close()
         finally:
             server.send_signal(signal.SIGINT)
             await asyncio.wait_for(server.wait(), 60)
     rows = rows[1:]
     medians = {key: round(statistics.median(r[key] for r in rows), 3) for key in rows[0]}
-    return {"llm": llm, "runs": runs, "median": medians, "runs_detail": rows}
+    return {"llm": llm, "turn_detection": turn_detection, "runs": runs, "median": medians, "runs_detail": rows}
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--llms", nargs="+", default=["fake", "bundled"], choices=["fake", "bundled"])
+    parser.add_argument("--turn-detection", default="server_vad", choices=["server_vad", "semantic_vad"])
+    parser.add_argument("--name", default="voice_latency", help="the results' file name in bench/results")
     args = parser.parse_args()
     results = []
     for llm in args.llms:
         if llm == "fake":
             async with FakeLlm() as fake:
-                results.append(await measure("fake (instant)", args.runs, fake))
+                results.append(await measure("fake (instant)", args.runs, fake, args.turn_detection))
         else:
-            results.append(await measure("bundled qwen2.5-coder-1.5b", args.runs, None))
-    print(f"{'LLM':<30}{'total':>8}{'stt':>8}{'token':>8}{'clause':>8}{'send':>8}   (medians, seconds)")
+            results.append(await measure("bundled qwen2.5-coder-1.5b", args.runs, None, args.turn_detection))
+    print(f"from the end of the voice, {args.turn_detection} (medians, seconds)")
+    print(
+        f"{'LLM':<28}"
+        + "".join(f"{label:>19}" for _, label in STAGES)
+        + f"{'wasted':>8}{'prompt':>8}{'cached':>8}{'prefill ms':>11}"
+    )
     for r in results:
         m = r["median"]
         print(
-            f"{r['llm']:<30}{m['total_s']:>8.3f}{m['transcription_s']:>8.3f}{m['first_token_s']:>8.3f}"
-            f"{m['first_clause_s']:>8.3f}{m['send_s']:>8.3f}"
+            f"{r['llm']:<28}"
+            + "".join(f"{m[key]:>19.3f}" for key, _ in STAGES)
+            + f"{m['wasted']:>8}{m['prompt_tokens']:>8}{m['cached_tokens']:>8}{m['prefill_ms']:>11}"
         )
-    save("voice_latency", results, plot(results), runs=args.runs)
+    save(args.name, results, plot(results, args.turn_detection), runs=args.runs, turn_detection=args.turn_detection)
 
 
-def plot(results: list[dict[str, Any]]) -> Any:
-    """One stacked bar per LLM: the median of each stage."""
-    fig, axes = figure("Voice to voice: speech_stopped -> first audio delta (medians)", "", "seconds")
-    names = [r["llm"] for r in results]
-    bottom = [0.0] * len(results)
-    for key, label in STAGES:
-        values = [r["median"][key] for r in results]
-        axes.bar(names, values, bottom=bottom, label=label)
-        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+def plot(results: list[dict[str, Any]], turn_detection: str) -> Any:
+    """One group of bars per LLM: when each stage was reached, from the end of the voice (medians)."""
+    fig, axes = figure(f"Voice to voice, {turn_detection}: from the end of the voice (medians)", "", "seconds")
+    width = 0.8 / len(STAGES)
+    for n, (key, label) in enumerate(STAGES):
+        xs = [i + (n - len(STAGES) / 2 + 0.5) * width for i in range(len(results))]
+        axes.bar(xs, [r["median"][key] for r in results], width=width, label=label)
+    axes.set_xticks(range(len(results)), [r["llm"] for r in results])
     axes.legend()
     return fig
 

@@ -1,5 +1,6 @@
 """Conversation mode: items, and the lifecycle of responses (LLM text streamed into clauses, each clause spoken
-by TTS and sent with its transcript, function calls, cancellation, barge-in, truncation).
+by TTS and sent with its transcript, function calls, cancellation, barge-in, truncation), and the answer started
+speculatively in a turn's silence, before the turn has ended.
 
 Every function here works on a `Draft`; the results of the model workers arrive as records, so a whole
 conversation replays exactly like a transcription session.
@@ -13,7 +14,7 @@ from domain import context_window
 from domain import events as ev
 from domain import records as rec
 from domain.audio_time import TICKS_PER_MS, ms_covering_ticks, ticks_for_bytes
-from domain.conversation_state import Clause, ConvEntry, OutputCall, ResponseState, Spoken
+from domain.conversation_state import Clause, ConvEntry, OutputCall, ResponseState, Speculation, Spoken
 from domain.jobs import (
     GENERATE_WAIT_MS,
     SYNTHESIZE_WAIT_MS,
@@ -302,7 +303,6 @@ def _view(
 
 def create_response(draft: Draft, params: ev.ResponseParams, event_id: str | None = None) -> None:
     state = draft.state
-    config = state.config
     if isinstance(params.instructions, str):
         try:
             check_length(params.instructions, MAX_INSTRUCTIONS_CHARS, "response.instructions")
@@ -338,10 +338,29 @@ def create_response(draft: Draft, params: ev.ResponseParams, event_id: str | Non
                     return
         oob_input = tuple(picked)
 
+    response = _new_response(draft, params, oob_input)
+    context = oob_input if oob_input is not None else tuple(e.item for e in state.items)
+    waiting = tuple(item.id for item in context if item.id in state.transcribing)
+    response = msgspec.structs.replace(response, waiting_for=waiting)
+    speculation = _speculation_for(draft, response, context) if params.conversation == "auto" else None
+    if speculation is not None:
+        response = msgspec.structs.replace(response, id=speculation.response.id)
+    draft.update(responses=(*state.responses, response), idle_since=None)
+    draft.emit(ev.ResponseCreated, response=_view(draft, response))
+    draft.emit(ev.RateLimitsUpdated, rate_limits=RATE_LIMITS)
+    if speculation is not None:
+        _adopt(draft, response, speculation)
+    elif not waiting:
+        _dispatch(draft, response)
+
+
+def _new_response(draft: Draft, params: ev.ResponseParams, oob_input: tuple[ev.Item, ...] | None) -> ResponseState:
+    config = draft.state.config
+
     def pick(value: Any, default: Any) -> Any:
         return default if isinstance(value, msgspec.UnsetType) else value
 
-    response = ResponseState(
+    return ResponseState(
         id=draft.new_id("resp"),
         conversation=params.conversation,
         output_modalities=pick(params.output_modalities, config.output_modalities),
@@ -356,14 +375,6 @@ def create_response(draft: Draft, params: ev.ResponseParams, event_id: str | Non
         metadata=params.metadata,
         input=oob_input,
     )
-    context = oob_input if oob_input is not None else tuple(e.item for e in state.items)
-    waiting = tuple(item.id for item in context if item.id in state.transcribing)
-    response = msgspec.structs.replace(response, waiting_for=waiting)
-    draft.update(responses=(*state.responses, response), idle_since=None)
-    draft.emit(ev.ResponseCreated, response=_view(draft, response))
-    draft.emit(ev.RateLimitsUpdated, rate_limits=RATE_LIMITS)
-    if not waiting:
-        _dispatch(draft, response)
 
 
 def transcript_arrived(draft: Draft, item_id: str) -> None:
@@ -380,14 +391,13 @@ def transcript_arrived(draft: Draft, item_id: str) -> None:
 def _dispatch(draft: Draft, r: ResponseState) -> None:
     state = draft.state
     context = r.input if r.input is not None else tuple(e.item for e in state.items)
-    max_tokens = None if r.max_output_tokens == "inf" else int(r.max_output_tokens)
-    tools = chat_tools(r.tools)
-    requested = chat_messages(r.instructions, context)
-    messages = _fitted(state, requested, tools, max_tokens)
-    if messages is None:  # only where the window is known: _fitted sends everything otherwise
+    request = _request(state, r, context, draft.new_id("job"), draft.now_ms)
+    if request is None:  # only where the window is known: _fitted sends everything otherwise
+        max_tokens = None if r.max_output_tokens == "inf" else int(r.max_output_tokens)
+        requested = chat_messages(r.instructions, context)
         limit = context_window.budget(state.llm_context_tokens or 0, max_tokens)
         message = (
-            f"The conversation needs about {context_window.tokens(requested, tools)} "
+            f"The conversation needs about {context_window.tokens(requested, chat_tools(r.tools))} "
             f"tokens, over the {limit} the model's context window leaves for it"
         )
         truncation = state.config.truncation
@@ -395,21 +405,31 @@ def _dispatch(draft: Draft, r: ResponseState) -> None:
         error = {"type": "invalid_request_error", "code": "context_length_exceeded", "message": message}
         stop(draft, r.id, "failed", {"type": "failed", "error": error})
         return
-    draft.jobs.append(
-        GenerateJob(
-            job_id=draft.new_id("job"),
-            session_id=state.session_id,
-            response_id=r.id,
-            messages=messages,
-            model=state.config.model or "",
-            tools=tools,
-            tool_choice=chat_tool_choice(r.tool_choice),
-            temperature=r.temperature,
-            max_tokens=max_tokens,
-            deadline_ms=draft.now_ms + GENERATE_WAIT_MS,
-        )
-    )
+    draft.jobs.append(request)
     _store(draft, msgspec.structs.replace(r, dispatched=True))
+
+
+def _request(
+    state: SessionState, r: ResponseState, context: tuple[ev.Item, ...], job_id: str, now_ms: int
+) -> GenerateJob | None:
+    """The LLM job of response `r` over `context`, or None if the context does not fit the model's window."""
+    max_tokens = None if r.max_output_tokens == "inf" else int(r.max_output_tokens)
+    tools = chat_tools(r.tools)
+    messages = _fitted(state, chat_messages(r.instructions, context), tools, max_tokens)
+    if messages is None:
+        return None
+    return GenerateJob(
+        job_id=job_id,
+        session_id=state.session_id,
+        response_id=r.id,
+        messages=messages,
+        model=state.config.model or "",
+        tools=tools,
+        tool_choice=chat_tool_choice(r.tool_choice),
+        temperature=r.temperature,
+        max_tokens=max_tokens,
+        deadline_ms=now_ms + GENERATE_WAIT_MS,
+    )
 
 
 def _fitted(
@@ -470,7 +490,9 @@ def generating(
 
     A job taken over from a worker that stopped is a new attempt, and generates another sample: the response takes
     it only if nothing of the first one was heard; otherwise it fails rather than join two samples into one answer.
-    Records of an earlier attempt that still arrive are dropped."""
+    Records of an earlier attempt that still arrive are dropped. Records of a speculation are kept by it."""
+    if _speculated(draft, record):
+        return None
     r = active(draft, record.response_id)
     if r is None or record.attempt == r.attempt:
         return r
@@ -535,21 +557,24 @@ def on_generation(draft: Draft, record: rec.GenerationDelta) -> None:
 
 def _speak(draft: Draft, r: ResponseState, clauses: tuple[str, ...]) -> ResponseState:
     for text in clauses:
-        draft.jobs.append(
-            SynthesizeJob(
-                job_id=draft.new_id("job"),
-                session_id=draft.state.session_id,
-                response_id=r.id,
-                clause_index=len(r.clauses),
-                text=text,
-                voice=r.voice,
-                speed=r.speed,
-                audio_format=r.output_format,  # type: ignore[arg-type]
-                deadline_ms=draft.now_ms + SYNTHESIZE_WAIT_MS,
-            )
-        )
+        if len(r.clauses) >= r.presynthesized:  # not asked for already, while the response was a speculation
+            draft.jobs.append(_synthesis(draft, r, len(r.clauses), text))
         r = msgspec.structs.replace(r, clauses=(*r.clauses, Clause(text=text)))
     return r
+
+
+def _synthesis(draft: Draft, r: ResponseState, index: int, text: str) -> SynthesizeJob:
+    return SynthesizeJob(
+        job_id=draft.new_id("job"),
+        session_id=draft.state.session_id,
+        response_id=r.id,
+        clause_index=index,
+        text=text,
+        voice=r.voice,
+        speed=r.speed,
+        audio_format=r.output_format,  # type: ignore[arg-type]
+        deadline_ms=draft.now_ms + SYNTHESIZE_WAIT_MS,
+    )
 
 
 def on_generation_done(draft: Draft, record: rec.GenerationDone) -> None:
@@ -583,6 +608,8 @@ def on_generation_done(draft: Draft, record: rec.GenerationDone) -> None:
 
 
 def on_speech(draft: Draft, record: rec.SpeechSynthesized) -> None:
+    if _speculated(draft, record):
+        return
     r = active(draft, record.response_id)
     if r is None or r.message_id is None:
         return
@@ -691,5 +718,108 @@ def cancel(draft: Draft, response_id: str, reason: Literal["client_cancelled", "
 
 
 def fail(draft: Draft, response_id: str, code: str, message: str) -> None:
+    speculation = draft.state.speculation
+    if speculation is not None and speculation.response.id == response_id:
+        discard_speculation(draft)  # the response, when the turn ends, asks again
+        return
     error = {"type": "server_error", "code": code, "message": message}
     stop(draft, response_id, "failed", {"type": "failed", "error": error})
+
+
+# --- speculation ----------------------------------------------------------------------------------------------
+
+
+def speculate(draft: Draft, item_id: str, transcript: str) -> None:
+    """The turn `item_id` is silent and its closing decode says `transcript`: start the response it would get if
+    the turn ended now (its LLM request, and the speech of its clauses), without telling the client. Only where
+    the turn's end creates a response on its own, and no earlier turn's transcript is awaited."""
+    discard_speculation(draft)
+    state = draft.state
+    detection = state.config.turn_detection
+    if state.session_type != "realtime" or detection is None or not detection.create_response:
+        return
+    if default_response(draft) is not None or any(e.item.id in state.transcribing for e in state.items):
+        return
+    turn = ev.MessageItem(id=item_id, role="user", content=(ev.ContentPart(type="input_audio", transcript=transcript),))
+    response = _new_response(draft, ev.ResponseParams(), None)
+    request = _request(state, response, (*(e.item for e in state.items), turn), draft.new_id("job"), draft.now_ms)
+    if request is None:
+        return
+    draft.jobs.append(request)
+    draft.update(speculation=Speculation(item_id=item_id, response=response, job=request))
+
+
+def discard_speculation(draft: Draft) -> None:
+    """The turn went on, or ended otherwise: the speculation's jobs stop and its results are dropped."""
+    speculation = draft.state.speculation
+    if speculation is None:
+        return
+    draft.jobs.append(CancelResponse(response_id=speculation.response.id))
+    draft.update(speculation=None, speculations_wasted=draft.state.speculations_wasted + 1)
+
+
+def _speculation_for(draft: Draft, response: ResponseState, context: tuple[ev.Item, ...]) -> Speculation | None:
+    """The speculation `response` takes over: one that made the very request `response` would make now. Any other
+    is discarded, as this response is the one the turn gets."""
+    speculation = draft.state.speculation
+    if speculation is None:
+        return None
+    spec = speculation.job
+    same = not response.waiting_for and msgspec.structs.replace(response, id=speculation.response.id) == (
+        speculation.response
+    )
+    if same:
+        request = _request(draft.state, speculation.response, context, spec.job_id, spec.deadline_ms or 0)
+        same = request is not None and msgspec.structs.replace(request, deadline_ms=spec.deadline_ms) == spec
+    if not same:
+        discard_speculation(draft)
+        return None
+    draft.update(speculation=None, speculations_used=draft.state.speculations_used + 1)
+    return speculation
+
+
+def _adopt(draft: Draft, r: ResponseState, speculation: Speculation) -> None:
+    """The response takes over its speculation: what the LLM and TTS made so far goes out now, in log order."""
+    _store(draft, msgspec.structs.replace(r, dispatched=True, presynthesized=speculation.clauses))
+    for record in speculation.records:
+        match record:
+            case rec.GenerationDelta():
+                on_generation(draft, record)
+            case rec.GenerationDone():
+                on_generation_done(draft, record)
+            case rec.SpeechSynthesized():
+                on_speech(draft, record)
+
+
+def _speculated(
+    draft: Draft, record: rec.GenerationDelta | rec.GenerationDone | rec.GenerationFailed | rec.SpeechSynthesized
+) -> bool:
+    """Keep a record of the speculation (and ask for the speech of the clauses it completes); False if the record
+    is not the speculation's."""
+    s = draft.state.speculation
+    if s is None or record.response_id != s.response.id:
+        return False
+    if isinstance(record, rec.GenerationFailed):
+        discard_speculation(draft)
+        return True
+    if isinstance(record, rec.SpeechSynthesized):
+        draft.update(speculation=msgspec.structs.replace(s, records=(*s.records, record)))
+        return True
+    if s.attempt and record.attempt != s.attempt:  # another worker took the job over: a new sample
+        discard_speculation(draft)
+        return True
+    s = msgspec.structs.replace(s, records=(*s.records, record), attempt=record.attempt)
+    clauses: tuple[str, ...] = ()
+    if isinstance(record, rec.GenerationDelta) and record.text:
+        s = msgspec.structs.replace(s, text=True)
+        if _audio(s.response):
+            segmenter, clauses = feed(s.segmenter, record.text)
+            s = msgspec.structs.replace(s, segmenter=segmenter)
+    elif isinstance(record, rec.GenerationDone) and s.text and _audio(s.response):
+        segmenter, clauses = flush(s.segmenter)
+        s = msgspec.structs.replace(s, segmenter=segmenter)
+    for text in clauses:
+        draft.jobs.append(_synthesis(draft, s.response, s.clauses, text))
+        s = msgspec.structs.replace(s, clauses=s.clauses + 1)
+    draft.update(speculation=s)
+    return True

@@ -6,6 +6,7 @@ from msgspec import Struct
 
 from domain import events as ev
 from domain import records as rec
+from domain.jobs import GenerateJob
 from domain.segmentation import Segmenter
 
 
@@ -71,3 +72,23 @@ class ResponseState(Struct, frozen=True):
     heard_ticks: int | None = None  # the client truncated the message while it was spoken, here
     input_tokens: int = 0
     output_tokens: int = 0
+    presynthesized: int = 0  # clauses whose speech was asked for while the response was a speculation
+
+
+SpeculatedRecord = rec.GenerationDelta | rec.GenerationDone | rec.SpeechSynthesized
+
+
+class Speculation(Struct, frozen=True):
+    """The response a turn in progress would get, started when its closing decode came back while the user was
+    still silent (`domain.conversation.speculate`). Its LLM job runs, and its clauses are spoken, but nothing of it
+    reaches the client: its records are kept here. If the turn ends with the same request, the response takes them
+    over (`response.id` is its id); otherwise its jobs are cancelled and it counts as wasted."""
+
+    item_id: str  # the user item of the turn it answers
+    response: ResponseState  # as `create_response` would make it
+    job: GenerateJob  # its request
+    records: tuple[SpeculatedRecord, ...] = ()  # its results so far, in log order
+    attempt: int = 0  # the delivery of its job that the records come from (0: none yet)
+    text: bool = False  # some text came
+    segmenter: Segmenter = Segmenter()
+    clauses: int = 0  # clauses sent to TTS

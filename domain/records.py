@@ -167,6 +167,8 @@ class GenerationDone(RecordBase, frozen=True, tag="llm.done"):
     attempt: int = 1
     input_tokens: int = 0
     output_tokens: int = 0
+    cached_tokens: int = 0  # of the input tokens, those the endpoint had cached (its prompt prefix cache)
+    prefill_ms: float | None = None  # the endpoint's time evaluating the prompt's other tokens, where it says
 
 
 class GenerationFailed(RecordBase, frozen=True, tag="llm.failed"):

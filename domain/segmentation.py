@@ -1,8 +1,10 @@
 """Cutting an LLM's streamed answer into clauses for text-to-speech.
 
 Each clause is synthesised as soon as it is complete, while the LLM is still generating. The first clause is
-cut early (two words before a comma are enough, and six words end it even without one) so the first audio
-comes quickly; later clauses run on to at least six words before a comma is taken, for natural prosody.
+cut early (two words before a comma are enough; from the fourth word on, a word that opens a phrase, such as
+"from" or "because", starts the next clause unless the word before it needs what follows, such as "a" or "is"; and
+six words end it even without either) so the first audio comes quickly; later clauses run on to at least six
+words before a comma is taken, for natural prosody.
 Sentence ends and newlines always cut, and a later run without punctuation is cut after `MAX_WORDS` words so
 synthesis never waits on an unbounded clause.
 
@@ -24,6 +26,21 @@ ABBREVIATIONS = ("mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "vs", "etc",
 FIRST_CLAUSE_MIN_WORDS = 2
 # Without punctuation, the first clause still ends after this many words: its audio is what the user waits for.
 FIRST_CLAUSE_MAX_WORDS = 6
+# After this many words, the first clause also ends before a word that opens a phrase (a preposition, a
+# conjunction, a relative pronoun; not words that may as well end one, such as "that", "so" or "before"), unless
+# the word before is one that cannot end a phrase: a natural place to pause that comes sooner than the cap.
+FIRST_CLAUSE_BREAK_WORDS = 3
+_OPENERS = (
+    "about although and at because but by during for from if in into of on or through to unless until when where "
+    "whereas which while who whom whose with within without"
+)
+_NO_END = (
+    "a an the my your his her its our their this these those some any each every no of to in on at by for with "
+    "from into about as than and or but nor so if that which who is are was were am be been being will would can "
+    "could should shall may might must do does did has have had not very"
+)
+PHRASE_OPENERS = frozenset(_OPENERS.split())
+NO_PHRASE_END = frozenset(_NO_END.split())
 CLAUSE_MIN_WORDS = 6
 MAX_WORDS = 40
 
@@ -31,6 +48,7 @@ MAX_WORDS = 40
 _IDEOGRAPH_RANGES = (("\u3040", "\u30ff"), ("\u3400", "\u4dbf"), ("\u4e00", "\u9fff"), ("\uf900", "\ufaff"))
 _LONGEST_ABBREVIATION = max(len(abbreviation) for abbreviation in ABBREVIATIONS)
 # A heading or bullet marker at the start of a line (after "**" is removed); the words after it stay.
+_WORD = re.compile(r"\w+")
 _LINE_MARKER = re.compile(r"\A(?:#+|[-*])(?=\s|\Z)")
 
 
@@ -89,6 +107,12 @@ def _next_cut(text: str, first: bool) -> int | None:
             if char.isalnum() and not run_counted:
                 if words >= limit:
                     return run_start
+                if first and words >= FIRST_CLAUSE_BREAK_WORDS:
+                    opens = _opens_phrase(text, run_start)
+                    if opens is None:
+                        return None  # the word may not be complete yet
+                    if opens:
+                        return run_start
                 words += 1
                 run_counted = True
             if char in MARKS:
@@ -119,6 +143,16 @@ def _is_cut(text: str, start: int, end: int, words: int, first: bool) -> bool:
     if any(mark in SENTENCE_MARKS for mark in marks):
         return True
     return words >= (FIRST_CLAUSE_MIN_WORDS if first else CLAUSE_MIN_WORDS)
+
+
+def _opens_phrase(text: str, start: int) -> bool | None:
+    """Whether the word at `start` opens a phrase the clause before it can end at; None while the word may go on."""
+    word = _WORD.match(text, start)
+    if word is None or word.end() == len(text):
+        return None
+    before = text[:start].split()
+    previous = before[-1].strip("\"'()[]*_").lower() if before else ""
+    return word.group().lower() in PHRASE_OPENERS and previous not in NO_PHRASE_END
 
 
 def _ends_with_abbreviation(before: str) -> bool:

@@ -6,7 +6,7 @@ import msgspec
 from msgspec import Struct
 
 from domain import events as ev
-from domain.conversation_state import ConvEntry, ResponseState
+from domain.conversation_state import ConvEntry, ResponseState, Speculation
 from domain.ids import derive_id
 from domain.jobs import Job
 from domain.records import Word
@@ -85,6 +85,9 @@ class SessionState(Struct, frozen=True):
     items: tuple[ConvEntry, ...] = ()  # the conversation, in order
     responses: tuple[ResponseState, ...] = ()  # responses in progress
     idle_since: int | None = None  # 16 kHz sample when the last response ended (idle timeout)
+    speculation: Speculation | None = None  # the response the turn in progress would get, started early
+    speculations_used: int = 0
+    speculations_wasted: int = 0
     closed: bool = False
 
     @property

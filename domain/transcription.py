@@ -8,7 +8,9 @@ again), and none hears more than the last `MAX_WINDOW_MS` of the turn. Once the 
 `CLOSE_AFTER_MS`, one more decode covers the rest of its speech, before the VAD decides that the turn is over;
 when it does, that decode completes the transcript: the stable text plus the words after it, less any whisper made
 up in the turn's closing silence. Stable text is never revised, so the deltas always add up to the completed
-transcript. If speech resumes, the closing decode is one more decode of the growing turn.
+transcript. If speech resumes, the closing decode is one more decode of the growing turn. A closing decode that
+comes back while the user is still silent also starts the answer to the turn (`conversation.speculate`), which the
+turn's end takes over or speech that resumes throws away.
 
 Without incremental decoding (`transcription.incremental: false`), only the closing decode runs, over the whole
 turn.
@@ -134,6 +136,7 @@ def fail(draft: Draft, item_id: str, message: str) -> None:
 
 
 def start_turn(draft: Draft, item_id: str, start: int) -> None:
+    conversation.discard_speculation(draft)  # one the last turn's end did not take
     live = LiveTurn(item_id=item_id, start=start, asked_to=start) if wants_transcript(draft.state) else None
     draft.update(live=live)
 
@@ -151,6 +154,7 @@ def follow(draft: Draft, speaking: Speaking, frame_end: int) -> None:
     elif silent_for == 0 and live.closing is not None:  # speech resumed: that pause did not end the turn
         draft.jobs.append(WithdrawJob(live.closing))
         draft.update(live=msgspec.structs.replace(live, closing=None))
+        conversation.discard_speculation(draft)
     elif (
         silent_for == 0
         and _incremental(draft.state)
@@ -203,6 +207,7 @@ def drop_turn(draft: Draft) -> None:
     if draft.state.live is not None:
         _withdraw(draft, draft.state.live.asked)
     draft.update(live=None)
+    conversation.discard_speculation(draft)
 
 
 def is_live_job(state: SessionState, job_id: str) -> bool:
@@ -213,7 +218,12 @@ def on_words(draft: Draft, record: rec.WordsDecoded) -> None:
     state = draft.state
     live = state.live
     if live is not None and record.job_id in live.asked:
-        draft.update(live=_heard(draft, live, record))
+        live = _heard(draft, live, record)
+        draft.update(live=live)
+        speaking = state.speaking
+        if record.job_id == live.closing and speaking is not None:  # the user is silent: answer what was said
+            remainder = _remainder(live, live.pending, speaking.last_voice_sample)
+            conversation.speculate(draft, live.item_id, live.stable + remainder)
         return
     for turn in state.finishing:
         if record.job_id == turn.awaited:
@@ -292,9 +302,13 @@ def _stabilize(draft: Draft, live: LiveTurn, stable: Sequence[Word], language: s
 
 def _finish(draft: Draft, turn: LiveTurn, rest: Sequence[Word]) -> None:
     """The transcript is the stable text and the words after it; the client gets those words as the last delta."""
-    remainder = text_of([w for w in rest if w.start < turn.voice_until + TIME_TOLERANCE])
-    if not turn.stable:
-        remainder = remainder.lstrip()
+    remainder = _remainder(turn, rest, turn.voice_until)
     if remainder and turn.item_id in draft.state.announced and turn.item_id in draft.state.transcribing:
         draft.emit(ev.TranscriptDelta, item_id=turn.item_id, delta=remainder)
     complete(draft, turn.item_id, turn.stable + remainder, (turn.end - turn.start) / MODEL_RATE)
+
+
+def _remainder(turn: LiveTurn, rest: Sequence[Word], voice_until: int) -> str:
+    """The words after the stable text that complete a turn whose speech ends at `voice_until`."""
+    remainder = text_of([w for w in rest if w.start < voice_until + TIME_TOLERANCE])
+    return remainder if turn.stable else remainder.lstrip()

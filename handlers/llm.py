@@ -133,6 +133,8 @@ class Finished:
     finish_reason: str
     input_tokens: int = 0
     output_tokens: int = 0
+    cached_tokens: int = 0  # of the input, the prefix the server had cached (not evaluated again)
+    prefill_ms: float | None = None  # the server's time evaluating the rest of the prompt, where it says
 
 
 Delta = TextDelta | ToolCallsDelta | Finished
@@ -187,6 +189,7 @@ class ChatClient:
         url = f"{self.base_url.rstrip('/')}/chat/completions"
         finish_reason: str | None = None
         usage: dict[str, Any] = {}
+        timings: dict[str, Any] = {}  # llama.cpp's server adds these to its last chunk
         async with httpx.AsyncClient(transport=self.transport, timeout=self.timeout) as http:
             try:
                 async with http.stream("POST", url, json=self.request_body(job), headers=headers) as response:
@@ -200,6 +203,7 @@ class ChatClient:
                         if error := chunk.get("error"):
                             raise LlmError(f"{url} reported an error: {error}")
                         usage = chunk.get("usage") or usage
+                        timings = chunk.get("timings") or timings
                         for choice in chunk.get("choices") or ():
                             delta = choice.get("delta") or {}
                             if text := delta.get("content"):
@@ -217,6 +221,8 @@ class ChatClient:
             finish_reason=finish_reason,
             input_tokens=int(usage.get("prompt_tokens") or 0),
             output_tokens=int(usage.get("completion_tokens") or 0),
+            cached_tokens=int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0),
+            prefill_ms=float(timings["prompt_ms"]) if isinstance(timings.get("prompt_ms"), int | float) else None,
         )
 
 

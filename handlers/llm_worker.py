@@ -123,6 +123,8 @@ class LlmWorker:
                         finish_reason=delta.finish_reason,
                         input_tokens=delta.input_tokens,
                         output_tokens=delta.output_tokens,
+                        cached_tokens=delta.cached_tokens,
+                        prefill_ms=delta.prefill_ms,
                     )
                     await self._publish(job, attempt, "done", done)
                     return "done"

@@ -41,6 +41,8 @@ class FakeLlm:
     headers: list[dict[str, str]] = field(default_factory=list)
     disconnects: int = 0
     completed: int = 0
+    cached_tokens: int | None = None  # set: the usage says so many prompt tokens were cached, as llama.cpp's does
+    prefill_ms: float | None = None  # set: the last chunk carries llama.cpp's `timings` with this `prompt_ms`
 
     def reply(
         self,
@@ -164,7 +166,11 @@ class FakeLlm:
         if (request.get("stream_options") or {}).get("include_usage"):
             prompt = sum(len(str(m.get("content") or "").split()) for m in request.get("messages", []))
             usage = {"prompt_tokens": prompt, "completion_tokens": tokens, "total_tokens": prompt + tokens}
+            if self.cached_tokens is not None:
+                usage["prompt_tokens_details"] = {"cached_tokens": self.cached_tokens}
             chunk = {"id": ident, "object": "chat.completion.chunk", "created": created, "choices": [], "usage": usage}
+            if self.prefill_ms is not None:
+                chunk["timings"] = {"cache_n": self.cached_tokens or 0, "prompt_ms": self.prefill_ms}
             yield f"data: {json.dumps(chunk)}\n\n".encode()
         yield b"data: [DONE]\n\n"
 

@@ -401,3 +401,44 @@ async def test_beta_audio_names_g711_output_voices_and_input_transcription(conve
     assert ulaw and all(len(base64.b64decode(e.delta)) <= 800 for e in events if e.type == "response.audio.delta")
     assert events[-1].response.output[0].content[0].type == "audio"
     assert events[-1].response.voice == "shimmer" and events[-1].response.output_audio_format == "g711_ulaw"
+
+
+async def test_the_answer_is_asked_for_in_the_turn_s_silence_and_goes_out_when_the_turn_ends(conversation):
+    for _ in range(5):  # a request started in a pause the user then speaks after takes a reply too
+        conversation.llm.reply(ANSWER)
+    async with sdk(conversation.ws_url).realtime.connect(model="gpt-realtime") as conn:
+        created = await conn.recv()
+        detection = {"type": "server_vad", "silence_duration_ms": 1500}
+        await conn.session.update(session={"type": "realtime", "audio": {"input": {"turn_detection": detection}}})
+        await stream(conn, pcm24k("hello_world.wav"))
+        silent = asyncio.create_task(stream(conn, silence(2500), pace=1.0))  # the turn's silence, in real time
+        asked_when_stopped = None
+
+        def done(event) -> bool:
+            nonlocal asked_when_stopped
+            if event.type == "input_audio_buffer.speech_stopped":
+                asked_when_stopped = len(conversation.llm.requests)
+            return event.type == DONE
+
+        events = await events_until(conn, done, timeout=90)
+        await silent
+    requests = conversation.llm.requests
+    assert asked_when_stopped and len(requests) == asked_when_stopped, "asked before the turn ended, none after"
+    assert words(requests[-1]["messages"][-1]["content"]) == "hello world"
+    types = [e.type for e in events if e.type != "session.updated"]
+    head = [t for t in types if not t.startswith("response.output_audio")]
+    assert head[:7] == [
+        "input_audio_buffer.speech_started",
+        "input_audio_buffer.speech_stopped",
+        "input_audio_buffer.committed",
+        "conversation.item.added",
+        "conversation.item.done",
+        "response.created",
+        "rate_limits.updated",
+    ], "the same events as an answer asked for at the end of the turn"
+    assert head[-4:] == ["response.content_part.done", "response.output_item.done", "conversation.item.done", DONE]
+    done_event = events[-1].response
+    assert done_event.status == "completed" and words(done_event.output[0].content[0].transcript) == words(ANSWER)
+    response_id = next(e for e in events if e.type == "response.created").response.id
+    assert all(getattr(e, "response_id", response_id) == response_id for e in events)
+    await conversation_log_checks(conversation, created.session.id, audio_of(events))

@@ -217,6 +217,21 @@ def test_the_first_clause_ends_after_six_words_even_without_a_mark() -> None:
     assert segment(list(answer)) == segment([answer]), "whatever the chunking"
 
 
+def test_the_first_clause_ends_before_a_word_that_opens_a_phrase_from_the_fourth_word_on() -> None:
+    answer = "That is a powerful quote from John F. Kennedy's inaugural address."
+    assert segment([answer]) == ["That is a powerful quote", "from John F. Kennedy's inaugural address."]
+    assert segment(list(answer)) == segment([answer]), "whatever the chunking"
+    # Not before the fourth word, nor after a word that needs what follows, nor later clauses.
+    assert segment(["I went to Paris and it rained there, a lot."]) == [
+        "I went to Paris",
+        "and it rained there, a lot.",
+    ]
+    assert segment(["Sure, I can help with that."]) == ["Sure, I can help", "with that."]
+    assert segment(["It is in the middle of the night."]) == ["It is in the middle", "of the night."]
+    assert segment(["I can do that for you."]) == ["I can do that for you."], "'that' needs what follows"
+    assert segment(["One two three fromage four five six"])[0] == "One two three fromage four five", "whole words"
+
+
 # --- markdown -------------------------------------------------------------------------------------------------
 
 

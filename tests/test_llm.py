@@ -98,6 +98,13 @@ async def test_client_streams_text_and_usage(fake_llm: FakeLlm) -> None:
     assert fake_llm.headers[0]["authorization"] == "Bearer sk-test"
 
 
+async def test_client_reports_the_cached_prompt_and_the_prefill_time_where_the_server_says(fake_llm: FakeLlm) -> None:
+    fake_llm.reply("Hi.")
+    fake_llm.cached_tokens, fake_llm.prefill_ms = 2, 12.5
+    deltas = await collect(ChatClient(fake_llm.base_url), make_job())
+    assert deltas[-1] == Finished("stop", input_tokens=3, output_tokens=1, cached_tokens=2, prefill_ms=12.5)
+
+
 async def test_client_streams_tool_calls_with_arguments_in_pieces(fake_llm: FakeLlm) -> None:
     arguments = {"city": "Paris", "unit": "celsius"}
     fake_llm.reply(tool_calls=[("get_weather", arguments), ("get_time", {"zone": "CET"})], chunk_chars=4)
@@ -329,6 +336,7 @@ async def test_worker_with_the_bundled_small_model(bus: Bus) -> None:
     assert answer.strip(), records
     assert done.finish_reason in ("stop", "length")
     assert done.input_tokens > 0 and 0 < done.output_tokens <= 8
+    assert done.prefill_ms is not None, "llama.cpp's server says how long the prompt took"
     print(f"answer {answer!r}, usage {done.input_tokens} in / {done.output_tokens} out")
 
 

@@ -3,6 +3,7 @@
 import asyncio
 
 import httpx
+import msgspec
 import pytest
 import websockets
 from prometheus_client import generate_latest
@@ -11,7 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from app.metrics import EdgeMetrics
 from domain import records as rec
 from domain.jobs import TRANSCRIPTION_LATE, SynthesizeJob, TranscribeJob
-from domain.state import Transition, WithdrawJob
+from domain.session_config import SessionConfig
+from domain.state import SessionState, Transition, WithdrawJob
 from tests.conftest import Stack
 from tests.realtime_client import chunks, pcm24k, raw_connect, silence
 
@@ -132,3 +134,17 @@ def test_job_ends_are_counted_once_and_only_shed_partial_decodes_as_dropped_not_
     assert value(samples, "vocalis_job_seconds_count", kind="stt-partial") == 4, "not the withdrawn one"
     assert value(samples, "vocalis_jobs_total", kind="tts", outcome="done") == 1
     assert value(samples, "vocalis_job_seconds_count", kind="tts") == 1
+
+
+def test_speculative_responses_are_counted_by_outcome_as_the_session_s_counters_grow():
+    metrics = EdgeMetrics()
+    watch = metrics.session("realtime")
+    state = SessionState("sess", "realtime", SessionConfig(type="realtime"), "whisper-tiny.en", 0, 60)
+    record = rec.SessionExpired(at_ms=0)  # any record: what counts is the state after it
+    for used, wasted in ((0, 1), (0, 1), (1, 1), (1, 3)):
+        watch.reduced(
+            record, Transition(msgspec.structs.replace(state, speculations_used=used, speculations_wasted=wasted))
+        )
+    samples = parse(generate_latest(metrics.registry).decode())
+    assert value(samples, "vocalis_speculative_responses_total", outcome="used") == 1
+    assert value(samples, "vocalis_speculative_responses_total", outcome="wasted") == 3
