@@ -3,6 +3,7 @@
 import contextlib
 import ctypes
 import os
+import signal
 import sys
 
 M_ARENA_MAX = -8  # glibc's mallopt parameter
@@ -20,14 +21,18 @@ def fewer_malloc_arenas() -> None:
 
 def main() -> None:
     fewer_malloc_arenas()
+    # A Ctrl-C is held while the rest loads, then acted on. Raised in the middle of an import it could be lost: as
+    # an ImportError from a pybind11 module (ctranslate2, onnxruntime), or swallowed whole when it lands in the
+    # import system's lock callback ("Exception ignored in ... _get_module_lock"), and `serve` went on starting.
+    held: list[int] = []
+    signal.signal(signal.SIGINT, lambda number, _frame: held.append(number))
     try:
         from app.cli import main as command
-
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # asyncio.run installs its own over this one only
+    if held:
+        raise SystemExit(130)
+    try:
         command()
     except KeyboardInterrupt:
         raise SystemExit(130) from None
-    except ImportError as error:
-        # A Ctrl-C while a pybind11 module (ctranslate2, onnxruntime) initialises comes out as this.
-        if isinstance(error.__cause__, KeyboardInterrupt):
-            raise SystemExit(130) from None
-        raise

@@ -250,7 +250,8 @@ async def test_edge_and_two_stt_workers_share_the_turns(nats_url: str, tmp_path:
         # Every decode is done once, by one worker; a turn has several (while it is spoken, and when its silence
         # begins), but it gets exactly one transcript (the client saw one completed each).
         assert len({r.job_id for r in results}) == len(results), "each job transcribed exactly once"
-        assert {r.item_id for r in results} == turns.committed
+        # Every committed turn was decoded; a later turn may be in progress (decoded, not yet committed) by now.
+        assert turns.committed <= {r.item_id for r in results}
         assert {r.worker for r in results} == {"w1", "w2"}, "the turns are shared between the workers"
     finally:
         await bus.close()
