@@ -172,7 +172,9 @@ def heard(state: SessionState) -> Heard:
         return "no words"
     if live.closing is None or live.closing in live.asked:
         return "pending"
-    last = live.pending or live.stable_tail
+    # The last word spoken: whisper may make words up in the silence after it.
+    voice_until = state.speaking.last_voice_sample if state.speaking else live.decoded_to
+    last = [w for w in live.pending if w.start < voice_until + TIME_TOLERANCE] or live.stable_tail
     transcription = state.config.transcription
     language = (transcription.language if transcription else None) or state.heard_language
     return "goes on" if last and language in (None, "en") and goes_on(last[-1].text) else "may end"

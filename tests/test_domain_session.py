@@ -401,6 +401,17 @@ def test_semantic_vad_waits_when_the_words_of_the_pause_say_the_sentence_goes_on
     assert stopped_at(sim) == [math.ceil((256 + EAGERNESS["auto"].longest_pause_ms) / 32) * 32]
 
 
+def test_semantic_vad_reads_the_last_word_spoken_not_one_whisper_made_up_in_the_pause() -> None:
+    sim = Sim("realtime")
+    closing = semantic_pause(sim, 0.99)
+    assert closing is not None
+    spoken = tuple(rec.Word(f" {w}", i * 512, (i + 1) * 512) for i, w in enumerate(["Book", "a", "table", "for"]))
+    made_up = rec.Word(" Thanks.", 12 * FRAME, 13 * FRAME)  # in the pause: the voice ended with frame 8
+    sim.decoded(closing, (*spoken, made_up))
+    sim.frames([0.0] * 20)
+    assert stopped_at(sim) == []  # "for": the sentence goes on
+
+
 def test_semantic_vad_does_not_wait_for_late_words_longer_than_words_wait_ms() -> None:
     sim = Sim("realtime")
     semantic_pause(sim, 0.99)
