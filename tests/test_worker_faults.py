@@ -30,7 +30,7 @@ from handlers.stt_worker import SttWorker
 from handlers.tts import KokoroSynthesizer
 from tests.conftest import MODEL_CACHE, TEST_STT_MODEL, Conversation, Stack
 from tests.fake_llm import FakeLlm
-from tests.realtime_client import JFK, RawClient, chunks, pcm24k, raw_connect, silence, word_error_rate, words
+from tests.realtime_client import RawClient, chunks, pcm24k, raw_connect, silence, words
 
 COMPLETED = "conversation.item.input_audio_transcription.completed"
 ANSWER = "One two three four five six seven eight nine ten. " * 20
@@ -187,9 +187,9 @@ async def test_an_stt_worker_killed_holding_a_transcript_hands_it_over_within_se
                 with_nothing_more = await _no_second(client, COMPLETED)
     decoding = _decode_seconds(tmp_path / "stt-b.log")
     print(f"the transcript came {taken_over:.2f} s after its worker was killed ({decoding:.2f} s of it decoding)")
-    # The second worker decoded the speech (whisper-tiny may slur a word of it, as "fellowRegus" once in CI).
-    opening = words(completed["transcript"]).split()[:10]
-    assert word_error_rate(" ".join(words(JFK).split()[:10]), " ".join(opening)) <= 0.3, opening
+    # The second worker decoded the speech. Whisper-tiny on this long buffer garbles its first words now and then
+    # ("my fellow medabus asked not ...", "fellowRegus" in CI), so a phrase of the middle is what is checked.
+    assert "what your country can do for you" in words(completed["transcript"]), completed["transcript"]
     assert taken_over - decoding < 15, "taken over within seconds (the queue's ack wait is 5 s), not 60"
     assert with_nothing_more
 
