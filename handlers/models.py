@@ -177,3 +177,11 @@ def _cached_hf(name: str, cache_dir: Path | None) -> Path | None:
         return Path(snapshot_download(name, local_files_only=True, cache_dir=cache_dir))
     except Exception:
         return None
+
+
+def checked(path: Path, sha256: str) -> Path:
+    """`path`, once its contents are known to have digest `sha256` (a model file shipped in a pinned package)."""
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != sha256:
+        raise RuntimeError(f"{path} has sha256 {digest}, expected {sha256}")
+    return path

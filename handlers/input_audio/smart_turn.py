@@ -6,7 +6,6 @@ variance, and answers with one sigmoid probability. Its file ships inside the `p
 `--no-deps`; only the file is used, checked by sha256 like silero's.
 """
 
-import hashlib
 import importlib.util
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import onnxruntime as ort
 from faster_whisper.feature_extractor import FeatureExtractor
 
 from domain.audio_time import MODEL_RATE
+from handlers.models import checked
 
 SMART_TURN_SHA256 = "2bb026316b14a660486a75b1733cd3fbab8c2fd0314dc9af7be49f8cca967e4f"
 WINDOW_SECONDS = 8
@@ -45,9 +45,7 @@ def features(audio: np.ndarray) -> np.ndarray:
 class SmartTurn:
     def __init__(self, path: Path | None = None) -> None:
         path = path or smart_turn_model_path()
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        if digest != SMART_TURN_SHA256:
-            raise RuntimeError(f"{path} has sha256 {digest}, expected {SMART_TURN_SHA256}")
+        checked(path, SMART_TURN_SHA256)
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1  # one scoring per pause: short, and beside the other sessions' work
         options.inter_op_num_threads = 1

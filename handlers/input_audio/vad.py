@@ -4,7 +4,6 @@ The model is loaded once and shared; each audio stream keeps its own recurrent s
 the tail of an incomplete frame, so every frame is scored exactly once.
 """
 
-import hashlib
 import importlib.util
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import numpy as np
 import onnxruntime as ort
 
 from domain.audio_time import MODEL_RATE, VAD_FRAME_SAMPLES
+from handlers.models import checked
 
 SILERO_SHA256 = "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3"
 _CONTEXT = 64
@@ -28,9 +28,7 @@ def silero_model_path() -> Path:
 class SileroVad:
     def __init__(self, path: Path | None = None) -> None:
         path = path or silero_model_path()
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        if digest != SILERO_SHA256:
-            raise RuntimeError(f"{path} has sha256 {digest}, expected {SILERO_SHA256}")
+        checked(path, SILERO_SHA256)
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
