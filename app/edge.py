@@ -2,11 +2,16 @@
 and `/ready`, behind an API-key gate (the probes are open: probes carry no key)."""
 
 import hmac
+import io
 import secrets
+import tempfile
+import zipfile
 from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+import anyio.to_thread
 import msgspec
 import nats.js.errors
 import structlog
@@ -17,6 +22,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.admission import Admission
 from app.analytics import SummaryStore
+from app.console_site import console_routes
+from app.log_reader import RecordedSession, read_session
+from app.log_tools import export_jsonl, export_text, export_wav
 from app.metrics import EdgeMetrics
 from app.realtime.connection import ConnectParams, EdgeServices, RealtimeConnection
 from app.realtime.intake import unknown_llm
@@ -153,19 +161,57 @@ async def session_transcript(
         utterances = summary.view(now_ms())["utterances"]
         return Response({"session_id": session_id, "utterances": utterances})
     if format not in _TRANSCRIPTS:
-        return Response(
-            {
-                "error": {
-                    "type": "invalid_request_error",
-                    "code": "invalid_value",
-                    "param": "format",
-                    "message": f"Invalid format '{format}': use json, srt, vtt or md.",
-                }
-            },
-            status_code=400,
-        )
+        return _invalid_format(format, "json, srt, vtt or md")
     render, media_type = _TRANSCRIPTS[format]
     return Response(render(summary), media_type=media_type)
+
+
+_EXPORTS = {
+    "jsonl": "application/jsonl",
+    "srt": "application/x-subrip",
+    "vtt": "text/vtt",
+    "md": "text/markdown",
+    "wav": "application/zip",
+}
+
+
+@get("/v1/sessions/{session_id:str}/export")
+async def session_export(
+    request: Request[Any, Any, Any], session_id: FromPath[str], format: FromQuery[str]
+) -> Response[Any]:
+    """A session read back from the log, as `vocalis export` writes it: its records (jsonl), subtitles, a
+    transcript, or (wav) a zip of one WAV per turn, the user's and the assistant's."""
+    if format not in _EXPORTS:
+        return _invalid_format(format, ", ".join(_EXPORTS))
+    services: EdgeServices = request.app.state.services
+    recorded = await read_session(services.bus, session_id)
+    if not recorded.entries:
+        raise NotFoundException(f"No records of session '{session_id}' on the log.")
+    try:
+        if format == "wav":
+            body = await anyio.to_thread.run_sync(_wav_zip, recorded)
+        else:
+            body = (export_jsonl(recorded) if format == "jsonl" else export_text(recorded, format)).encode()
+    except ValueError as error:  # the log no longer holds what the export needs
+        raise HTTPException(status_code=409, detail=str(error)) from error
+    extension = "zip" if format == "wav" else format
+    disposition = f'attachment; filename="{session_id}.{extension}"'
+    return Response(body, media_type=_EXPORTS[format], headers={"content-disposition": disposition})
+
+
+def _wav_zip(recorded: RecordedSession) -> bytes:
+    with tempfile.TemporaryDirectory() as directory:
+        archive = io.BytesIO()
+        with zipfile.ZipFile(archive, "w") as zipped:
+            for path in export_wav(recorded, Path(directory)):
+                zipped.write(path, path.name)
+        return archive.getvalue()
+
+
+def _invalid_format(format: str, allowed: str) -> Response[Any]:
+    message = f"Invalid format '{format}': use {allowed}."
+    error = {"type": "invalid_request_error", "code": "invalid_value", "param": "format", "message": message}
+    return Response({"error": error}, status_code=400)
 
 
 @websocket("/v1/realtime")
@@ -204,14 +250,15 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 class ApiKeyGate:
     """Refuses requests without the API key with HTTP 401, WebSocket upgrades included (before the upgrade)."""
 
-    PUBLIC = frozenset({"/live", "/health", "/ready"})
+    PUBLIC = frozenset({"/live", "/health", "/ready", "/"})  # the console's page asks for the key itself
+    PUBLIC_PREFIX = "/console/"  # its static modules
 
     def __init__(self, app: Any, api_key: str | None) -> None:
         self.app = app
         self.api_key = api_key.encode() if api_key else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.api_key is None or scope["type"] not in ("http", "websocket") or scope["path"] in self.PUBLIC:
+        if self.api_key is None or scope["type"] not in ("http", "websocket") or self._public(scope["path"]):
             await self.app(scope, receive, send)
             return
         if self._presented_key(scope) is not None and hmac.compare_digest(
@@ -221,6 +268,9 @@ class ApiKeyGate:
             return
         error = {"type": "invalid_request_error", "code": "invalid_api_key", "message": "Missing or invalid API key."}
         await _refuse(scope, receive, send, 401, error, [(b"www-authenticate", b"Bearer")])
+
+    def _public(self, path: str) -> bool:
+        return path in self.PUBLIC or path.startswith(self.PUBLIC_PREFIX)
 
     @staticmethod
     def _presented_key(scope: Scope) -> bytes | None:
@@ -284,7 +334,18 @@ def create_app(services: EdgeServices, api_key: str | None, serves: tuple[str, .
     app = Litestar(
         logging_config=None,
         exception_handlers={HTTPException: _openai_error},
-        route_handlers=[live, health, ready, scrape, realtime, list_sessions, session_summary, session_transcript],
+        route_handlers=[
+            live,
+            health,
+            ready,
+            scrape,
+            realtime,
+            list_sessions,
+            session_summary,
+            session_transcript,
+            session_export,
+            console_routes(),
+        ],
     )
     app.state.services = services
     app.state.serves = serves

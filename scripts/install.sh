@@ -11,6 +11,13 @@ extra="[client]"
 .venv/bin/pip install --disable-pip-version-check -q -e ".${extra}"
 .venv/bin/pip install --disable-pip-version-check -q --no-deps -r requirements-nodeps.txt
 .venv/bin/vocalis models prepare
+# Chromium, for the browser console's test (skipped where it cannot be installed: it needs root and apt).
+if [ "${1:-}" = "--dev" ] && ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q chromium >/dev/null \
+        || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; } \
+        || echo "install.sh: Chromium could not be installed; the console's browser test will be skipped" >&2
+fi
 # The official JavaScript SDK, for its end-to-end test (skipped where Node.js is not installed).
 if [ "${1:-}" = "--dev" ] && command -v npm >/dev/null; then
     (cd tests/js && npm install --no-audit --no-fund --no-package-lock --silent)

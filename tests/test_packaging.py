@@ -1,5 +1,6 @@
-"""What `pip install .` ships: the three layers and `ops/nats.conf` at the top level, and nothing that needs the
-source checkout (the embedded nats-server is configured from the shipped `ops/nats.conf`)."""
+"""What `pip install .` ships: the three layers (the browser console's static files in `app/console/`) and
+`ops/nats.conf` at the top level, and nothing that needs the source checkout (the embedded nats-server is
+configured from the shipped `ops/nats.conf`)."""
 
 import os
 import subprocess
@@ -21,6 +22,8 @@ def test_a_plain_install_ships_the_layers_and_configures_nats_from_ops(tmp_path:
     zipfile.ZipFile(next(built.glob("vocalis-*.whl"))).extractall(installed)
     top_level = {path.name for path in installed.iterdir() if not path.name.endswith(".dist-info")}
     assert top_level == {"app", "domain", "handlers", "ops"}
+    console = {path.name for path in (installed / "app" / "console").iterdir()}  # the browser console's files
+    assert {"index.html", "console.js", "transports.js", "audio.js", "capture-worklet.js", "console.css"} <= console
     assert (
         "console_scripts]\nvocalis = app.entry:main" in next(installed.glob("*.dist-info/entry_points.txt")).read_text()
     )

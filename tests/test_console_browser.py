@@ -1,0 +1,135 @@
+"""The browser console, in a real headless Chromium whose fake microphone plays tests/data/jfk.wav: the page
+shows the transcript, plays the assistant's audio, lists every event, and finds the session among the recorded
+ones. Each test saves a screenshot under build/screenshots/.
+
+Chromium is Debian's `chromium` (`scripts/install.sh --dev` installs it where it can), driven by Playwright."""
+
+import asyncio
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import Conversation
+
+playwright_api = pytest.importorskip("playwright.async_api", reason="Playwright is installed by install.sh --dev")
+CHROMIUM = os.environ.get("VOCALIS_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+if CHROMIUM is None:
+    pytest.skip(
+        "no Chromium on this machine: `apt-get install chromium` (scripts/install.sh --dev does, as root)",
+        allow_module_level=True,
+    )
+
+JFK = Path(__file__).parent / "data" / "jfk.wav"
+SCREENSHOTS = Path(__file__).parent.parent / "build" / "screenshots"
+REPLY = "Those words were spoken in nineteen sixty one."
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+async def browser(tmp_path: Path) -> AsyncIterator[Any]:
+    async with playwright_api.async_playwright() as driver:
+        launched = await driver.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",  # this machine's network is closed: no lookups at start
+                "--disable-component-update",
+                "--disable-sync",
+                "--use-fake-ui-for-media-stream",  # grant the microphone without asking
+                "--use-fake-device-for-media-stream",
+                f"--use-file-for-fake-audio-capture={JFK}%noloop",
+                "--autoplay-policy=no-user-gesture-required",
+            ],
+        )
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+async def _talk_through_jfk(page: Any, base_url: str, transport: str) -> str:
+    """Connects with `transport`, talks through the fake microphone, and returns the session id once the page has
+    the transcript and has played an answer."""
+    await page.goto(f"{base_url}/?transport={transport}&mode=conversation&transcription_model=whisper-tiny.en")
+    await page.click("#connect")
+    await page.wait_for_selector('#status[data-state="connected"]', timeout=20_000)
+    assert await page.get_attribute("body", "data-transport") == transport
+    await page.click("#mic")
+    # JFK's speech, in VAD turns, transcribed while the page listens.
+    await page.wait_for_function(
+        "[...document.querySelectorAll('.turn.user:not(.partial) .text')].some(t => /country/i.test(t.textContent))",
+        timeout=60_000,
+    )
+    await page.wait_for_selector(f'.turn.assistant:not(.partial) .text:text("{REPLY}")', timeout=60_000)
+    heard = await _until_heard(page)
+    assert heard, "the page played none of the answer's audio"
+    return str(await page.get_attribute("body", "data-session"))
+
+
+async def _until_heard(page: Any) -> dict[str, Any] | None:
+    for _ in range(100):
+        heard = await page.evaluate("window.vocalis.heard()")
+        if heard and (heard.get("playedMs", 0) > 0 or heard.get("energy", 0) > 0):
+            return dict(heard)
+        await asyncio.sleep(0.2)
+    return None
+
+
+async def test_the_console_talks_over_a_websocket_and_lists_the_recorded_session(
+    conversation: Conversation, browser: Any
+) -> None:
+    stack = conversation.stack
+    stack.start_analytics()
+    for _ in range(8):  # one answer per VAD turn of JFK's speech
+        conversation.llm.reply(REPLY)
+    base_url = f"http://127.0.0.1:{stack.settings.port}"
+    page = await browser.new_page()
+    page.on("console", lambda message: print("console:", message.text))
+    try:
+        session_id = await _talk_through_jfk(page, base_url, "websocket")
+
+        # The event panel lists both directions, with the audio the page sent and the events of each turn.
+        for kind in ("session.created", "input_audio_buffer.append", "input_audio_buffer.speech_stopped"):
+            assert await page.locator(f'#event-list li[data-type="{kind}"]').count() > 0, kind
+        await page.fill("#event-filter", "transcription.completed")
+        visible = page.locator("#event-list li:visible")
+        assert await visible.count() > 0
+        assert {await row.get_attribute("data-type") for row in await visible.all()} == {
+            "conversation.item.input_audio_transcription.completed"
+        }
+        # Each turn's latency, from speech_stopped to its transcript.
+        first = await page.locator("#latency tbody tr").first.locator("td").nth(1).text_content()
+        assert first is not None and first.strip().isdigit()
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=SCREENSHOTS / "console-websocket.png", full_page=True)
+
+        await page.click("#mic")
+        await page.click("#connect")  # disconnect
+        await page.wait_for_selector('#status[data-state="idle"]')
+        await page.click('nav button[data-view="sessions"]')
+        card = page.locator(f'.session[data-session="{session_id}"]')
+        for _ in range(50):  # the analytics subscriber folds the session in as its records arrive
+            if await card.count():
+                break
+            await asyncio.sleep(0.2)
+            await page.click("#refresh-sessions")
+        assert await card.count() == 1
+        assert "country" in (await card.locator(".utterances").text_content() or "").lower()
+        await page.screenshot(path=SCREENSHOTS / "console-sessions.png", full_page=True)
+        links = {await a.text_content(): await a.get_attribute("href") for a in await card.locator("a").all()}
+        assert set(links) == {"SRT", "VTT", "Markdown", "JSONL", "WAV (zip)"}
+        async with httpx.AsyncClient(base_url=base_url) as client:
+            srt = await client.get(str(links["SRT"]))
+            assert srt.status_code == 200 and "-->" in srt.text and "country" in srt.text.lower()
+            wav = await client.get(str(links["WAV (zip)"]))
+            assert wav.status_code == 200 and wav.content[:2] == b"PK"
+    finally:
+        await page.close()
