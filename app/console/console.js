@@ -138,6 +138,7 @@ function write(itemId, role, text, { append = false, final = false } = {}) {
   const span = element.querySelector(".text");
   span.textContent = append ? span.textContent + text : text;
   if (final) element.classList.remove("partial");
+  if (final && !span.textContent) span.textContent = "(interrupted before a word)";
 }
 
 const latencies = new Map(); // item id -> { stoppedAt, transcriptMs, audioMs, row }
