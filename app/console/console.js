@@ -293,7 +293,7 @@ async function startTalking() {
   talking = true;
   $("#mic").setAttribute("aria-pressed", "true");
   if (transport.kind === "webrtc") {
-    transport.talk(true);
+    await transport.talk(true);
     return;
   }
   await context.resume();

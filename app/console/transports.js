@@ -68,6 +68,7 @@ export class WebRtcTransport {
     this.onClose = onClose;
     this.peer = null;
     this.channel = null;
+    this.sender = null;
     this.microphone = null; // the track sent to the server; enabled while the user talks
     this.speaker = new Audio();
     this.speaker.autoplay = true;
@@ -84,10 +85,8 @@ export class WebRtcTransport {
     peer.ontrack = (track) => {
       this.speaker.srcObject = track.streams[0] ?? new MediaStream([track.track]);
     };
-    const stream = await navigator.mediaDevices.getUserMedia({ audio: { echoCancellation: true } });
-    this.microphone = stream.getAudioTracks()[0];
-    this.microphone.enabled = false;
-    peer.addTrack(this.microphone, stream);
+    // The microphone joins the offer's audio line when the user first talks: no prompt before that.
+    this.sender = peer.addTransceiver("audio", { direction: "sendrecv" }).sender;
     const channel = peer.createDataChannel("oai-events");
     this.channel = channel;
     channel.onmessage = (message) => this.onEvent(JSON.parse(message.data));
@@ -108,7 +107,12 @@ export class WebRtcTransport {
     channel.onclose = () => this.onClose("closed");
   }
 
-  talk(on) {
+  async talk(on) {
+    if (on && !this.microphone) {
+      const stream = await navigator.mediaDevices.getUserMedia({ audio: { echoCancellation: true } });
+      this.microphone = stream.getAudioTracks()[0];
+      await this.sender.replaceTrack(this.microphone);
+    }
     if (this.microphone) this.microphone.enabled = on;
   }
 
