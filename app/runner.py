@@ -29,6 +29,7 @@ from app.admission import Admission
 from app.analytics import AnalyticsWorker
 from app.bus import UNANSWERED, Bus, decode_record, reachable
 from app.children import die_with_parent
+from app.client_secrets import ClientSecretStore
 from app.edge import REQUIRED_WORKERS, create_app
 from app.llm_process import BundledChat
 from app.metrics import EdgeMetrics
@@ -295,6 +296,7 @@ def edge_services(settings: Settings, bus: Bus) -> EdgeServices:
             bus, presence.sessions, session_limit(settings, transcribes_here=False), settings.max_transcript_backlog
         ),
         metrics=EdgeMetrics(),
+        client_secrets=ClientSecretStore(bus, settings.stream_replicas),
     )
 
 
@@ -334,6 +336,7 @@ async def run_edge(settings: Settings, url: str) -> None:
             _raise_a_lost_cancellation()
             await server.serve()
         finally:
+            await services.calls.close()
             for task in background:
                 task.remove_done_callback(_report_crash)
                 task.cancel()

@@ -1,0 +1,92 @@
+"""WebRTC calls end to end, with aiortc as the client over loopback (as a browser would: an `oai-events` data channel
+and a microphone track): real NATS, whisper, the scripted fake LLM and Kokoro."""
+
+import asyncio
+
+import numpy as np
+
+from tests.realtime_client import JFK, pcm24k, silence, word_error_rate, words
+from tests.rtc_client import RtcClient
+
+COMPLETED = "conversation.item.input_audio_transcription.completed"
+DONE = "response.done"
+
+
+async def test_speech_on_the_track_is_transcribed(stack):
+    client = RtcClient()
+    try:
+        session = {"type": "transcription", "audio": {"input": {"transcription": {"model": "whisper-tiny.en"}}}}
+        answer = await client.connect(stack.http_url + "/realtime", session=session)
+        assert answer.status_code == 201 and answer.headers["content-type"].startswith("application/sdp")
+        assert answer.headers["location"].startswith("/v1/realtime/calls/rtc_")
+        created = await client.until(lambda e: e["type"] == "session.created")
+        assert created["session"]["type"] == "transcription"
+        client.microphone.say(pcm24k("jfk.wav") + silence(1500))
+        await asyncio.wait_for(client.microphone.spoken.wait(), 60)
+        # Every turn the VAD heard is transcribed: as many transcripts as stopped turns.
+        await client.until(
+            lambda _: len(client.of_type(COMPLETED)) == len(client.of_type("input_audio_buffer.speech_stopped")) > 0
+        )
+        transcript = " ".join(e["transcript"] for e in client.of_type(COMPLETED))
+        assert word_error_rate(JFK, transcript) < 0.3, transcript
+        assert not client.of_type("error"), client.of_type("error")
+    finally:
+        await client.close()
+
+
+def loudness(frames: list[np.ndarray]) -> float:
+    samples = np.concatenate(frames).astype(np.float64) if frames else np.zeros(1)
+    return float(np.sqrt(np.mean(samples**2)))
+
+
+async def test_spoken_turn_answered_on_the_track(conversation):
+    answer_text = "Sure. The weather in Paris is sunny today."
+    conversation.llm.reply(answer_text)
+    client = RtcClient()
+    try:
+        assert (await client.connect(conversation.stack.http_url + "/realtime")).status_code == 201
+        await client.until(lambda e: e["type"] == "session.created")
+        client.microphone.say(pcm24k("hello_world.wav") + silence(800))
+        done = await client.until(lambda e: e["type"] == DONE, timeout=90)
+        stopped = await client.until(lambda e: e["type"] == "output_audio_buffer.stopped", timeout=60)
+        response_id = done["response"]["id"]
+        types = [e["type"] for e in client.events]
+        assert not any(t == "response.output_audio.delta" for t in types), "the audio goes on the track"
+        started = next(e for e in client.events if e["type"] == "output_audio_buffer.started")
+        assert started["response_id"] == stopped["response_id"] == response_id
+        assert types.index("output_audio_buffer.started") < types.index("output_audio_buffer.stopped")
+        transcript = next(e for e in client.events if e["type"] == "response.output_audio_transcript.done")
+        assert words(transcript["transcript"]) == words(answer_text)
+        assert done["response"]["status"] == "completed"
+        assert words(conversation.llm.requests[0]["messages"][-1]["content"]) == "hello world", "heard on the track"
+        assert loudness(client.heard) > 100, "the answer's voice came on the track"
+    finally:
+        await client.close()
+
+
+async def test_cancel_and_clear_over_the_data_channel(conversation):
+    conversation.llm.reply("One. " + "This is a long answer that goes on and on. " * 20, delay_s=0.05)
+    client = RtcClient()
+    try:
+        assert (await client.connect(conversation.stack.http_url + "/realtime")).status_code == 201
+        await client.until(lambda e: e["type"] == "session.created")
+        manual = {"type": "realtime", "audio": {"input": {"turn_detection": None}}}
+        client.send({"type": "session.update", "session": manual})
+        item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Talk"}]}
+        client.send({"type": "conversation.item.create", "item": item})
+        client.send({"type": "response.create"})
+        await client.until(lambda e: e["type"] == "output_audio_buffer.started", timeout=60)
+        client.send({"type": "response.cancel"})
+        done = await client.until(lambda e: e["type"] == DONE)
+        assert done["response"]["status"] == "cancelled"
+        assert done["response"]["status_details"]["reason"] == "client_cancelled"
+        client.send({"type": "output_audio_buffer.clear"})
+        cleared = await client.until(lambda e: e["type"] == "output_audio_buffer.cleared")
+        if cleared["response_id"] is not None:  # it was still playing: the item keeps what was played
+            truncated = await client.until(lambda e: e["type"] == "conversation.item.truncated")
+            assert truncated["item_id"] == done["response"]["output"][0]["id"]
+        client.send({"type": "response.cancel", "event_id": "again"})
+        error = await client.until(lambda e: e["type"] == "error")
+        assert error["error"]["code"] == "response_cancel_not_active" and error["error"]["event_id"] == "again"
+    finally:
+        await client.close()
