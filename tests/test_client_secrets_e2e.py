@@ -10,6 +10,9 @@ import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
 
+from app.client_secrets import ClientSecretStore
+from domain.events import SessionUpdateRequested
+from domain.session_config import SessionUpdate
 from tests.realtime_client import sdk
 from tests.rtc_client import RtcClient
 
@@ -116,3 +119,11 @@ async def test_a_client_secret_opens_one_webrtc_call(stack):
     finally:
         await client.close()
         await again.close()
+
+
+async def test_two_edges_spending_one_key_at_once_open_one_session(stack):
+    edges = [ClientSecretStore(stack.bus), ClientSecretStore(stack.bus)]
+    for _ in range(5):  # spend it from both at once, many times over: one of them, once
+        key, _ = await edges[0].keep("realtime", SessionUpdateRequested(update=SessionUpdate()), "sess_race", 60)
+        spent = await asyncio.gather(*(edge.spend(key.encode()) for edge in edges for _ in range(3)))
+        assert sum(secret is not None for secret in spent) == 1

@@ -90,3 +90,51 @@ async def test_cancel_and_clear_over_the_data_channel(conversation):
         assert error["error"]["code"] == "response_cancel_not_active" and error["error"]["event_id"] == "again"
     finally:
         await client.close()
+
+
+async def test_barge_in_stops_the_track_and_keeps_what_was_played(conversation):
+    conversation.llm.reply("Let me tell you a long story. " * 30, delay_s=0.05)
+    client = RtcClient()
+    try:
+        assert (await client.connect(conversation.stack.http_url + "/realtime")).status_code == 201
+        await client.until(lambda e: e["type"] == "session.created")
+        item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Story?"}]}
+        client.send({"type": "conversation.item.create", "item": item})
+        client.send({"type": "response.create"})
+        started = await client.until(lambda e: e["type"] == "output_audio_buffer.started", timeout=60)
+        answer = await client.until(lambda e: e["type"] == "response.output_item.added")
+        await asyncio.sleep(1)  # some of the story is played
+        conversation.llm.reply("Okay.")
+        client.microphone.say(pcm24k("hello_world.wav") + silence(800))
+        cleared = await client.until(lambda e: e["type"] == "output_audio_buffer.cleared", timeout=60)
+        truncated = await client.until(lambda e: e["type"] == "conversation.item.truncated")
+        done = await client.until(lambda e: e["type"] == DONE)
+    finally:
+        await client.close()
+    types = [e["type"] for e in client.events]
+    assert types.index("input_audio_buffer.speech_started") < types.index("output_audio_buffer.cleared")
+    assert cleared["response_id"] == started["response_id"] == done["response"]["id"]
+    assert done["response"]["status"] == "cancelled"
+    assert done["response"]["status_details"]["reason"] == "turn_detected"
+    assert truncated["item_id"] == answer["item"]["id"] and truncated["audio_end_ms"] > 0
+    assert not client.of_type("error"), client.of_type("error")
+
+
+async def test_beta_offer_speaks_the_beta_dialect(conversation):
+    conversation.llm.reply("Hello there.")
+    client = RtcClient()
+    try:
+        offered = await client.connect(conversation.stack.http_url, path="/realtime?model=gpt-4o-realtime-preview")
+        assert offered.status_code == 201
+        await client.until(lambda e: e["type"] == "session.created")
+        item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hi"}]}
+        client.send({"type": "conversation.item.create", "item": item})
+        client.send({"type": "response.create"})
+        await client.until(lambda e: e["type"] == DONE, timeout=60)
+        await client.until(lambda e: e["type"] == "output_audio_buffer.stopped", timeout=60)
+    finally:
+        await client.close()
+    types = {e["type"] for e in client.events}
+    assert {"conversation.item.created", "response.audio_transcript.done", "response.audio.done"} <= types
+    assert "response.audio.delta" not in types and "response.output_audio.delta" not in types
+    assert loudness(client.heard) > 100
