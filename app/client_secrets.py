@@ -24,6 +24,7 @@ from app.realtime.intake import unserved
 from app.refusal import Receive, Scope, Send, refuse
 from domain import records as rec
 from domain.events import SessionUpdateRequested
+from domain.protocol import beta
 from domain.protocol.codec import Dialect, decode
 from domain.protocol.errors import Rejection
 from domain.session import open_session
@@ -81,6 +82,7 @@ def session_config(
     if (rejection := unserved(decoded, dialect, registry, llm_models)) is not None:
         raise Refused(rejection)
     session_type: SessionType = decoded.update.type if isinstance(decoded.update.type, str) else "realtime"
+    # What a fresh session of this type holds: the update applies to it as it will when the session opens.
     opened = rec.SessionOpened(
         at_ms=0,
         session_id="",
@@ -93,7 +95,8 @@ def session_config(
     try:
         config = apply_update(initial, decoded.update, default_stt_model)
     except InvalidUpdate as invalid:
-        raise Refused(Rejection(invalid.code, str(invalid), invalid.param)) from None
+        param = invalid.param if dialect == "ga" else (beta.param(invalid.param) or invalid.param)
+        raise Refused(Rejection(invalid.code, invalid.message, param)) from None
     return session_type, decoded, config
 
 
