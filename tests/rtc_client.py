@@ -4,6 +4,7 @@ track, and plays what comes back on the remote audio track (here: keeps it)."""
 import asyncio
 import fractions
 import json
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -69,12 +70,20 @@ class RtcClient:
         self.location: str | None = None
 
     async def connect(
-        self, url: str, key: str | None = None, session: dict[str, Any] | None = None, path: str = "/calls"
+        self,
+        url: str,
+        key: str | None = None,
+        session: dict[str, Any] | None = None,
+        path: str = "/calls",
+        max_message_size: int | None = None,
     ) -> httpx.Response:
-        """POST the offer as OpenAI's clients do (application/sdp; with `session`, multipart) and take the answer."""
+        """POST the offer as OpenAI's clients do (application/sdp; with `session`, multipart) and take the answer;
+        `max_message_size` is what the offer says the client takes on its data channel."""
         await self.pc.setLocalDescription(await self.pc.createOffer())
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         offer = self.pc.localDescription.sdp
+        if max_message_size is not None:
+            offer = re.sub(r"a=max-message-size:\d+", f"a=max-message-size:{max_message_size}", offer)
         async with httpx.AsyncClient(timeout=30) as http:
             if session is None:
                 headers["Content-Type"] = "application/sdp"

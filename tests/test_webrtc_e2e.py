@@ -5,6 +5,9 @@ import asyncio
 
 import numpy as np
 
+from app import log_tools
+from app.log_reader import read_session
+from domain import records as rec
 from tests.realtime_client import JFK, pcm24k, silence, word_error_rate, words
 from tests.rtc_client import RtcClient
 
@@ -68,7 +71,8 @@ async def test_cancel_and_clear_over_the_data_channel(conversation):
     conversation.llm.reply("One. " + "This is a long answer that goes on and on. " * 20, delay_s=0.05)
     client = RtcClient()
     try:
-        assert (await client.connect(conversation.stack.http_url + "/realtime")).status_code == 201
+        offered = await client.connect(conversation.stack.http_url + "/realtime", max_message_size=65536)
+        assert offered.status_code == 201
         await client.until(lambda e: e["type"] == "session.created")
         manual = {"type": "realtime", "audio": {"input": {"turn_detection": None}}}
         client.send({"type": "session.update", "session": manual})
@@ -88,11 +92,17 @@ async def test_cancel_and_clear_over_the_data_channel(conversation):
         client.send({"type": "response.cancel", "event_id": "again"})
         error = await client.until(lambda e: e["type"] == "error")
         assert error["error"]["code"] == "response_cancel_not_active" and error["error"]["event_id"] == "again"
+        # Instructions longer than the client takes in a data channel message: the update is taken, and the client
+        # hears that its echo could not be sent.
+        client.send({"type": "session.update", "session": {"type": "realtime", "instructions": "Be brief. " * 8000}})
+        too_large = await client.until(lambda e: e["type"] == "error" and e["error"]["code"] == "event_too_large")
+        assert "bytes was not sent" in too_large["error"]["message"]
     finally:
         await client.close()
 
 
 async def test_barge_in_stops_the_track_and_keeps_what_was_played(conversation):
+    bus = conversation.stack.bus
     conversation.llm.reply("Let me tell you a long story. " * 30, delay_s=0.05)
     client = RtcClient()
     try:
@@ -109,9 +119,17 @@ async def test_barge_in_stops_the_track_and_keeps_what_was_played(conversation):
         cleared = await client.until(lambda e: e["type"] == "output_audio_buffer.cleared", timeout=60)
         truncated = await client.until(lambda e: e["type"] == "conversation.item.truncated")
         done = await client.until(lambda e: e["type"] == DONE)
+        session_id = client.of_type("session.created")[0]["session"]["id"]
     finally:
         await client.close()
     types = [e["type"] for e in client.events]
+    async with asyncio.timeout(60):  # the client left: its session closes in the log, which replays as it went
+        while True:
+            recorded = await read_session(bus, session_id)
+            if any(isinstance(record, rec.SessionClosed) for _, record in recorded.inputs):
+                break
+            await asyncio.sleep(0.2)
+    assert log_tools.replay_recorded(recorded.inputs, recorded.outputs) is None
     assert types.index("input_audio_buffer.speech_started") < types.index("output_audio_buffer.cleared")
     assert cleared["response_id"] == started["response_id"] == done["response"]["id"]
     assert done["response"]["status"] == "cancelled"

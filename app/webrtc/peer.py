@@ -199,7 +199,13 @@ class PeerChannel:
         if channel is None or channel.readyState != "open":
             self._unsent.append(text)
             return
-        channel.send(text)
+        try:
+            channel.send(text)
+        except ValueError as large:  # over the client's max-message-size: a huge session, or item, echoed
+            log.warning("call.event.too_large", size=len(text), error=str(large))
+            message = f"An event of {len(text)} bytes was not sent: it is over the data channel's message size."
+            error = {"type": "server_error", "code": "event_too_large", "message": message, "param": None}
+            channel.send(msgspec.json.encode({"type": "error", "event_id": _event_id(), "error": error}).decode())
 
     def _flush(self) -> None:
         unsent, self._unsent = self._unsent, []
