@@ -10,7 +10,10 @@ import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
 
+from app import log_tools
 from app.client_secrets import ClientSecretStore
+from app.log_reader import read_session
+from domain import records as rec
 from domain.events import SessionUpdateRequested
 from domain.session_config import SessionUpdate
 from tests.realtime_client import sdk
@@ -61,6 +64,10 @@ async def test_a_client_secret_opens_one_websocket_session_with_its_configuratio
     assert created.session.id == session_id and created.session.type == "transcription"
     assert updated.type == "session.updated" and updated.session.audio.input.turn_detection is None
     assert await refused_with(sdk(stack.ws_url, api_key=key).realtime.connect(model="gpt-realtime")) == 401
+    recorded = await read_session(stack.bus, session_id)  # the configuration is the first client event, and replays
+    first = next(record for _, record in recorded.inputs if isinstance(record, rec.ClientEventReceived))
+    assert isinstance(first.event, SessionUpdateRequested) and first.event.update.turn_detection is None
+    assert log_tools.replay_recorded(recorded.inputs, recorded.outputs) is None
 
 
 @server_key

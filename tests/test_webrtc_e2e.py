@@ -3,6 +3,7 @@ and a microphone track): real NATS, whisper, the scripted fake LLM and Kokoro.""
 
 import asyncio
 
+import httpx
 import numpy as np
 
 from app import log_tools
@@ -156,3 +157,15 @@ async def test_beta_offer_speaks_the_beta_dialect(conversation):
     assert {"conversation.item.created", "response.audio_transcript.done", "response.audio.done"} <= types
     assert "response.audio.delta" not in types and "response.output_audio.delta" not in types
     assert loudness(client.heard) > 100
+
+
+async def test_an_offer_that_is_not_one_gets_400(stack):
+    async with httpx.AsyncClient() as http:
+        for body in ("", "hello", "v=0\r\n"):
+            answer = await http.post(
+                stack.http_url + "/realtime/calls", content=body, headers={"Content-Type": "application/sdp"}
+            )
+            assert answer.status_code == 400, body
+            assert (
+                answer.json()["error"]["param"] == "sdp" and answer.json()["error"]["type"] == "invalid_request_error"
+            )

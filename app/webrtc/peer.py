@@ -72,7 +72,11 @@ class PeerChannel:
         except ValueError as invalid:
             await peer._pc.close()
             raise InvalidOffer(str(invalid)) from None
-        if any(t.kind == "audio" for t in peer._pc.getTransceivers()):
+        audio = any(t.kind == "audio" for t in peer._pc.getTransceivers())
+        if not audio and peer._pc.sctp is None:
+            await peer._pc.close()
+            raise InvalidOffer("it offers neither an audio track nor a data channel.")
+        if audio:
             peer._pc.addTrack(peer._speaker)  # on the offer's audio transceiver: sendrecv
         await peer._pc.setLocalDescription(await peer._pc.createAnswer())
         peer._spawn(peer._connect_or_give_up())
