@@ -109,7 +109,6 @@ async def stack(
         yield stack
     finally:
         await stack.stop_analytics()
-        await services.calls.close()
         server.should_exit = True
         stop.set()
         await asyncio.gather(serving, worker, return_exceptions=True)

@@ -2,15 +2,23 @@
 and a microphone track): real NATS, whisper, the scripted fake LLM and Kokoro."""
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import httpx
 import numpy as np
 
-from app import log_tools
+from app import log_tools, runner
+from app.bus import Bus
 from app.log_reader import read_session
 from domain import records as rec
+from tests.conftest import MODEL_CACHE, TEST_STT_MODEL
 from tests.realtime_client import JFK, pcm24k, silence, word_error_rate, words
 from tests.rtc_client import RtcClient
+from tests.server_process import stop_servers, until_answering
 
 COMPLETED = "conversation.item.input_audio_transcription.completed"
 DONE = "response.done"
@@ -169,3 +177,39 @@ async def test_an_offer_that_is_not_one_gets_400(stack):
             assert (
                 answer.json()["error"]["param"] == "sdp" and answer.json()["error"]["type"] == "invalid_request_error"
             )
+
+
+def serve(port: int, nats_url: str, data_dir: Path, log: Path) -> subprocess.Popen[bytes]:
+    """`vocalis serve` transcribing only, on the test's NATS."""
+    environment = os.environ | {
+        "VOCALIS_MODEL_DIR": str(MODEL_CACHE),
+        "VOCALIS_STT_MODEL": TEST_STT_MODEL,
+        "VOCALIS_NATS_URL": nats_url,
+        "VOCALIS_WORKERS": "stt",
+        "VOCALIS_LOG_FORMAT": "json",
+    }
+    command = [sys.executable, "-m", "app", "serve", "--port", str(port), "--data-dir", str(data_dir)]
+    with log.open("wb") as stderr:
+        return subprocess.Popen(command, env=environment, stderr=stderr)
+
+
+async def test_stopping_the_edge_hangs_up_its_calls(nats_url, tmp_path):
+    port = runner.free_port()
+    server = serve(port, nats_url, tmp_path / "data", tmp_path / "serve.log")
+    client = RtcClient()
+    try:
+        await until_answering(port, server)
+        offered = await client.connect(f"http://127.0.0.1:{port}/v1/realtime", session={"type": "transcription"})
+        assert offered.status_code == 201
+        session_id = (await client.until(lambda e: e["type"] == "session.created"))["session"]["id"]
+        server.send_signal(signal.SIGINT)  # Ctrl-C
+        assert await asyncio.to_thread(server.wait, 60) == 0
+        bus = await Bus.connect(nats_url, "vocalis", "test-observer")
+        try:
+            recorded = await read_session(bus, session_id)
+        finally:
+            await bus.close()
+        assert any(isinstance(record, rec.SessionClosed) for _, record in recorded.inputs), "its end is in the log"
+    finally:
+        stop_servers(server)
+        await client.close()
