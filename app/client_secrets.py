@@ -18,7 +18,7 @@ from msgspec import Struct
 from nats.js import api
 from nats.js.kv import KeyValue
 
-from app.bus import Bus
+from app.bus import UNANSWERED, Bus
 from app.credentials import is_client_secret, presented_key
 from app.realtime.intake import unserved
 from app.refusal import Receive, Scope, Send, refuse
@@ -182,7 +182,12 @@ class ClientSecretGate:
         if key is None or not is_client_secret(key):
             await self.app(scope, receive, send)
             return
-        secret = await self.store.spend(key) if opens_session(scope) else None
+        try:
+            secret = await self.store.spend(key) if opens_session(scope) else None
+        except UNANSWERED:
+            error = {"type": "server_error", "code": "log_unavailable", "message": "Try again shortly."}
+            await refuse(scope, receive, send, 503, error, [(b"retry-after", b"5")])
+            return
         if secret is None:
             message = "Invalid, expired or already used client secret: mint a new one for each session."
             error = {"type": "invalid_request_error", "code": "invalid_api_key", "message": message}

@@ -10,6 +10,7 @@ from litestar import Request, Response, Router, post
 from litestar.datastructures import UploadFile
 from litestar.params import FromPath
 
+from app.bus import UNANSWERED
 from app.client_secrets import Refused, SessionType, lifetime_s, session_config, spent_secret
 from app.realtime.connect import configured, connect_params, missing_workers
 from app.realtime.connection import EdgeServices, RealtimeConnection, new_session_id
@@ -139,8 +140,15 @@ def _refused(request: Request[Any, Any, Any], refused: Refused) -> Response[dict
     return Response(refused.body(), status_code=400)
 
 
+def _unavailable(request: Request[Any, Any, Any], error: Exception) -> Response[dict[str, Any]]:
+    """NATS, where client secrets and sessions live, did not answer."""
+    log.warning("realtime_http.log_unavailable", path=request.url.path, error=repr(error))
+    body = {"type": "server_error", "code": "log_unavailable", "param": None, "message": "Try again shortly."}
+    return Response({"error": body}, status_code=503, headers={"Retry-After": "5"})
+
+
 realtime_http = Router(
     path="/v1/realtime",
     route_handlers=[mint_client_secret, mint_beta_session, offer_call, offer_beta_call, hang_up],
-    exception_handlers={Refused: _refused},
+    exception_handlers={Refused: _refused, **dict.fromkeys(UNANSWERED, _unavailable)},
 )

@@ -30,6 +30,7 @@ log = structlog.get_logger(__name__)
 EVENTS_CHANNEL = "oai-events"
 CONNECT_TIMEOUT_S = 30.0  # an answered offer whose client never connects is given up
 CLOSE_FLUSH_S = 1.0  # how long a close waits for the last events to leave
+CLOSE_TIMEOUT_S = 5.0
 INPUT_RATE = 24_000  # the track's audio goes to the session as pcm16 at the rate of the WebSocket's
 INPUT_CHUNK_BYTES = INPUT_RATE // 10 * 2  # 100 ms per record, as clients append over WebSocket
 
@@ -116,7 +117,11 @@ class PeerChannel:
         for task in self._tasks:
             task.cancel()
         self._speaker.stop()
-        await self._pc.close()
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):  # aiortc waits for its RTCP loops: do not hang on them
+                await self._pc.close()
+        except TimeoutError:
+            log.warning("call.close.timeout", waited_s=CLOSE_TIMEOUT_S)
 
     # --- the peer connection's side ---------------------------------------------------------------------------
 
