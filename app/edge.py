@@ -1,18 +1,16 @@
-"""The Litestar edge: `/v1/realtime` (WebSocket), the meeting analytics, `/metrics`, and the probes `/live`, `/health`
-and `/ready`, behind an API-key gate (the probes are open: probes carry no key)."""
+"""The Litestar edge: `/v1/realtime` (WebSocket; WebRTC and client secrets in app/realtime_http.py), the meeting
+analytics, `/metrics`, and the probes `/live`, `/health` and `/ready`, behind an API-key gate (the probes are open:
+probes carry no key)."""
 
 import hmac
 import io
 import secrets
 import tempfile
 import zipfile
-from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
 
 import anyio.to_thread
-import msgspec
 import nats.js.errors
 import structlog
 from litestar import Litestar, Request, Response, WebSocket, get, websocket
@@ -22,23 +20,25 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.admission import Admission
 from app.analytics import SummaryStore
+from app.client_secrets import ClientSecretGate, opens_session
 from app.console_site import console_routes
+from app.credentials import is_client_secret, presented_key
 from app.log_reader import RecordedSession, read_session
 from app.log_tools import export_jsonl, export_text, export_wav
 from app.metrics import EdgeMetrics
-from app.realtime.connection import ConnectParams, EdgeServices, RealtimeConnection
-from app.realtime.intake import unknown_llm
+from app.realtime.client_socket import ClientSocket
+from app.realtime.connect import connect_params, dialect_of, missing_workers, subprotocols
+from app.realtime.connection import EdgeServices, RealtimeConnection
+from app.realtime_http import realtime_http
+from app.refusal import Receive, Scope, Send, refuse
 from domain.analytics import SessionSummary
 from domain.events import ErrorDetail, ErrorEvent
 from domain.protocol.codec import Dialect, render
-from domain.protocol.errors import Rejection
 from domain.transcripts import to_markdown, to_srt, to_vtt
-from handlers.models import UnknownModel, is_realtime_model
 from handlers.ports import now_ms
 
 log = structlog.get_logger(__name__)
 REQUIRED_WORKERS = ("stt", "llm", "tts")  # the kinds with a job queue, whose workers /health and /ready count
-CONVERSATION_WORKERS = ("llm", "tts")  # what a conversation session needs besides transcription
 
 
 @get("/live", sync_to_thread=False)
@@ -81,36 +81,6 @@ async def scrape(request: Request[Any, Any, Any]) -> Response[bytes]:
     """The edge's metrics in the Prometheus text format (app/metrics.py says what each measures)."""
     services: EdgeServices = request.app.state.services
     return Response(await services.metrics.exposition(services.bus), media_type=CONTENT_TYPE_LATEST)
-
-
-def connect_params(socket: WebSocket[Any, Any, Any], services: EdgeServices) -> ConnectParams:
-    """Dialect by the `OpenAI-Beta` header, mode and models from the query, as OpenAI and Speaches have them."""
-    query = socket.query_params
-    dialect: Dialect = "beta" if "realtime=v1" in socket.headers.get("openai-beta", "") else "ga"
-    transcription = query.get("intent") == "transcription"
-    model = query.get("model") or None
-    url_model = model if transcription and model and not is_realtime_model(model) else None
-    stt_model = query.get("transcription_model") or url_model
-    rejections: list[Rejection] = []
-    if stt_model is not None:
-        try:
-            services.registry.canonical(stt_model)
-        except UnknownModel as unknown:
-            param = "transcription_model" if query.get("transcription_model") else "model"
-            rejections.append(Rejection("invalid_value", str(unknown), param))
-            stt_model = None
-    refused = unknown_llm(model, services.llm_models) if model is not None and not transcription else None
-    if refused is not None:
-        rejections.append(Rejection("invalid_value", refused, "model"))
-        model = None
-    return ConnectParams(
-        dialect=dialect,
-        session_type="transcription" if transcription else "realtime",
-        model=None if transcription else model,
-        transcription_model=stt_model,
-        language=query.get("language") or None,
-        rejections=tuple(rejections),
-    )
 
 
 # --- meeting analytics over HTTP ------------------------------------------------------------------------------
@@ -217,13 +187,13 @@ def _invalid_format(format: str, allowed: str) -> Response[Any]:
 @websocket("/v1/realtime")
 async def realtime(socket: WebSocket[Any, Any, Any]) -> None:
     services: EdgeServices = socket.app.state.services
-    params = connect_params(socket, services)
-    await socket.accept()
-    missing = [kind for kind in CONVERSATION_WORKERS if kind not in socket.app.state.serves]
-    if params.session_type == "realtime" and missing:
+    params = connect_params(socket, services, dialect_of(socket))
+    # A browser offers subprotocols to carry its key: it fails a connection that does not accept one of them.
+    await socket.accept(subprotocols="realtime" if "realtime" in subprotocols(socket) else None)
+    if missing := missing_workers(params, socket.app.state.serves):
         await _refuse_conversation(socket, params.dialect, missing)
         return
-    await RealtimeConnection(socket, services, params).run()
+    await RealtimeConnection(ClientSocket(socket), services, params).run()
 
 
 async def _refuse_conversation(socket: WebSocket[Any, Any, Any], dialect: Dialect, missing: list[str]) -> None:
@@ -241,14 +211,9 @@ async def _refuse_conversation(socket: WebSocket[Any, Any, Any], dialect: Dialec
     await socket.close(code=1008, reason="Conversation not served")
 
 
-# Plain ASGI, as uvicorn calls it: the gate answers before any framework sees the request.
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-
-
 class ApiKeyGate:
-    """Refuses requests without the API key with HTTP 401, WebSocket upgrades included (before the upgrade)."""
+    """Refuses requests without the API key with HTTP 401, WebSocket upgrades included (before the upgrade). A
+    client secret (`ek_`) stands in for the key where it opens a session."""
 
     PUBLIC = frozenset({"/live", "/health", "/ready", "/"})  # the console's page asks for the key itself
     PUBLIC_PREFIX = "/console/"  # its static modules
@@ -258,34 +223,26 @@ class ApiKeyGate:
         self.api_key = api_key.encode() if api_key else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        key = presented_key(scope) if scope["type"] in ("http", "websocket") else None
+        if key is not None and is_client_secret(key) and opens_session(scope):
+            await self.app(scope, receive, send)  # the client secret gate spends it, or refuses it
+            return
         if self.api_key is None or scope["type"] not in ("http", "websocket") or self._public(scope["path"]):
             await self.app(scope, receive, send)
             return
-        if self._presented_key(scope) is not None and hmac.compare_digest(
-            self._presented_key(scope) or b"", self.api_key
-        ):
+        if key is not None and hmac.compare_digest(key, self.api_key):
             await self.app(scope, receive, send)
             return
         error = {"type": "invalid_request_error", "code": "invalid_api_key", "message": "Missing or invalid API key."}
-        await _refuse(scope, receive, send, 401, error, [(b"www-authenticate", b"Bearer")])
+        await refuse(scope, receive, send, 401, error, [(b"www-authenticate", b"Bearer")])
 
     def _public(self, path: str) -> bool:
         return path in self.PUBLIC or path.startswith(self.PUBLIC_PREFIX)
 
-    @staticmethod
-    def _presented_key(scope: Scope) -> bytes | None:
-        headers: dict[bytes, bytes] = dict(scope["headers"])
-        authorization = headers.get(b"authorization", b"")
-        if authorization[:7].lower() == b"bearer ":
-            return authorization[7:].strip()
-        if b"x-api-key" in headers:
-            return headers[b"x-api-key"].strip()
-        query = parse_qs(scope.get("query_string", b"").decode())
-        return query["api_key"][0].encode() if "api_key" in query else None
-
 
 class AdmissionGate:
-    """Refuses a realtime session the edge cannot serve now with HTTP 503, before the WebSocket upgrade."""
+    """Refuses a realtime session the edge cannot serve now with HTTP 503, before the WebSocket upgrade or the WebRTC
+    answer (and before a client secret is spent on it)."""
 
     def __init__(self, app: Any, admission: Admission, metrics: EdgeMetrics) -> None:
         self.app = app
@@ -293,32 +250,13 @@ class AdmissionGate:
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket" and (refusal := self.admission.refusal()) is not None:
+        if scope["type"] in ("http", "websocket") and opens_session(scope) and (refusal := self.admission.refusal()):
             log.warning("session.refused", reason=refusal)
             self.metrics.refused()
             error = {"type": "server_error", "code": "server_overloaded", "message": refusal}
-            await _refuse(scope, receive, send, 503, error, [(b"retry-after", b"5")])
+            await refuse(scope, receive, send, 503, error, [(b"retry-after", b"5")])
             return
         await self.app(scope, receive, send)
-
-
-async def _refuse(
-    scope: Scope, receive: Receive, send: Send, status: int, error: dict[str, str], headers: list[tuple[bytes, bytes]]
-) -> None:
-    """An HTTP error in OpenAI's shape; for a WebSocket, instead of the upgrade (a close, where the server cannot
-    answer an upgrade with a response)."""
-    body = msgspec.json.encode({"error": {**error, "param": None}})
-    headers = [(b"content-type", b"application/json"), *headers]
-    if scope["type"] == "websocket":
-        await receive()  # websocket.connect
-        if "websocket.http.response" in scope.get("extensions", {}):
-            await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
-            await send({"type": "websocket.http.response.body", "body": body})
-        else:
-            await send({"type": "websocket.close", "code": 1008 if status < 500 else 1013})
-        return
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 def _openai_error(request: Request[Any, Any, Any], error: HTTPException) -> Response[dict[str, Any]]:
@@ -340,6 +278,7 @@ def create_app(services: EdgeServices, api_key: str | None, serves: tuple[str, .
             ready,
             scrape,
             realtime,
+            realtime_http,
             list_sessions,
             session_summary,
             session_transcript,
@@ -350,4 +289,5 @@ def create_app(services: EdgeServices, api_key: str | None, serves: tuple[str, .
     app.state.services = services
     app.state.serves = serves
     app.state.required_workers = tuple(kind for kind in REQUIRED_WORKERS if kind in serves)
-    return ApiKeyGate(AdmissionGate(app, services.admission, services.metrics), api_key)
+    gated = ClientSecretGate(app, services.client_secrets)
+    return ApiKeyGate(AdmissionGate(gated, services.admission, services.metrics), api_key)

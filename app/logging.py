@@ -8,7 +8,7 @@ import sys
 import structlog
 
 # Libraries that log at info on every request or decode: heard only at debug.
-CHATTY = ("faster_whisper", "httpx", "uvicorn.access")
+CHATTY = ("faster_whisper", "httpx", "uvicorn.access", "aioice", "aiortc")  # aioice logs every ICE check
 _API_KEY = re.compile(r"(api_key=)[^&\s\"']+")
 
 

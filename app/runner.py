@@ -29,12 +29,14 @@ from app.admission import Admission
 from app.analytics import AnalyticsWorker
 from app.bus import UNANSWERED, Bus, decode_record, reachable
 from app.children import die_with_parent
+from app.client_secrets import ClientSecretStore
 from app.edge import REQUIRED_WORKERS, create_app
 from app.llm_process import BundledChat
 from app.metrics import EdgeMetrics
 from app.presence import EdgePresence, Reaper, new_edge_id
 from app.realtime.connection import EdgeServices
 from app.settings import Settings
+from app.webrtc.calls import Calls
 from domain.records import SessionOpened
 from handlers.input_audio.smart_turn import SmartTurn
 from handlers.input_audio.vad import SileroVad
@@ -295,10 +297,23 @@ def edge_services(settings: Settings, bus: Bus) -> EdgeServices:
             bus, presence.sessions, session_limit(settings, transcribes_here=False), settings.max_transcript_backlog
         ),
         metrics=EdgeMetrics(),
+        client_secrets=ClientSecretStore(bus, settings.stream_replicas),
     )
 
 
-def http_server(settings: Settings, services: EdgeServices) -> uvicorn.Server:
+class EdgeServer(uvicorn.Server):
+    """uvicorn's server, whose graceful shutdown also hangs up the edge's WebRTC calls, as it closes the WebSockets:
+    their sessions are no requests of its own, and once it returns a Ctrl-C cancels whatever is left."""
+
+    def __init__(self, config: uvicorn.Config, calls: Calls) -> None:
+        super().__init__(config)
+        self.calls = calls
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await asyncio.gather(super().shutdown(sockets), self.calls.close())
+
+
+def http_server(settings: Settings, services: EdgeServices) -> EdgeServer:
     config = uvicorn.Config(
         create_app(services, settings.api_key, settings.worker_kinds),
         host=settings.host,
@@ -312,7 +327,7 @@ def http_server(settings: Settings, services: EdgeServices) -> uvicorn.Server:
         ssl_certfile=settings.tls_certfile,
         ssl_keyfile=settings.tls_keyfile,
     )
-    return uvicorn.Server(config)
+    return EdgeServer(config, services.calls)
 
 
 async def run_edge(settings: Settings, url: str) -> None:

@@ -1,1 +1,2 @@
-"""A realtime session at the edge: one WebSocket connection and the parts that serve it."""
+"""A realtime session at the edge: one client connection (a WebSocket or a WebRTC peer) and the parts that serve
+it."""

@@ -6,26 +6,29 @@ connection as `unresponsive` (uvicorn's WebSocket pings find clients that vanish
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any, Literal
+from typing import Any
 
 import structlog
 from litestar import WebSocket
+
+from app.realtime.channel import Ending, Frame
+from domain.events import AnyServerEvent
 
 log = structlog.get_logger(__name__)
 
 SEND_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 5.0
 
-Ending = Literal["client", "server", "unresponsive", "failed"]
-
 
 class ClientSocket:
+    """A `ClientChannel` over a WebSocket: every event travels as a text frame."""
+
     def __init__(self, socket: WebSocket[Any, Any, Any]) -> None:
         self._socket = socket
         self.ended = asyncio.Event()
         self.ended_by: Ending | None = None
 
-    async def frames(self) -> AsyncIterator[str | bytes]:
+    async def frames(self) -> AsyncIterator[Frame]:
         """Every frame the client sends, until it disconnects."""
         while True:
             message = await self._socket.receive()
@@ -35,7 +38,7 @@ class ClientSocket:
             text, data = message.get("text"), message.get("bytes")
             yield text if isinstance(text, str) else data if isinstance(data, bytes) else b""
 
-    async def send(self, frame: bytes) -> None:
+    async def send(self, event: AnyServerEvent, frame: bytes) -> None:
         if self.ended.is_set():
             return  # the log still records what the client would have got
         try:

@@ -1,6 +1,6 @@
-"""One realtime WebSocket connection, as a few parts under one task group:
+"""One realtime connection, as a few parts under one task group:
 
-    ClientSocket   frames in and out, send timeouts, the close
+    ClientChannel  frames in and events out, the close: a WebSocket (ClientSocket) or a WebRTC peer
     Intake         client frames -> records on the log (limits, validation, input audio and VAD)
     SessionLog     the session's records, server events and jobs onto the bus
     Reducer        the session's records, in stream order -> the pure state machine -> Effects
@@ -17,23 +17,24 @@ import secrets
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import nats.errors
 import structlog
-from litestar import WebSocket
 
 from app.admission import Admission
 from app.bus import LOG_OUTAGE_S, UNANSWERED, WORKER_KINDS, Bus, LogUnavailable, OrderedFeed
+from app.client_secrets import ClientSecretStore
 from app.metrics import EdgeMetrics
 from app.presence import EdgePresence
-from app.realtime.client_socket import ClientSocket
+from app.realtime.channel import ClientChannel
 from app.realtime.effects import Effects
 from app.realtime.intake import Intake
 from app.realtime.reducer import Reducer
 from app.realtime.session_log import SessionLog
+from app.webrtc.calls import Calls
 from domain import records as rec
-from domain.events import ErrorDetail, ErrorEvent
+from domain.events import ErrorDetail, ErrorEvent, SessionUpdateRequested
 from domain.protocol.codec import Dialect, render
 from domain.protocol.errors import Rejection
 from handlers.input_audio.smart_turn import SmartTurn
@@ -64,8 +65,10 @@ class EdgeServices:
     presence: EdgePresence
     admission: Admission
     metrics: EdgeMetrics
+    client_secrets: ClientSecretStore
     llm_context_tokens: int | None = None
     llm_models: frozenset[str] = frozenset()  # the LLM names a session may ask for, besides OpenAI's realtime names
+    calls: Calls = field(default_factory=Calls)  # the WebRTC calls this edge holds
 
 
 @dataclass(frozen=True)
@@ -76,15 +79,21 @@ class ConnectParams:
     transcription_model: str | None = None
     language: str | None = None
     rejections: tuple[Rejection, ...] = field(default=())
+    session_id: str | None = None  # given by a client secret, whose mint answer named it; else a new one
+    bound: SessionUpdateRequested | None = None  # a client secret's session configuration, applied at the opening
+
+
+def new_session_id() -> str:
+    return "sess_" + secrets.token_hex(10)
 
 
 class RealtimeConnection:
-    def __init__(self, socket: WebSocket[Any, Any, Any], services: EdgeServices, params: ConnectParams) -> None:
+    def __init__(self, socket: ClientChannel, services: EdgeServices, params: ConnectParams) -> None:
         self.services = services
         self.params = params
-        self.session_id = "sess_" + secrets.token_hex(10)
+        self.session_id = params.session_id or new_session_id()
         self.log = log.bind(session_id=self.session_id)
-        self.socket = ClientSocket(socket)
+        self.socket = socket
         self.watch = services.metrics.session(params.session_type)
         self.session_log = SessionLog(services.bus, self.session_id, services.audio_max_age_s, self.watch.published)
         self.reducer = Reducer(Effects(self.socket, self.session_log, params.dialect), self.log, self.watch)
@@ -155,6 +164,8 @@ class RealtimeConnection:
         await self.session_log.write("edge", opened)
         for rejection in self.params.rejections:
             await self.session_log.reject(rejection)
+        if self.params.bound is not None:  # recorded as the client's first event, so that replay applies it too
+            await self.intake.on_client_event(self.params.bound)
         self.log.info("session.opened", type=self.params.session_type, dialect=self.params.dialect)
 
     async def _reduce(self, feed: OrderedFeed) -> None:
@@ -211,6 +222,7 @@ class RealtimeConnection:
     async def _tell(self, code: str, message: str) -> None:
         """A `server_error` from the edge itself, not from the log (which may be out of reach)."""
         error = ErrorDetail(type="server_error", code=code, message=message)
-        frame = render(ErrorEvent(event_id="event_" + secrets.token_hex(8), error=error), self.params.dialect)
+        event = ErrorEvent(event_id="event_" + secrets.token_hex(8), error=error)
+        frame = render(event, self.params.dialect)
         if frame is not None:
-            await self.socket.send(frame)
+            await self.socket.send(event, frame)

@@ -13,6 +13,7 @@ from concurrent.futures import Executor
 import msgspec
 from msgspec import UNSET
 
+from app.realtime.channel import Frame, TrackAudio
 from app.realtime.reducer import Reducer
 from app.realtime.session_log import RecordTooLarge, SessionLog
 from domain import records as rec
@@ -60,11 +61,15 @@ class Intake:
         self._executor = executor
         self._max_frame_bytes = max_frame_bytes
         self._input = InputAudio()
+        self._track_input = InputAudio("pcm16")  # a track's audio keeps its format whatever the session's
         self._noise = NoiseFilter()
 
-    async def run(self, frames: AsyncIterator[str | bytes]) -> None:
+    async def run(self, frames: AsyncIterator[Frame]) -> None:
         async for frame in frames:
-            await self.on_frame(frame)
+            if isinstance(frame, TrackAudio):
+                await self._on_audio(AudioAppend(frame.pcm), self._track_input)
+            else:
+                await self.on_frame(frame)
 
     async def on_frame(self, frame: str | bytes) -> None:
         if len(frame) > self._max_frame_bytes:
@@ -77,16 +82,17 @@ class Intake:
         decoded = decode(frame, self._dialect)
         match decoded:
             case AudioAppend():
-                await self._on_audio(decoded)
+                self._follow_input_format()
+                await self._on_audio(decoded, self._input)
             case ItemWithAudio():
                 await self._on_item_audio(decoded)
             case Rejection():
                 await self._log.reject(decoded)
             case _:
-                await self._on_client_event(decoded)
+                await self.on_client_event(decoded)
 
-    async def _on_client_event(self, event: ClientEvent) -> None:
-        if (rejection := self._check(event)) is not None:
+    async def on_client_event(self, event: ClientEvent) -> None:
+        if (rejection := unserved(event, self._dialect, self._registry, self._llm_models)) is not None:
             await self._log.reject(rejection)
             return
         record = rec.ClientEventReceived(at_ms=now_ms(), event=event)
@@ -104,37 +110,15 @@ class Intake:
             message = f"The event is {large}. Send less in one event."
             await self._log.reject(Rejection("invalid_value", message, None, event.event_id))
 
-    def _check(self, event: ClientEvent) -> Rejection | None:
-        """What the state machine cannot know: whether a requested voice, LLM or transcription model is served."""
-        if isinstance(event, SessionUpdateRequested) and isinstance(event.update.model, str):
-            unknown = unknown_llm(event.update.model, self._llm_models)
-            if unknown is not None:
-                return Rejection("invalid_value", unknown, "session.model", event.event_id)
-        try:
-            if isinstance(event, SessionUpdateRequested) and isinstance(event.update.voice, str):
-                where = "session.audio.output.voice"
-                VOICES.resolve(event.update.voice)
-            if isinstance(event, ResponseCreateRequested) and isinstance(event.response.voice, str):
-                where = "response.audio.output.voice"
-                VOICES.resolve(event.response.voice)
-            if isinstance(event, SessionUpdateRequested):
-                transcription = event.update.transcription
-                if isinstance(transcription, TranscriptionUpdate) and isinstance(transcription.model, str):
-                    where = "session.audio.input.transcription.model"
-                    self._registry.canonical(transcription.model)
-        except (UnknownVoice, UnknownModel) as unknown:
-            param = where if self._dialect == "ga" else (beta.param(where) or where)
-            return Rejection("invalid_value", str(unknown), param, event.event_id)
-        return None
-
-    async def _on_audio(self, append: AudioAppend) -> None:
+    async def _on_audio(self, append: AudioAppend, decoder: InputAudio) -> None:
         if not append.audio:
             return
-        self._follow_input_format()
         self._follow_noise_reduction()
         loop = asyncio.get_running_loop()
         try:
-            pieces = await loop.run_in_executor(self._executor, self._hear, append.audio, self._turn_detection())
+            pieces = await loop.run_in_executor(
+                self._executor, self._hear, decoder, append.audio, self._turn_detection()
+            )
         except InvalidAudio as invalid:
             await self._log.reject(Rejection("invalid_value", str(invalid), "audio", append.event_id))
             return
@@ -150,11 +134,11 @@ class Intake:
             await self._log.write("audio", record)
 
     def _hear(
-        self, payload: bytes, detection: TurnDetection | None
+        self, decoder: InputAudio, payload: bytes, detection: TurnDetection | None
     ) -> list[tuple[int, bytes, list[float], tuple[tuple[int, float], ...]]]:
         """Decode, resample, denoise and score one append (in a worker thread), split into records of bounded size."""
         pieces = []
-        for ticks, decoded in self._input.decode(payload, MAX_RECORD_INPUT_SECONDS):
+        for ticks, decoded in decoder.decode(payload, MAX_RECORD_INPUT_SECONDS):
             samples = self._noise.apply(decoded)  # what the VAD and the transcriber hear, and what is recorded
             probabilities = self._vad.feed(samples)
             scores = self._turn_end.feed(samples, probabilities, detection)
@@ -186,7 +170,7 @@ class Intake:
             await self._log.reject(Rejection("invalid_value", message, param, request.event.event_id))
             return
         item = msgspec.structs.replace(request.event.item, audio=AudioRef(seq=seq, samples=len(pcm16k) // 2))
-        await self._on_client_event(msgspec.structs.replace(request.event, item=item))
+        await self.on_client_event(msgspec.structs.replace(request.event, item=item))
 
     def _follow_input_format(self) -> None:
         """Decode in the format the session has taken (its resampler state starts afresh when it changes)."""
@@ -208,3 +192,29 @@ def unknown_llm(model: str, served: frozenset[str]) -> str | None:
     if is_realtime_model(model) or model in served:
         return None
     return f"Unknown model '{model}'. Served: {', '.join(sorted(served))}, and OpenAI's realtime model names."
+
+
+def unserved(
+    event: ClientEvent, dialect: Dialect, registry: ModelRegistry, llm_models: frozenset[str]
+) -> Rejection | None:
+    """What the state machine cannot know: whether a requested voice, LLM or transcription model is served."""
+    if isinstance(event, SessionUpdateRequested) and isinstance(event.update.model, str):
+        unknown = unknown_llm(event.update.model, llm_models)
+        if unknown is not None:
+            return Rejection("invalid_value", unknown, "session.model", event.event_id)
+    try:
+        if isinstance(event, SessionUpdateRequested) and isinstance(event.update.voice, str):
+            where = "session.audio.output.voice"
+            VOICES.resolve(event.update.voice)
+        if isinstance(event, ResponseCreateRequested) and isinstance(event.response.voice, str):
+            where = "response.audio.output.voice"
+            VOICES.resolve(event.response.voice)
+        if isinstance(event, SessionUpdateRequested):
+            transcription = event.update.transcription
+            if isinstance(transcription, TranscriptionUpdate) and isinstance(transcription.model, str):
+                where = "session.audio.input.transcription.model"
+                registry.canonical(transcription.model)
+    except (UnknownVoice, UnknownModel) as unknown:
+        param = where if dialect == "ga" else (beta.param(where) or where)
+        return Rejection("invalid_value", str(unknown), param, event.event_id)
+    return None

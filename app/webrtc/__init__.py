@@ -1,0 +1,1 @@
+"""WebRTC calls: a realtime session over a peer connection, as OpenAI's WebRTC clients expect it."""
