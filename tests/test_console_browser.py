@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Conversation
+from tests.conftest import Conversation, Stack
 
 playwright_api = pytest.importorskip("playwright.async_api", reason="Playwright is installed by install.sh --dev")
 CHROMIUM = os.environ.get("VOCALIS_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
@@ -133,3 +133,66 @@ async def test_the_console_talks_over_a_websocket_and_lists_the_recorded_session
             assert wav.status_code == 200 and wav.content[:2] == b"PK"
     finally:
         await page.close()
+
+
+async def test_the_console_talks_over_webrtc(conversation: Conversation, browser: Any) -> None:
+    stack = conversation.stack
+    for _ in range(8):
+        conversation.llm.reply(REPLY)
+    page = await browser.new_page()
+    page.on("console", lambda message: print("console:", message.text))
+    try:
+        await _talk_through_jfk(page, f"http://127.0.0.1:{stack.settings.port}", "webrtc")
+        # Over WebRTC the answer's audio comes on the track, and the data channel carries no audio deltas.
+        assert await page.locator('#event-list li[data-type="output_audio_buffer.started"]').count() > 0
+        assert await page.locator('#event-list li[data-type="response.output_audio.delta"]').count() == 0
+        assert await page.locator('#event-list li[data-type="input_audio_buffer.append"]').count() == 0
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=SCREENSHOTS / "console-webrtc.png", full_page=True)
+    finally:
+        await page.close()
+
+
+KEY = "sk-console-browser"
+
+
+@pytest.fixture
+def secured(request: pytest.FixtureRequest, certificate: tuple[Path, Path]) -> None:
+    """The `stack` requested after this fixture serves https and wants an API key."""
+    cert, key = certificate
+    request.node.add_marker(pytest.mark.vocalis_settings(tls_certfile=cert, tls_keyfile=key, api_key=KEY))
+
+
+async def test_the_console_transcribes_over_https_with_the_servers_key(
+    secured: None, stack: Stack, browser: Any
+) -> None:
+    stack.start_analytics()
+    context = await browser.new_context(ignore_https_errors=True)  # the test's self-signed certificate
+    page = await context.new_page()
+    page.on("console", lambda message: print("console:", message.text))
+    try:
+        base_url = f"https://127.0.0.1:{stack.settings.port}"
+        await page.goto(f"{base_url}/?transport=websocket&mode=transcription&transcription_model=whisper-tiny.en")
+        await page.fill('input[name="api_key"]', KEY)
+        await page.click("#connect")
+        await page.wait_for_selector('#status[data-state="connected"]', timeout=20_000)
+        await page.click("#mic")
+        await page.wait_for_function(
+            "[...document.querySelectorAll('.turn.user:not(.partial) .text')]"
+            ".some(t => /your country/i.test(t.textContent))",
+            timeout=60_000,
+        )
+        assert await page.locator(".turn.assistant").count() == 0
+        session_id = await page.get_attribute("body", "data-session")
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=SCREENSHOTS / "console-transcription-https.png", full_page=True)
+        await page.click('nav button[data-view="sessions"]')
+        card = page.locator(f'.session[data-session="{session_id}"]')
+        for _ in range(50):
+            if await card.count():
+                break
+            await asyncio.sleep(0.2)
+            await page.click("#refresh-sessions")
+        assert await card.count() == 1  # listed with the key the page was given
+    finally:
+        await context.close()
