@@ -4,8 +4,12 @@ One `InputAudio` per session keeps the resampler's filter state across appends, 
 clicks or drift (per-chunk interpolation, as Speaches does, gets both wrong).
 """
 
+import io
+
+import av
 import numpy as np
 import soxr
+from faster_whisper.audio import decode_audio
 
 from domain.audio_time import BYTES_PER_SAMPLE, INPUT_RATES, MODEL_RATE, ticks_for_samples
 from domain.session_config import AudioFormat
@@ -60,3 +64,16 @@ class InputAudio:
 def to_pcm16(samples: np.ndarray) -> bytes:
     pcm: bytes = (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
     return pcm
+
+
+def decode_file(data: bytes) -> bytes:
+    """An uploaded audio file (wav, mp3, Ogg/Opus, FLAC, WebM, M4A: whatever FFmpeg reads) as 16 kHz mono pcm16,
+    decoded as faster-whisper decodes a file (PyAV); InvalidAudio if it holds no audio FFmpeg can read."""
+    try:
+        samples = decode_audio(io.BytesIO(data), sampling_rate=MODEL_RATE)
+    except (av.error.FFmpegError, IndexError, ValueError) as error:  # IndexError: a container without audio
+        reason = getattr(error, "strerror", None) or str(error)
+        raise InvalidAudio(f"The file could not be decoded as audio ({reason}).") from None
+    if not len(samples):
+        raise InvalidAudio("The file holds no audio that could be decoded.")
+    return to_pcm16(samples)
