@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.admission import Admission
 from app.analytics import SummaryStore
+from app.audio_api import audio_routes
 from app.metrics import EdgeMetrics
 from app.realtime.connection import ConnectParams, EdgeServices, RealtimeConnection
 from app.realtime.intake import unknown_llm
@@ -284,7 +285,10 @@ def create_app(services: EdgeServices, api_key: str | None, serves: tuple[str, .
     app = Litestar(
         logging_config=None,
         exception_handlers={HTTPException: _openai_error},
-        route_handlers=[live, health, ready, scrape, realtime, list_sessions, session_summary, session_transcript],
+        route_handlers=[
+            *[live, health, ready, scrape, realtime, list_sessions, session_summary, session_transcript],
+            *audio_routes(services.max_upload_bytes),
+        ],
     )
     app.state.services = services
     app.state.serves = serves

@@ -66,6 +66,7 @@ class EdgeServices:
     metrics: EdgeMetrics
     llm_context_tokens: int | None = None
     llm_models: frozenset[str] = frozenset()  # the LLM names a session may ask for, besides OpenAI's realtime names
+    max_upload_bytes: int = 25 << 20  # an audio file of the REST API (app/audio_api.py)
 
 
 @dataclass(frozen=True)
