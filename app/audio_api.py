@@ -15,11 +15,12 @@ Checks and rendering are domain code (`domain/rest_audio.py`); encoding speech i
 
 import asyncio
 import base64
+import contextlib
 import re
 import secrets
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import msgspec
@@ -31,7 +32,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath
 from litestar.response import Stream
 
-from app.bus import OrderedFeed, decode_record
+from app.bus import UNANSWERED, LogUnavailable, OrderedFeed, decode_record
 from app.realtime.connection import EdgeServices
 from app.realtime.intake import MAX_RECORD_INPUT_SECONDS, VOICES
 from app.realtime.session_log import SessionLog
@@ -43,6 +44,7 @@ from domain.rest_audio import (
     SpeechForm,
     TranscriptionForm,
     missing,
+    speech_clauses,
     speech_form,
     sse,
     transcript_body,
@@ -303,17 +305,17 @@ def _count(request: Request[Any, Any, Any], endpoint: str, status: int) -> None:
 
 @dataclass
 class RequestSession:
-    """One request's session: its records on the log, its job, and the worker's records coming back."""
+    """One request's session: its records on the log, its jobs, and the workers' records coming back."""
 
     services: EdgeServices
     endpoint: str
     session_id: str
     session_log: SessionLog
     feed: OrderedFeed
-    job: Job
-    kind: str  # the job's queue: stt or tts
-    asked: float = 0.0  # monotonic time the job was asked for
-    ended: bool = False  # the job's last record came
+    kind: str  # the jobs' queue: stt or tts
+    jobs: dict[str, float] = field(default_factory=dict)  # job id: monotonic time it was asked for
+    deadline_ms: int = 0  # the first job's: no record by then (and a grace) means no worker took it
+    opened: float = field(default_factory=time.monotonic)
     closed: bool = False
 
     @classmethod
@@ -321,68 +323,104 @@ class RequestSession:
         session_id = f"{prefix}_{secrets.token_hex(10)}"
         session_log = SessionLog(services.bus, session_id, services.audio_max_age_s, lambda subject: None)
         feed = await services.bus.subscribe_results(session_id, kind)
-        placeholder = SynthesizeJob("", session_id, "", 0, "", "")  # until `ask`
-        return cls(services, endpoint, session_id, session_log, feed, placeholder, kind)
+        return cls(services, endpoint, session_id, session_log, feed, kind)
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def opening(
+        cls, services: EdgeServices, endpoint: str, prefix: str, kind: str
+    ) -> AsyncIterator["RequestSession"]:
+        """A new session to record a request in: closed as failed if recording it fails; a log out of reach is
+        503 (the request is not lost by a client that tries again)."""
+        message = "The event log is unreachable; try again shortly."
+        unreachable = ApiError(503, message, None, "log_unavailable", "server_error")
+        try:
+            session = await cls.open(services, endpoint, prefix, kind)
+        except UNANSWERED:
+            raise unreachable from None
+        try:
+            yield session
+        except BaseException as error:
+            await _close(session, "failed")
+            if isinstance(error, LogUnavailable | UNANSWERED):
+                raise unreachable from None
+            raise
 
     async def ask(self, job: Job) -> None:
-        self.job = job
-        self.asked = time.monotonic()
+        if not self.jobs:
+            self.deadline_ms = job.deadline_ms or now_ms()
+        self.jobs[job.job_id] = time.monotonic()
         await self.session_log.ask(job)
-        log.info("api.job.asked", endpoint=self.endpoint, session_id=self.session_id, job_id=job.job_id)
+
+    def accepted(self, **details: object) -> None:
+        """The request is recorded and its jobs asked for."""
+        log.info(
+            "api.request.accepted", endpoint=self.endpoint, session_id=self.session_id, jobs=len(self.jobs), **details
+        )
 
     async def records(self) -> AsyncIterator[rec.Record]:
-        """The worker's records for this job, until the one that ends it; ApiError if none comes in time."""
+        """The workers' records for this request's jobs, until each has ended; ApiError if none comes in time."""
         messages = aiter(self.feed.messages)
-        untaken_s = max(0.0, ((self.job.deadline_ms or now_ms()) - now_ms()) / 1000) + UNTAKEN_GRACE_S
+        untaken_s = max(0.0, (self.deadline_ms - now_ms()) / 1000) + UNTAKEN_GRACE_S
         first = True
-        while not self.ended:
+        while self.jobs:
             try:
                 async with asyncio.timeout(untaken_s if first else IDLE_S):
                     message = await anext(messages)
             except (TimeoutError, StopAsyncIteration):
                 await self._give_up()
                 if first:
-                    raise ApiError(
-                        503,
-                        "No worker took the job in time; try again shortly.",
-                        None,
-                        "workers_unavailable",
-                        "server_error",
-                    ) from None
+                    untaken = "No worker took the job in time; try again shortly."
+                    raise ApiError(503, untaken, None, "workers_unavailable", "server_error") from None
                 raise ApiError(500, "The worker stopped answering.", None, "server_error", "server_error") from None
             first = False
             record = decode_record(message.data)
-            if getattr(record, "job_id", None) != self.job.job_id:
+            job_id = getattr(record, "job_id", None)
+            if job_id not in self.jobs:
                 continue
             if _ends(record):
-                self.ended = True
                 outcome = "failed" if isinstance(record, rec.TranscriptionFailed | rec.SpeechFailed) else "done"
-                self.services.metrics.api_job(self.kind, outcome, time.monotonic() - self.asked)
+                self.services.metrics.api_job(self.kind, outcome, time.monotonic() - self.jobs.pop(job_id))
             yield record
 
     async def _give_up(self) -> None:
-        """The client left, or no worker answers: drop the job wherever it is (queued, or in a worker's hands)."""
-        if not self.ended:
-            self.ended = True
-            self.services.metrics.api_job(self.kind, "withdrawn", None)
+        """The client left, or no worker answers: drop the jobs wherever they are (queued, or in a worker's hands)."""
+        if self.jobs:
+            for _ in self.jobs:
+                self.services.metrics.api_job(self.kind, "withdrawn", None)
+            self.jobs.clear()
             await self.services.bus.drop_jobs(self.session_id, (self.kind,))
 
     async def close(self, reason: str) -> None:
         if self.closed:
             return
         self.closed = True
-        if not self.ended:
+        try:
             await self._give_up()
-        await self.feed.unsubscribe()
-        await self.session_log.write("edge", rec.SessionClosed(at_ms=now_ms(), reason=reason))
+            await self.feed.unsubscribe()
+            await self.session_log.write("edge", rec.SessionClosed(at_ms=now_ms(), reason=reason))
+        except (LogUnavailable, *UNANSWERED) as error:  # the log is away: its reaper has nothing to reap here
+            log.warning("api.request.unclosed", session_id=self.session_id, error=repr(error))
         log.info(
             "api.request.done",
             endpoint=self.endpoint,
             session_id=self.session_id,
-            job_id=self.job.job_id,
             reason=reason,
-            seconds=round(time.monotonic() - self.asked, 3),
+            seconds=round(time.monotonic() - self.opened, 3),
         )
+
+
+_closing: set[asyncio.Task[None]] = set()
+
+
+async def _close(session: RequestSession, reason: str) -> None:
+    """Close a request's session from a response stream's end. A client that leaves cancels the stream, and every
+    await after that would be cancelled too: the close runs on as a task of its own."""
+    task = asyncio.create_task(session.close(reason))
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.shield(task)
 
 
 def _ends(record: rec.Record) -> bool:
@@ -422,7 +460,19 @@ class Transcription:
         task: Literal["transcribe", "translate"],
     ) -> "Transcription":
         """Record the request and its audio, and ask for its transcription."""
-        session = await RequestSession.open(services, endpoint, "file", "stt")
+        async with RequestSession.opening(services, endpoint, "file", "stt") as session:
+            await cls._record(session, accepted, pcm, form, task)
+            session.accepted(model=accepted.model, audio_seconds=round(accepted.audio_seconds, 2), task=task)
+        return cls(session, form, task)
+
+    @staticmethod
+    async def _record(
+        session: RequestSession,
+        accepted: rec.TranscriptionRequested,
+        pcm: bytes,
+        form: TranscriptionForm,
+        task: Literal["transcribe", "translate"],
+    ) -> None:
         await session.session_log.write("client", accepted)
         step = MAX_RECORD_INPUT_SECONDS * MODEL_RATE * 2
         seqs = []
@@ -448,7 +498,6 @@ class Transcription:
                 deadline_ms=now_ms() + REQUEST_WAIT_MS,
             )
         )
-        return cls(session, form, task)
 
     async def answer(self) -> tuple[bytes, str]:
         segments: list[rec.TranscriptSegmentDecoded] = []
@@ -465,7 +514,7 @@ class Transcription:
                         return transcript_body(self.form, self.task, segments, record)
             raise ApiError(500, "The transcription ended without a result.", None, "server_error", "server_error")
         finally:
-            await self.session.close(reason)
+            await _close(self.session, reason)
 
     async def streamed(self, request: Request[Any, Any, Any]) -> Response[Any]:
         _count(request, self.session.endpoint, 200)
@@ -496,17 +545,29 @@ class Transcription:
             reason = "failed"
             yield sse(error.body())
         finally:
-            await self.session.close(reason)
+            await _close(self.session, reason)
 
 
 @dataclass
 class Speech:
+    """The input cut into clauses as a conversation's answer is (the first one short), one `synthesize` job each:
+    the first audio comes after the first clause, not after the first batch of the whole text (a 600-character
+    input waited 20 s for it on this project's CPU), and several workers share a long input."""
+
     session: RequestSession
     form: SpeechForm
+    clauses: int
+    pcm: AsyncIterator[bytes] | None = None
 
     @classmethod
     async def start(cls, services: EdgeServices, form: SpeechForm, voice: str) -> "Speech":
-        session = await RequestSession.open(services, "speech", "speech", "tts")
+        async with RequestSession.opening(services, "speech", "speech", "tts") as session:
+            clauses = await cls._record(session, form, voice)
+            session.accepted(voice=voice, characters=len(form.input), response_format=form.response_format)
+        return cls(session, form, clauses)
+
+    @staticmethod
+    async def _record(session: RequestSession, form: SpeechForm, voice: str) -> int:
         accepted = rec.SpeechRequested(
             at_ms=now_ms(),
             input=form.input,
@@ -519,52 +580,66 @@ class Speech:
             instructions=form.instructions,
         )
         await session.session_log.write("client", accepted)
-        job = SynthesizeJob(
-            job_id=_new_job_id(),
-            session_id=session.session_id,
-            response_id=session.session_id,
-            clause_index=0,
-            text=form.input,
-            voice=voice,
-            speed=form.speed,
-            deadline_ms=now_ms() + REQUEST_WAIT_MS,
-        )
-        await session.ask(job)
-        return cls(session, form)
+        clauses = speech_clauses(form.input)
+        deadline_ms = now_ms() + REQUEST_WAIT_MS
+        for index, clause in enumerate(clauses):
+            await session.ask(
+                SynthesizeJob(
+                    job_id=_new_job_id(),
+                    session_id=session.session_id,
+                    response_id=session.session_id,
+                    clause_index=index,
+                    text=clause,
+                    voice=voice,
+                    speed=form.speed,
+                    deadline_ms=deadline_ms,
+                )
+            )
+        return len(clauses)
 
-    async def first(self) -> rec.SpeechSynthesized:
+    async def first(self) -> bytes:
         """The first chunk, before the response begins: a request that fails at once gets its status code."""
-        self._records = aiter(self.session.records())
+        self.pcm = self._ordered()
         try:
-            async for record in self._records:
-                if isinstance(record, rec.SpeechFailed):
-                    raise _failure(record.message, "speech")
-                if isinstance(record, rec.SpeechSynthesized):
-                    return record
-            raise ApiError(500, "The synthesis ended without audio.", None, "server_error", "server_error")
+            return await anext(self.pcm)
+        except StopAsyncIteration:
+            await _close(self.session, "failed")
+            raise ApiError(500, "The synthesis ended without audio.", None, "server_error", "server_error") from None
         except ApiError:
-            await self.session.close("failed")
+            await _close(self.session, "failed")
             raise
 
-    async def _chunks(self, first: rec.SpeechSynthesized) -> AsyncIterator[bytes]:
-        """The speech, 24 kHz pcm16, chunk by chunk in order (a job taken over repeats chunks: each counts once)."""
-        expected = 0
-        record: rec.Record = first
-        while True:
+    async def _ordered(self) -> AsyncIterator[bytes]:
+        """The speech, 24 kHz pcm16, clause by clause and chunk by chunk: a later clause's chunks wait for the
+        clauses before, and a job taken over from a worker repeats chunks, which count once."""
+        waiting: dict[tuple[int, int], rec.SpeechSynthesized] = {}
+        clause, chunk = 0, 0
+        async for record in self.session.records():
             if isinstance(record, rec.SpeechFailed):
                 raise _failure(record.message, "speech")
-            if isinstance(record, rec.SpeechSynthesized) and record.chunk_index == expected:
-                expected += 1
-                yield record.audio
-                if record.last:
-                    return
-            record = await anext(self._records)
+            if not isinstance(record, rec.SpeechSynthesized) or (record.clause_index, record.chunk_index) < (
+                clause,
+                chunk,
+            ):
+                continue
+            waiting[record.clause_index, record.chunk_index] = record
+            while (ready := waiting.pop((clause, chunk), None)) is not None:
+                yield ready.audio
+                clause, chunk = (clause + 1, 0) if ready.last else (clause, chunk + 1)
+        if clause < self.clauses:
+            raise ApiError(500, "The synthesis ended short.", None, "server_error", "server_error")
 
-    async def audio(self, first: rec.SpeechSynthesized) -> AsyncIterator[bytes]:
+    async def _after(self, first: bytes) -> AsyncIterator[bytes]:
+        yield first
+        if self.pcm is not None:
+            async for pcm in self.pcm:
+                yield pcm
+
+    async def audio(self, first: bytes) -> AsyncIterator[bytes]:
         encoder = SpeechEncoder(self.form.response_format)
         reason = "client"
         try:
-            async for pcm in self._chunks(first):
+            async for pcm in self._after(first):
                 if encoded := encoder.encode(pcm):
                     yield encoded
             yield encoder.finish()
@@ -573,14 +648,14 @@ class Speech:
             reason = "failed"
             log.warning("api.speech.failed", session_id=self.session.session_id, error=error.message)
         finally:
-            await self.session.close(reason)
+            await _close(self.session, reason)
 
-    async def events(self, first: rec.SpeechSynthesized) -> AsyncIterator[bytes]:
+    async def events(self, first: bytes) -> AsyncIterator[bytes]:
         encoder = SpeechEncoder(self.form.response_format)
         reason = "client"
         chunks = 0
         try:
-            async for pcm in self._chunks(first):
+            async for pcm in self._after(first):
                 chunks += 1
                 if encoded := encoder.encode(pcm):
                     yield sse({"type": "speech.audio.delta", "audio": base64.b64encode(encoded).decode()})
@@ -595,7 +670,7 @@ class Speech:
             reason = "failed"
             yield sse(error.body())
         finally:
-            await self.session.close(reason)
+            await _close(self.session, reason)
 
 
 def audio_routes(max_upload_bytes: int) -> list[HTTPRouteHandler]:

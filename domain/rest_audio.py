@@ -11,6 +11,7 @@ from typing import Any, Literal, get_args
 import msgspec
 
 from domain import records as rec
+from domain import segmentation
 from domain.languages import LANGUAGE_NAMES
 from domain.session_config import MAX_PROMPT_CHARS, InvalidUpdate, check_length, unknown_language
 from domain.transcripts import Cue, srt, vtt
@@ -181,6 +182,13 @@ def speech_form(body: object) -> SpeechForm:
         stream_format=stream_format,
         instructions=instructions if isinstance(instructions, str) else None,
     )
+
+
+def speech_clauses(text: str) -> tuple[str, ...]:
+    """The input as a conversation's answer is cut for speech: sentences and clauses, the first one short."""
+    segmenter, clauses = segmentation.feed(segmentation.Segmenter(), text)
+    _, rest = segmentation.flush(segmenter)
+    return tuple(clause for clause in (*clauses, *rest) if clause.strip()) or (text,)
 
 
 # --- the answer -------------------------------------------------------------------------------------------------

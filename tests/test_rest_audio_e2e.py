@@ -5,6 +5,7 @@ import asyncio
 import base64
 import io
 import json
+import re
 import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -319,3 +320,27 @@ async def test_speech_is_refused_without_a_tts_worker(stack):
         await client(stack).audio.speech.create(model="tts-1", voice="alloy", input="Hi.")
     assert refused.value.status_code == 503
     assert refused.value.code == "workers_unavailable"
+
+
+async def test_a_client_that_leaves_mid_speech_has_its_job_stopped(rest):
+    long_text = " ".join(["Ask not what your country can do for you, ask what you can do for your country."] * 8)
+    async with client(rest).audio.speech.with_streaming_response.create(
+        model="tts-1", voice="alloy", input=long_text, response_format="pcm"
+    ) as response:
+        session_id = response.headers["x-request-id"]
+        async for _first in response.iter_bytes():
+            break  # and leave
+    for _ in range(100):
+        recorded = await read_session(rest.bus, session_id)
+        bodies = [json.loads(entry.data) for entry in recorded.entries]
+        if bodies[-1]["kind"] == "session.closed":
+            break
+        await asyncio.sleep(0.1)
+    assert bodies[-1] == {**bodies[-1], "kind": "session.closed", "reason": "client"}
+    await asyncio.sleep(1.0)  # the worker stops between chunks: no last chunk comes
+    recorded = await read_session(rest.bus, session_id)
+    chunks = [body for body in map(json.loads, (e.data for e in recorded.entries)) if body["kind"] == "tts.audio"]
+    assert chunks and not any(chunk["last"] for chunk in chunks)
+    metrics = (await httpx.AsyncClient().get(rest.http_url.removesuffix("/v1") + "/metrics")).text
+    withdrawn = re.search(r'vocalis_jobs_total\{kind="tts",outcome="withdrawn"\} (\d+)', metrics)
+    assert withdrawn and int(withdrawn.group(1)) >= 1  # the clauses not spoken yet
