@@ -14,6 +14,7 @@ from domain.rest_audio import (
     SPEECH_FORMATS,
     ApiError,
     TranscriptionForm,
+    speech_clauses,
     speech_form,
     transcript_body,
     transcription_form,
@@ -154,3 +155,11 @@ def test_uploads_decode_to_16_khz_and_garbage_is_invalid():
     for garbage in (b"", b"not audio" * 100):
         with pytest.raises(InvalidAudio):
             decode_file(garbage)
+
+
+def test_speech_is_cut_into_clauses_as_an_answer_is():
+    text = "Ask not what your country can do for you, ask what you can do for your country. Thank you."
+    clauses = speech_clauses(text)
+    assert len(clauses) >= 3 and len(clauses[0].split()) <= 6
+    assert " ".join(clauses) == text
+    assert speech_clauses("...") == ("...",)  # nothing to cut: one clause, as it is
