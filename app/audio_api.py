@@ -148,7 +148,6 @@ async def _form(request: Request[Any, Any, Any], limit: int) -> tuple[UploadFile
         form = await request.form()
     except ClientException as error:  # over the body limit (413), or a body that is no form
         if error.status_code == 413:
-            await _drain(request, DRAIN_LIMIT_FACTOR * limit)
             raise _too_large(limit) from None
         raise ApiError(400, f"The request must be multipart/form-data: {error.detail}", None) from None
     upload = form.get("file")
@@ -165,8 +164,10 @@ async def _form(request: Request[Any, Any, Any], limit: int) -> tuple[UploadFile
 
 
 async def _drain(request: Request[Any, Any, Any], most: int) -> None:
-    """Read the rest of a body that is refused: a client that is still sending when the answer comes and the
-    connection closes sees a broken connection instead of the answer (and an SDK would send it all again)."""
+    """Read the rest of a body that is refused (unless it was read): a client that is still sending when the answer
+    comes and the connection closes sees a broken connection instead of the answer (and an SDK sends it again)."""
+    if not request.is_connected:  # Litestar read the body to its end
+        return
     drained = 0
     while drained <= most:
         message = await request.receive()
@@ -215,6 +216,7 @@ async def _transcribe(request: Request[Any, Any, Any], translation: bool) -> Res
         task: Literal["transcribe", "translate"] = "translate" if translation else "transcribe"
         run = await Transcription.start(services, endpoint, accepted, pcm, form, task)
     except ApiError as error:
+        await _drain(request, DRAIN_LIMIT_FACTOR * services.max_upload_bytes)
         return _error(request, endpoint, error)
     if form.stream:
         return await run.streamed(request)

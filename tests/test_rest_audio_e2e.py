@@ -344,3 +344,10 @@ async def test_a_client_that_leaves_mid_speech_has_its_job_stopped(rest):
     metrics = (await httpx.AsyncClient().get(rest.http_url.removesuffix("/v1") + "/metrics")).text
     withdrawn = re.search(r'vocalis_jobs_total\{kind="tts",outcome="withdrawn"\} (\d+)', metrics)
     assert withdrawn and int(withdrawn.group(1)) >= 1  # the clauses not spoken yet
+
+
+@pytest.mark.vocalis_settings(workers="llm,tts")
+async def test_transcription_is_refused_without_an_stt_worker(stack):
+    with pytest.raises(openai.InternalServerError) as refused:
+        await client(stack).audio.transcriptions.create(model="whisper-1", file=AUDIO / "lecture_60s.wav")
+    assert (refused.value.status_code, refused.value.code) == (503, "workers_unavailable")
