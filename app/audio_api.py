@@ -16,6 +16,7 @@ Checks and rendering are domain code (`domain/rest_audio.py`); encoding speech i
 import asyncio
 import base64
 import contextlib
+import functools
 import re
 import secrets
 import time
@@ -195,7 +196,8 @@ async def _transcribe(request: Request[Any, Any, Any], translation: bool) -> Res
         if len(data) > services.max_upload_bytes:
             raise _too_large(services.max_upload_bytes)
         try:
-            pcm = await asyncio.get_running_loop().run_in_executor(services.executor, decode_file, data)
+            decode = functools.partial(decode_file, data, services.max_upload_seconds)
+            pcm = await asyncio.get_running_loop().run_in_executor(services.executor, decode)
         except InvalidAudio as invalid:
             raise ApiError(400, f"Invalid file '{upload.filename}': {invalid}", "file") from None
         accepted = rec.TranscriptionRequested(

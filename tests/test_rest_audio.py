@@ -149,12 +149,14 @@ def test_speech_encodes_as_it_streams_and_decodes_to_its_length(audio_format):
 
 
 def test_uploads_decode_to_16_khz_and_garbage_is_invalid():
-    pcm = decode_file((AUDIO / "jfk.wav").read_bytes())
+    pcm = decode_file((AUDIO / "jfk.wav").read_bytes(), 60)
     with wave.open(str(AUDIO / "jfk.wav")) as source:
         assert len(pcm) // 2 == pytest.approx(source.getnframes() * 16_000 / 24_000, abs=16)
     for garbage in (b"", b"not audio" * 100):
         with pytest.raises(InvalidAudio):
-            decode_file(garbage)
+            decode_file(garbage, 60)
+    with pytest.raises(InvalidAudio, match="more than 10 s"):
+        decode_file((AUDIO / "jfk.wav").read_bytes(), 10)
 
 
 def test_speech_is_cut_into_clauses_as_an_answer_is():
