@@ -353,3 +353,13 @@ async def test_transcription_is_refused_without_an_stt_worker(stack):
     with pytest.raises(openai.InternalServerError) as refused:
         await client(stack).audio.transcriptions.create(model="whisper-1", file=AUDIO / "lecture_60s.wav")
     assert (refused.value.status_code, refused.value.code) == (503, "workers_unavailable")
+
+
+@pytest.mark.vocalis_settings(api_key="the-key")
+async def test_the_api_key_guards_the_rest_api(stack):
+    with pytest.raises(openai.AuthenticationError):
+        await client(stack).audio.transcriptions.create(model="whisper-1", file=AUDIO / "hello_world.wav")
+    keyed = AsyncOpenAI(api_key="the-key", base_url=stack.http_url, max_retries=0)
+    await _workers_alive(stack, ("stt",))
+    heard = await keyed.audio.transcriptions.create(model="whisper-1", file=AUDIO / "hello_world.wav")
+    assert words(heard.text) == "hello world"
