@@ -294,6 +294,11 @@ class Bus:
         """All inputs of one session, in stream order, from its first record."""
         return await OrderedFeed.open(self, self.subjects.session_inputs(session_id), api.DeliverPolicy.ALL)
 
+    async def subscribe_results(self, session_id: str, source: str) -> "OrderedFeed":
+        """One session's input records from `source` (a worker kind), in stream order, from its first: what a REST
+        request waits for, without reading back the audio it recorded."""
+        return await OrderedFeed.open(self, self.subjects.session_input(session_id, source), api.DeliverPolicy.ALL)
+
     async def read_audio(
         self, session_id: str, first_seq: int, last_seq: int
     ) -> list[AudioReceived | ItemAudioReceived]:

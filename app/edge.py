@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.admission import Admission
 from app.analytics import SummaryStore
+from app.audio_api import audio_routes
 from app.client_secrets import ClientSecretGate, opens_session
 from app.console_site import console_routes
 from app.credentials import is_client_secret, presented_key
@@ -284,6 +285,7 @@ def create_app(services: EdgeServices, api_key: str | None, serves: tuple[str, .
             session_transcript,
             session_export,
             console_routes(),
+            *audio_routes(services.max_upload_bytes),
         ],
     )
     app.state.services = services

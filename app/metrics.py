@@ -26,6 +26,11 @@ process (the tests) do not share counts.
                                                 `delta`, as the edge sends them
     vocalis_partial_decodes_dropped_total       counter: decodes of a turn in progress shed under load: not
                                                 started by their deadline, or refused by a full queue
+    vocalis_api_requests_total{endpoint,status} counter: REST audio requests this edge answered
+                                                (`transcriptions`, `translations`, `speech`), by HTTP status
+
+The job of a REST audio request (app/audio_api.py) counts in `vocalis_jobs_total` and `vocalis_job_seconds` like a
+session's, under its queue (`stt`, `tts`); its seconds run to the record that ends it, its last chunk of speech.
 
 Job kinds are the work queues: `stt`, `stt-partial` (decodes while the user speaks), `llm`, `tts`. With several
 edges, sum the counters and histograms over them; the queue and worker gauges are the same on every edge (they
@@ -94,6 +99,9 @@ class EdgeMetrics:
         self.partials_dropped = Counter(
             "vocalis_partial_decodes_dropped", "Decodes of a turn in progress shed under load", registry=r
         )
+        self.api_requests = Counter(
+            "vocalis_api_requests", "REST audio requests answered", ["endpoint", "status"], registry=r
+        )
         self.speculative_responses = Counter(
             "vocalis_speculative_responses",
             "Answers asked for in a turn's silence, before its end: used by the turn's response, or wasted",
@@ -106,6 +114,15 @@ class EdgeMetrics:
 
     def refused(self) -> None:
         self.sessions_refused.inc()
+
+    def api_job(self, kind: str, outcome: str, seconds: float | None) -> None:
+        """A REST request's job ended (`done`, `failed`; `withdrawn` when its client left first, not timed)."""
+        self.jobs.labels(kind, outcome).inc()
+        if seconds is not None:
+            self.job_seconds.labels(kind).observe(seconds)
+
+    def api_request(self, endpoint: str, status: int) -> None:
+        self.api_requests.labels(endpoint, str(status)).inc()
 
     async def exposition(self, bus: Bus) -> bytes:
         """Every metric, the job consumers as NATS sees them now."""

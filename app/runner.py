@@ -289,6 +289,8 @@ def edge_services(settings: Settings, bus: Bus) -> EdgeServices:
         default_stt_model=settings.stt_model,
         max_session_s=settings.max_session_s,
         max_frame_bytes=settings.max_frame_bytes,
+        max_upload_bytes=settings.max_upload_bytes,
+        max_upload_seconds=settings.max_upload_seconds,
         audio_max_age_s=settings.audio_max_age_s,
         llm_context_tokens=settings.llm_context,
         llm_models=frozenset({settings.llm_model} if settings.llm_base_url else {settings.llm_model, *BUNDLED_LLMS}),

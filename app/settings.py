@@ -60,6 +60,8 @@ class Settings:
     max_sessions: int | None = None  # sessions one edge holds at once; 0: no limit; unset: as measured (see runner)
     max_transcript_backlog: int = 8  # transcripts waiting for a worker past which new sessions are refused (503)
     max_frame_bytes: int = 24 << 20
+    max_upload_bytes: int = 25 << 20  # an audio file sent to /v1/audio/transcriptions or /translations, as OpenAI
+    max_upload_seconds: int = 2 * 3600  # and the audio in it (a small file of a low bit rate can hold hours)
     log_max_age_s: int = 7 * 24 * 3600
     log_max_bytes: int = -1
     audio_max_age_s: int = 24 * 3600  # audio records expire sooner than the rest of the log
@@ -97,6 +99,8 @@ class Settings:
         for name in (
             "max_session_s",
             "max_frame_bytes",
+            "max_upload_bytes",
+            "max_upload_seconds",
             "llm_context",
             "audio_max_age_s",
             "log_max_age_s",

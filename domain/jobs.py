@@ -5,7 +5,7 @@ milliseconds, from the clock of the record that asked for it): a job not started
 because its turn has moved on or its client would wait too long. Once started, a job runs to its end.
 """
 
-from typing import Any
+from typing import Any, Literal
 
 from msgspec import Struct
 
@@ -17,6 +17,7 @@ PARTIAL_DECODE_WAIT_MS = 2_000  # a decode while the user speaks: the next one w
 TRANSCRIPT_WAIT_MS = 30_000  # a transcript the client waits for
 GENERATE_WAIT_MS = 60_000
 SYNTHESIZE_WAIT_MS = 120_000  # a late clause of a long answer waits for the ones before it
+REQUEST_WAIT_MS = 30_000  # the job of a REST request (/v1/audio/...): its client holds the request open
 # How the failure of a transcription a worker did not start by its deadline begins: it was shed under load (the
 # edge's metrics count such partial decodes).
 TRANSCRIPTION_LATE = "Transcription could not start in time"
@@ -43,6 +44,28 @@ class TranscribeJob(Struct, frozen=True, tag="transcribe"):
     prompt: str | None = None
     words: bool = False
     partial: bool = False  # a decode while the user speaks: it waits for the transcripts already due
+    deadline_ms: int | None = None  # start by then, or not at all (None: whenever)
+
+
+class TranscribeFileJob(Struct, frozen=True, tag="transcribe_file"):
+    """Transcribe (or translate into English) the whole audio of a REST request (`/v1/audio/transcriptions`,
+    `/v1/audio/translations`): its session's `audio.received` records first_seq..last_seq, all of them.
+
+    Answered segment by segment (`stt.segment`, with word times when `word_timestamps`), then `stt.completed`
+    with the language whisper heard; `item_id` is the request's id, which is also its session's.
+    """
+
+    job_id: str
+    session_id: str
+    item_id: str
+    first_seq: int
+    last_seq: int
+    model: str
+    task: Literal["transcribe", "translate"] = "transcribe"
+    language: str | None = None
+    prompt: str | None = None
+    temperature: float | None = None  # None: whisper's fallback from 0 upwards, as OpenAI does for 0
+    word_timestamps: bool = False
     deadline_ms: int | None = None  # start by then, or not at all (None: whenever)
 
 
@@ -75,13 +98,13 @@ class SynthesizeJob(Struct, frozen=True, tag="synthesize"):
     deadline_ms: int | None = None  # start by then, or not at all (None: whenever)
 
 
-Job = TranscribeJob | GenerateJob | SynthesizeJob
+Job = TranscribeJob | TranscribeFileJob | GenerateJob | SynthesizeJob
 
 
 def failed(job: Job, message: str, worker: str, at_ms: int) -> rec.Record:
     """The record that ends a job without its result: the state machine answers it as the job's failure."""
     match job:
-        case TranscribeJob():
+        case TranscribeJob() | TranscribeFileJob():
             return rec.TranscriptionFailed(
                 at_ms=at_ms, job_id=job.job_id, item_id=job.item_id, message=message, worker=worker
             )

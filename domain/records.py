@@ -130,6 +130,37 @@ class WordsDecoded(RecordBase, frozen=True, tag="stt.words"):
     language: str | None = None  # as given, or as whisper detected it
 
 
+class TimedWord(Struct, frozen=True, array_like=True):
+    """A word of a REST transcription: whisper's text (with its leading space), its start and end in seconds of the
+    request's audio, and whisper's probability for it."""
+
+    text: str
+    start: float
+    end: float
+    probability: float
+
+
+class TranscriptSegmentDecoded(RecordBase, frozen=True, tag="stt.segment"):
+    """One segment of a REST transcription (a `transcribe_file` job), as whisper decoded it: the fields of OpenAI's
+    `verbose_json` segment, and its words when the request asked for word timestamps. Segments in `index` order
+    concatenate to the transcript of the job's `stt.completed`."""
+
+    job_id: str
+    item_id: str
+    index: int
+    seek: int
+    start: float
+    end: float
+    text: str
+    tokens: tuple[int, ...]
+    temperature: float
+    avg_logprob: float
+    compression_ratio: float
+    no_speech_prob: float
+    worker: str
+    words: tuple[TimedWord, ...] = ()
+
+
 class TranscriptionFailed(RecordBase, frozen=True, tag="stt.failed"):
     job_id: str
     item_id: str
@@ -199,6 +230,39 @@ class SpeechFailed(RecordBase, frozen=True, tag="tts.failed"):
     worker: str
 
 
+class TranscriptionRequested(RecordBase, frozen=True, tag="api.transcription"):
+    """A request to `/v1/audio/transcriptions` or `/v1/audio/translations`, as the edge accepted it: the first
+    record of its session (`file_…`), before its audio. `model` is the model it runs on (the request's name
+    resolved); the options are the request's."""
+
+    endpoint: Literal["transcriptions", "translations"]
+    model: str
+    requested_model: str
+    response_format: str
+    filename: str | None
+    upload_bytes: int
+    audio_seconds: float
+    language: str | None = None
+    prompt: str | None = None
+    temperature: float | None = None
+    timestamp_granularities: tuple[str, ...] = ()
+    stream: bool = False
+
+
+class SpeechRequested(RecordBase, frozen=True, tag="api.speech"):
+    """A request to `/v1/audio/speech`, as the edge accepted it: the first record of its session (`speech_…`).
+    `voice` is the bundled voice it is spoken in; `instructions` are recorded but not followed (Kokoro takes none)."""
+
+    input: str
+    model: str
+    voice: str
+    requested_voice: str
+    speed: float
+    response_format: str
+    stream_format: Literal["audio", "sse"]
+    instructions: str | None = None
+
+
 class SessionExpired(RecordBase, frozen=True, tag="session.expired"):
     pass
 
@@ -209,7 +273,9 @@ EDGE_LOST = "edge_lost"
 
 
 class SessionClosed(RecordBase, frozen=True, tag="session.closed"):
-    reason: str  # "client", "unresponsive", "failed", "log_unavailable" (recorded by its edge), or EDGE_LOST
+    # "client", "unresponsive", "failed", "log_unavailable" (recorded by its edge), or EDGE_LOST; a REST request's
+    # session: "answered" (its response was sent), or "client" / "failed" as above
+    reason: str
 
 
 _NotAudio = (
@@ -219,12 +285,15 @@ _NotAudio = (
     | TranscriptionDeltaProduced
     | TranscriptionCompleted
     | WordsDecoded
+    | TranscriptSegmentDecoded
     | TranscriptionFailed
     | GenerationDelta
     | GenerationDone
     | GenerationFailed
     | SpeechSynthesized
     | SpeechFailed
+    | TranscriptionRequested
+    | SpeechRequested
     | SessionExpired
     | SessionClosed
 )

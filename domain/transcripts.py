@@ -4,8 +4,10 @@ from collections.abc import Iterable
 
 from domain.analytics import SessionSummary, Utterance
 
+Cue = tuple[int, int, str]  # start and end in milliseconds, and the text shown
 
-def _timed(utterances: Iterable[Utterance]) -> list[tuple[int, int, str]]:
+
+def _timed(utterances: Iterable[Utterance]) -> list[Cue]:
     """Both sides of a conversation, each line named by its speaker once an assistant has spoken."""
     said = [u for u in utterances if u.text and u.text.strip()]
     named = any(u.speaker == "assistant" for u in said)
@@ -29,17 +31,24 @@ def _clock(ms: int, separator: str) -> str:
     return f"{hours:02d}:{minutes:02d}:{seconds:02d}{separator}{millis:03d}"
 
 
-def to_srt(summary: SessionSummary) -> str:
-    cues = [
-        f"{n}\n{_clock(start, ',')} --> {_clock(end, ',')}\n{text}\n"
-        for n, (start, end, text) in enumerate(_timed(summary.utterances), 1)
+def srt(cues: Iterable[Cue]) -> str:
+    lines = [
+        f"{n}\n{_clock(start, ',')} --> {_clock(end, ',')}\n{text}\n" for n, (start, end, text) in enumerate(cues, 1)
     ]
-    return "\n".join(cues)
+    return "\n".join(lines)
+
+
+def vtt(cues: Iterable[Cue]) -> str:
+    lines = [f"{_clock(start, '.')} --> {_clock(end, '.')}\n{text}\n" for start, end, text in cues]
+    return "\n".join(["WEBVTT\n", *lines])
+
+
+def to_srt(summary: SessionSummary) -> str:
+    return srt(_timed(summary.utterances))
 
 
 def to_vtt(summary: SessionSummary) -> str:
-    cues = [f"{_clock(start, '.')} --> {_clock(end, '.')}\n{text}\n" for start, end, text in _timed(summary.utterances)]
-    return "\n".join(["WEBVTT\n", *cues])
+    return vtt(_timed(summary.utterances))
 
 
 def to_markdown(summary: SessionSummary) -> str:

@@ -21,7 +21,7 @@ import numpy as np
 import structlog
 from faster_whisper import WhisperModel
 from faster_whisper.tokenizer import Tokenizer
-from faster_whisper.transcribe import get_ctranslate2_storage, get_suppressed_tokens
+from faster_whisper.transcribe import Segment, get_ctranslate2_storage, get_suppressed_tokens
 
 from handlers.models import ModelRegistry
 
@@ -48,6 +48,17 @@ class WordsRequest:
     audio: np.ndarray
     language: str | None = None
     prompt: str | None = None
+
+
+@dataclass(frozen=True)
+class FileOptions:
+    """What a REST request asks of a whole file's decode."""
+
+    task: str = "transcribe"  # or "translate": into English
+    language: str | None = None
+    prompt: str | None = None
+    temperature: float | None = None  # None or 0: whisper's fallback from 0 upwards, as OpenAI does
+    word_timestamps: bool = False
 
 
 @dataclass(frozen=True)
@@ -112,6 +123,22 @@ class Transcriber:
             if text:
                 first = False
                 yield text
+
+    def segments(self, audio: np.ndarray, model: str, options: FileOptions) -> tuple[Iterator[Segment], str]:
+        """A whole file's segments, lazily, and the language whisper transcribes it in (given, or detected from its
+        first 30 s). Whisper's defaults otherwise: conditioned on the text before, its temperature fallback (unless
+        a temperature is given), a translation into English with `task="translate"`."""
+        segments, info = self.model(model).transcribe(
+            audio,
+            task=options.task,
+            language=options.language,
+            initial_prompt=options.prompt,
+            beam_size=self._options.beam_size,
+            word_timestamps=options.word_timestamps,
+            vad_filter=False,
+            **({} if not options.temperature else {"temperature": options.temperature}),
+        )
+        return segments, info.language
 
     def words(self, requests: Sequence[WordsRequest], model: str) -> list[tuple[Words, str]]:
         """The words of each request's audio and its language (as given, or detected), decoded together: the

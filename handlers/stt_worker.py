@@ -8,21 +8,23 @@ record's `Nats-Msg-Id` derives from its job, so a redelivered job cannot record 
 import asyncio
 import contextlib
 import time
+from collections.abc import Iterator
 
 import msgspec
 import numpy as np
 import structlog
+from faster_whisper.transcribe import Segment
 
 from domain import records as rec
 from domain.audio_time import MODEL_RATE
-from domain.jobs import TRANSCRIPTION_LATE, TranscribeJob, failed
+from domain.jobs import TRANSCRIPTION_LATE, TranscribeFileJob, TranscribeJob, failed
 from handlers.job_loop import Unwanted, in_thread, serve_jobs
 from handlers.ports import Delivery, WorkerBus, now_ms
-from handlers.stt import Transcriber
+from handlers.stt import FileOptions, Transcriber
 from handlers.stt_batch import WordsBatcher
 
 log = structlog.get_logger(__name__)
-_jobs = msgspec.json.Decoder(TranscribeJob)
+_jobs = msgspec.json.Decoder(TranscribeJob | TranscribeFileJob)
 
 
 def turn_audio(job: TranscribeJob, records: list[rec.AudioReceived | rec.ItemAudioReceived]) -> np.ndarray:
@@ -30,6 +32,11 @@ def turn_audio(job: TranscribeJob, records: list[rec.AudioReceived | rec.ItemAud
     pcm = np.frombuffer(b"".join(r.pcm16k for r in records), dtype="<i2")
     begin = job.start_sample - job.first_sample
     return pcm[begin : begin + job.end_sample - job.start_sample].astype(np.float32) / 32768.0
+
+
+def file_audio(records: list[rec.AudioReceived | rec.ItemAudioReceived]) -> np.ndarray:
+    """A REST request's whole audio, as float32."""
+    return np.frombuffer(b"".join(r.pcm16k for r in records), dtype="<i2").astype(np.float32) / 32768.0
 
 
 def words_decoded(
@@ -80,16 +87,17 @@ class SttWorker:
         else:
             try:
                 records = await self.bus.read_audio(job.session_id, job.first_seq, job.last_seq)
-                audio = turn_audio(job, records)
-                if job.words:
-                    decoded = await self.batcher.words(job, audio)
+                if isinstance(job, TranscribeFileJob):
+                    result = await self._transcribe_file(job, file_audio(records))
+                elif job.words:
+                    decoded = await self.batcher.words(job, turn_audio(job, records))
                     if decoded is None:  # expired, cancelled or dropped while it waited for the model
                         unwanted = self.unwanted.why(job) or "dropped"
                         result = self._unwanted(job, unwanted)
                     else:
                         result = words_decoded(job, *decoded, self.worker_id, now_ms())
                 else:
-                    result = await self._transcribe(job, audio)
+                    result = await self._transcribe(job, turn_audio(job, records))
             except Exception as error:
                 log.exception("stt.job.failed", job_id=job.job_id, session_id=job.session_id)
                 result = failed(job, f"Transcription failed: {error}", self.worker_id, now_ms())
@@ -105,7 +113,7 @@ class SttWorker:
             outcome=unwanted or "done",
         )
 
-    def _unwanted(self, job: TranscribeJob, why: str) -> rec.Record | None:
+    def _unwanted(self, job: TranscribeJob | TranscribeFileJob, why: str) -> rec.Record | None:
         """A job not worth starting. Its session is told only of an expired one: it still waits for that result
         (a decode while the user speaks is shed for the next one; a transcript comes too late to be of use)."""
         if why != "expired":
@@ -141,3 +149,57 @@ class SttWorker:
             worker=self.worker_id,
             language=job.language,
         )
+
+    async def _transcribe_file(self, job: TranscribeFileJob, audio: np.ndarray) -> rec.Record | None:
+        """A REST request's transcript (or translation), published segment by segment as whisper decodes it (None:
+        the request was given up: its client left)."""
+        options = FileOptions(job.task, job.language, job.prompt, job.temperature, job.word_timestamps)
+        language: list[str] = []
+
+        def decode() -> Iterator[Segment]:
+            segments, heard = self.transcriber.segments(audio, job.model, options)
+            language.append(heard)
+            return segments
+
+        texts: list[str] = []
+        async with contextlib.aclosing(in_thread(decode)) as segments:
+            async for segment in segments:
+                if self.unwanted.stopped(job):
+                    return None
+                record = segment_decoded(job, len(texts), segment, self.worker_id, now_ms())
+                await self.bus.publish_record(job.session_id, "stt", record, f"{job.job_id}.segment.{len(texts)}")
+                texts.append(segment.text)
+        return rec.TranscriptionCompleted(
+            at_ms=now_ms(),
+            job_id=job.job_id,
+            item_id=job.item_id,
+            transcript="".join(texts).strip(),
+            audio_seconds=len(audio) / MODEL_RATE,
+            worker=self.worker_id,
+            language=language[0] if language else job.language,
+        )
+
+
+def segment_decoded(
+    job: TranscribeFileJob, index: int, segment: Segment, worker: str, at_ms: int
+) -> rec.TranscriptSegmentDecoded:
+    return rec.TranscriptSegmentDecoded(
+        at_ms=at_ms,
+        job_id=job.job_id,
+        item_id=job.item_id,
+        index=index,
+        seek=int(segment.seek),
+        # faster-whisper's numbers may be numpy scalars, which do not encode
+        start=float(segment.start),
+        end=float(segment.end),
+        text=segment.text,
+        tokens=tuple(int(token) for token in segment.tokens),
+        temperature=float(segment.temperature or 0.0),
+        avg_logprob=float(segment.avg_logprob),
+        compression_ratio=float(segment.compression_ratio),
+        no_speech_prob=float(segment.no_speech_prob),
+        worker=worker,
+        words=tuple(
+            rec.TimedWord(w.word, float(w.start), float(w.end), float(w.probability)) for w in segment.words or ()
+        ),
+    )

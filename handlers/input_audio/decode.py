@@ -4,6 +4,11 @@ One `InputAudio` per session keeps the resampler's filter state across appends, 
 clicks or drift (per-chunk interpolation, as Speaches does, gets both wrong).
 """
 
+import io
+import itertools
+from collections.abc import Iterator
+
+import av
 import numpy as np
 import soxr
 
@@ -60,3 +65,41 @@ class InputAudio:
 def to_pcm16(samples: np.ndarray) -> bytes:
     pcm: bytes = (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
     return pcm
+
+
+def decode_file(data: bytes, max_seconds: float) -> bytes:
+    """An uploaded audio file (wav, mp3, Ogg/Opus, FLAC, WebM, M4A: whatever FFmpeg reads) as 16 kHz mono pcm16, as
+    faster-whisper decodes a file (PyAV, its first audio stream, frames FFmpeg cannot decode skipped), but into pcm16
+    as it goes and no further than `max_seconds`: a small file of a low bit rate holds hours. InvalidAudio if it
+    holds no audio FFmpeg can read, or more than that."""
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=MODEL_RATE)
+    limit = int(max_seconds * MODEL_RATE) * 2
+    pcm = bytearray()
+    try:
+        with av.open(io.BytesIO(data), mode="r", metadata_errors="ignore") as container:
+            if not container.streams.audio:
+                raise InvalidAudio("The file has no audio stream.")
+            frames = _decodable(container.decode(container.streams.audio[0]))
+            for frame in itertools.chain(frames, [None]):  # None: the resampler's flush
+                if frame is not None:
+                    frame.pts = None  # a file's own timestamps may jump; the resampler needs none
+                for resampled in resampler.resample(frame):
+                    pcm += resampled.to_ndarray().tobytes()
+                if len(pcm) > limit:
+                    raise InvalidAudio(f"The file holds more than {max_seconds:.0f} s of audio, the limit.")
+    except av.error.FFmpegError as error:
+        raise InvalidAudio(f"The file could not be decoded as audio ({error.strerror or error}).") from None
+    if not pcm:
+        raise InvalidAudio("The file holds no audio that could be decoded.")
+    return bytes(pcm)
+
+
+def _decodable(frames: Iterator[av.AudioFrame]) -> Iterator[av.AudioFrame]:
+    """The frames FFmpeg could decode, the others skipped (a damaged frame in a long file costs that frame only)."""
+    while True:
+        try:
+            yield next(frames)
+        except StopIteration:
+            return
+        except av.error.InvalidDataError:
+            continue
