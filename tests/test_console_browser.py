@@ -59,6 +59,10 @@ async def _talk_through_jfk(page: Any, base_url: str, transport: str) -> str:
     """Connects with `transport`, talks through the fake microphone, and returns the session id once the page has
     the transcript and has played an answer."""
     await page.goto(f"{base_url}/?transport={transport}&mode=conversation&transcription_model=whisper-tiny.en")
+    # The choices are what the server serves (GET /v1/models), not the page's fallbacks.
+    await page.wait_for_selector('select[name="voice"] option[value="jf_alpha"]', state="attached")
+    voices = await page.eval_on_selector_all('select[name="voice"] option', "options => options.map(o => o.value)")
+    assert "jm_kumo" in voices and "alloy" not in voices
     await page.click("#connect")
     await page.wait_for_selector('#status[data-state="connected"]', timeout=20_000)
     assert await page.get_attribute("body", "data-transport") == transport

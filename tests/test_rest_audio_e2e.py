@@ -82,6 +82,9 @@ async def test_models_lists_transcription_models_llms_and_voices(rest):
     ids = [model.id for model in models.data]
     assert {"whisper-base", "whisper-tiny.en", "qwen2.5-coder-1.5b", "kokoro", "jm_kumo"} <= set(ids)
     assert all(model.object == "model" and model.owned_by and model.created > 0 for model in models.data)
+    kinds = {model.id: getattr(model, "kind", None) for model in models.data}  # Vocalis's own field
+    assert kinds["whisper-tiny.en"] == "transcription" and kinds["jm_kumo"] == "voice" and kinds["kokoro"] == "speech"
+    assert kinds["qwen2.5-coder-1.5b"] == "llm"
     assert (await client(rest).models.retrieve("whisper-tiny.en")).id == "whisper-tiny.en"
     assert (await client(rest).models.retrieve("whisper-1")).id == "whisper-1"  # an OpenAI name it serves
     with pytest.raises(openai.NotFoundError) as missing:
