@@ -9,6 +9,7 @@ from typing import Any
 import nats.js.errors
 import structlog
 from litestar import Litestar, Request, Response, WebSocket, get, websocket
+from litestar.config.cors import CORSConfig
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.params import FromPath, FromQuery
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -31,6 +32,14 @@ from handlers.ports import now_ms
 
 log = structlog.get_logger(__name__)
 REQUIRED_WORKERS = ("stt", "llm", "tts")  # the kinds with a job queue, whose workers /health and /ready count
+# Pages of any origin may call the Realtime API, as OpenAI's browser flow does: keys travel in headers, never in
+# cookies, so a page can use only a key it holds.
+BROWSERS = CORSConfig(
+    allow_origins=["*"],
+    allow_methods=["GET", "POST"],
+    allow_headers=["Authorization", "Content-Type"],
+    expose_headers=["Location"],
+)
 
 
 @get("/live", sync_to_thread=False)
@@ -180,7 +189,8 @@ class ApiKeyGate:
         if key is not None and is_client_secret(key) and opens_session(scope):
             await self.app(scope, receive, send)  # the client secret gate spends it, or refuses it
             return
-        if self.api_key is None or scope["type"] not in ("http", "websocket") or scope["path"] in self.PUBLIC:
+        public = scope["type"] not in ("http", "websocket") or scope["path"] in self.PUBLIC or _preflight(scope)
+        if self.api_key is None or public:
             await self.app(scope, receive, send)
             return
         if key is not None and hmac.compare_digest(key, self.api_key):
@@ -188,6 +198,12 @@ class ApiKeyGate:
             return
         error = {"type": "invalid_request_error", "code": "invalid_api_key", "message": "Missing or invalid API key."}
         await refuse(scope, receive, send, 401, error, [(b"www-authenticate", b"Bearer")])
+
+
+def _preflight(scope: Scope) -> bool:
+    """A browser's CORS preflight, which never carries a key (it asks whether the request that would may be sent)."""
+    headers: dict[bytes, bytes] = dict(scope["headers"])
+    return scope.get("method") == "OPTIONS" and b"access-control-request-method" in headers
 
 
 class AdmissionGate:
@@ -221,6 +237,7 @@ def create_app(services: EdgeServices, api_key: str | None, serves: tuple[str, .
     """The edge of a deployment that serves the worker kinds `serves` (VOCALIS_WORKERS)."""
     app = Litestar(
         logging_config=None,
+        cors_config=BROWSERS,
         exception_handlers={HTTPException: _openai_error},
         route_handlers=[
             live,

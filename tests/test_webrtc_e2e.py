@@ -24,6 +24,13 @@ COMPLETED = "conversation.item.input_audio_transcription.completed"
 DONE = "response.done"
 
 
+def all_transcribed(client: RtcClient) -> bool:
+    """The user is silent, and every turn the VAD heard is transcribed."""
+    stopped = len(client.of_type("input_audio_buffer.speech_stopped"))
+    started = len(client.of_type("input_audio_buffer.speech_started"))
+    return stopped > 0 and started == stopped == len(client.of_type(COMPLETED))
+
+
 async def test_speech_on_the_track_is_transcribed(stack):
     client = RtcClient()
     try:
@@ -35,10 +42,7 @@ async def test_speech_on_the_track_is_transcribed(stack):
         assert created["session"]["type"] == "transcription"
         client.microphone.say(pcm24k("jfk.wav") + silence(1500))
         await asyncio.wait_for(client.microphone.spoken.wait(), 60)
-        # Every turn the VAD heard is transcribed: as many transcripts as stopped turns.
-        await client.until(
-            lambda _: len(client.of_type(COMPLETED)) == len(client.of_type("input_audio_buffer.speech_stopped")) > 0
-        )
+        await client.until(lambda _: all_transcribed(client))
         transcript = " ".join(e["transcript"] for e in client.of_type(COMPLETED))
         assert word_error_rate(JFK, transcript) < 0.3, transcript
         assert not client.of_type("error"), client.of_type("error")
