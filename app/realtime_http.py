@@ -80,7 +80,7 @@ async def _call(request: Request[Any, Any, Any], dialect: Dialect) -> Response[s
         peer, answer = await PeerChannel.answer(sdp)
     except InvalidOffer as invalid:
         raise Refused(Rejection("invalid_offer", f"Invalid SDP offer: {invalid}", "sdp")) from None
-    call_id = services.calls.start(peer, RealtimeConnection(peer, services, params).run())
+    call_id = await services.calls.start(peer, RealtimeConnection(peer, services, params).run())
     headers = {"Location": f"/v1/realtime/calls/{call_id}"}
     return Response(answer, status_code=201, media_type="application/sdp", headers=headers)
 

@@ -66,9 +66,9 @@ class EdgeServices:
     admission: Admission
     metrics: EdgeMetrics
     client_secrets: ClientSecretStore
+    calls: Calls  # the WebRTC calls this edge holds
     llm_context_tokens: int | None = None
     llm_models: frozenset[str] = frozenset()  # the LLM names a session may ask for, besides OpenAI's realtime names
-    calls: Calls = field(default_factory=Calls)  # the WebRTC calls this edge holds
 
 
 @dataclass(frozen=True)
