@@ -146,6 +146,16 @@ async def test_the_official_sdk_mints_keys_and_places_calls(stack):
     assert minted.value.startswith("ek_") and minted.session.instructions == "Be brief."
     beta = await client.beta.realtime.sessions.create(voice="alloy", instructions="Hi.")
     assert beta.client_secret.value.startswith("ek_") and beta.instructions == "Hi."
+    transcribing = await client.beta.realtime.transcription_sessions.create(
+        input_audio_transcription={"model": "whisper-1", "language": "en"}, turn_detection=None
+    )
+    transcription_key = transcribing.client_secret.value
+    async with sdk(stack.ws_url, api_key=transcription_key).beta.realtime.connect(model="whisper-1") as conn:
+        created = await conn.recv()
+        updated = await conn.recv()
+    assert (created.type, created.session.object) == ("session.created", "realtime.transcription_session")
+    assert updated.type == "transcription_session.updated", updated
+    assert updated.session.turn_detection is None
     caller = RtcClient()
     try:
         # The server's own call (the unified interface): its key, and the session in a multipart body.
