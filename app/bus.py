@@ -110,6 +110,9 @@ class Subjects:
     def edge_alive(self, edge_id: str) -> str:
         return f"{self.prefix}.edge.{edge_id}.alive"
 
+    def hang_up(self, call_id: str) -> str:
+        return f"{self.prefix}.call.{call_id}.hangup"
+
 
 class Bus:
     """The NATS connection as every part of Vocalis uses it; it is the `WorkerBus` the model workers are given."""

@@ -70,10 +70,13 @@ def session_config(
     registry: ModelRegistry,
     llm_models: frozenset[str],
     default_stt_model: str,
+    beta_transcription: bool = False,
 ) -> tuple[SessionType, SessionUpdateRequested, SessionConfig]:
     """A session configuration sent over HTTP (a mint request, a WebRTC offer's `session` part): its type, the
-    `session.update` that applies it, and the configuration it makes; Refused as the session would refuse it."""
-    frame = msgspec.json.encode({"type": "session.update", "session": session})
+    `session.update` that applies it, and the configuration it makes; Refused as the session would refuse it. A GA
+    configuration says its type; a beta one is a realtime session's unless `beta_transcription`."""
+    kind = "transcription_session.update" if beta_transcription else "session.update"
+    frame = msgspec.json.encode({"type": kind, "session": session})
     decoded = decode(frame, dialect)
     if isinstance(decoded, Rejection):
         raise Refused(decoded)
@@ -81,7 +84,10 @@ def session_config(
         raise Refused(Rejection("invalid_value", "Expected a session configuration.", "session"))
     if (rejection := unserved(decoded, dialect, registry, llm_models)) is not None:
         raise Refused(rejection)
-    session_type: SessionType = decoded.update.type if isinstance(decoded.update.type, str) else "realtime"
+    stated = decoded.update.type
+    session_type: SessionType = (
+        stated if isinstance(stated, str) else "transcription" if beta_transcription else "realtime"
+    )
     # What a fresh session of this type holds: the update applies to it as it will when the session opens.
     opened = rec.SessionOpened(
         at_ms=0,

@@ -14,6 +14,7 @@ import anyio.to_thread
 import nats.js.errors
 import structlog
 from litestar import Litestar, Request, Response, WebSocket, get, websocket
+from litestar.config.cors import CORSConfig
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.params import FromPath, FromQuery
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -40,6 +41,14 @@ from handlers.ports import now_ms
 
 log = structlog.get_logger(__name__)
 REQUIRED_WORKERS = ("stt", "llm", "tts")  # the kinds with a job queue, whose workers /health and /ready count
+# Pages of any origin may call the Realtime API, as OpenAI's browser flow does: keys travel in headers, never in
+# cookies, so a page can use only a key it holds.
+BROWSERS = CORSConfig(
+    allow_origins=["*"],
+    allow_methods=["GET", "POST"],
+    allow_headers=["Authorization", "Content-Type"],
+    expose_headers=["Location"],
+)
 
 
 @get("/live", sync_to_thread=False)
@@ -228,7 +237,8 @@ class ApiKeyGate:
         if key is not None and is_client_secret(key) and opens_session(scope):
             await self.app(scope, receive, send)  # the client secret gate spends it, or refuses it
             return
-        if self.api_key is None or scope["type"] not in ("http", "websocket") or self._public(scope["path"]):
+        public = scope["type"] not in ("http", "websocket") or self._public(scope["path"]) or _preflight(scope)
+        if self.api_key is None or public:
             await self.app(scope, receive, send)
             return
         if key is not None and hmac.compare_digest(key, self.api_key):
@@ -239,6 +249,12 @@ class ApiKeyGate:
 
     def _public(self, path: str) -> bool:
         return path in self.PUBLIC or path.startswith(self.PUBLIC_PREFIX)
+
+
+def _preflight(scope: Scope) -> bool:
+    """A browser's CORS preflight, which never carries a key (it asks whether the request that would may be sent)."""
+    headers: dict[bytes, bytes] = dict(scope["headers"])
+    return scope.get("method") == "OPTIONS" and b"access-control-request-method" in headers
 
 
 class AdmissionGate:
@@ -272,6 +288,7 @@ def create_app(services: EdgeServices, api_key: str | None, serves: tuple[str, .
     """The edge of a deployment that serves the worker kinds `serves` (VOCALIS_WORKERS)."""
     app = Litestar(
         logging_config=None,
+        cors_config=BROWSERS,
         exception_handlers={HTTPException: _openai_error},
         route_handlers=[
             live,

@@ -1,6 +1,6 @@
 """The Realtime API over HTTP, as OpenAI's clients call it: minting client secrets (GA `POST
-/v1/realtime/client_secrets`, beta `POST /v1/realtime/sessions`) and WebRTC calls (GA `POST /v1/realtime/calls`,
-beta `POST /v1/realtime`, with the SDP offer; `POST /v1/realtime/calls/{call_id}/hangup`)."""
+/v1/realtime/client_secrets`, beta `POST /v1/realtime/sessions` and `/transcription_sessions`) and WebRTC calls (GA
+`POST /v1/realtime/calls`, beta `POST /v1/realtime`, with the SDP offer; `POST /v1/realtime/calls/{call_id}/hangup`)."""
 
 from typing import Any
 
@@ -12,7 +12,7 @@ from litestar.params import FromPath
 
 from app.bus import UNANSWERED
 from app.client_secrets import Refused, SessionType, lifetime_s, session_config, spent_secret
-from app.realtime.connect import configured, connect_params, missing_workers
+from app.realtime.connect import connect_params, missing_workers
 from app.realtime.connection import EdgeServices, RealtimeConnection, new_session_id
 from app.webrtc.peer import InvalidOffer, PeerChannel
 from domain.events import SessionUpdateRequested
@@ -37,12 +37,22 @@ async def mint_client_secret(request: Request[Any, Any, Any]) -> dict[str, Any]:
 @post("/sessions", status_code=200)
 async def mint_beta_session(request: Request[Any, Any, Any]) -> dict[str, Any]:
     """Beta: a session configuration -> the session, with `"client_secret": {"value": "ek_…", "expires_at": …}`."""
+    return await _mint_beta(request, transcription=False)
+
+
+async def _mint_beta(request: Request[Any, Any, Any], *, transcription: bool) -> dict[str, Any]:
     body = await _json(request)
     asked = body.pop("client_secret", None)
     lifetime = lifetime_s(asked.get("expires_after") if isinstance(asked, dict) else None)
-    session_type, update, config = _configuration(request, body, "beta")
+    session_type, update, config = _configuration(request, body, "beta", beta_transcription=transcription)
     key, expires_at, session_id = await _keep(request, session_type, update, lifetime)
     return {**beta.session(config, session_id, expires_at), "client_secret": {"value": key, "expires_at": expires_at}}
+
+
+@post("/transcription_sessions", status_code=200)
+async def mint_beta_transcription_session(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """Beta: a transcription session configuration -> the transcription session, with its `client_secret`."""
+    return await _mint_beta(request, transcription=True)
 
 
 @post("/calls", status_code=201)
@@ -69,10 +79,11 @@ async def hang_up(request: Request[Any, Any, Any], call_id: FromPath[str]) -> Re
 async def _call(request: Request[Any, Any, Any], dialect: Dialect) -> Response[str]:
     services: EdgeServices = request.app.state.services
     sdp, session = await _offer(request)
-    params = connect_params(request, services, dialect)
+    configured = None
     if session is not None and spent_secret(dict(request.scope)) is None:  # a client secret's session prevails
         session_type, update, _ = _configuration(request, session, "ga")
-        params = configured(params, session_type, update)
+        configured = (session_type, update)
+    params = connect_params(request, services, dialect, configured)
     if missing := missing_workers(params, request.app.state.serves):
         message = f"This server does not serve conversations: it runs no {' or '.join(missing)} worker."
         raise Refused(Rejection("invalid_value", message, "session.type"))
@@ -80,7 +91,7 @@ async def _call(request: Request[Any, Any, Any], dialect: Dialect) -> Response[s
         peer, answer = await PeerChannel.answer(sdp)
     except InvalidOffer as invalid:
         raise Refused(Rejection("invalid_offer", f"Invalid SDP offer: {invalid}", "sdp")) from None
-    call_id = services.calls.start(peer, RealtimeConnection(peer, services, params).run())
+    call_id = await services.calls.start(peer, RealtimeConnection(peer, services, params).run())
     headers = {"Location": f"/v1/realtime/calls/{call_id}"}
     return Response(answer, status_code=201, media_type="application/sdp", headers=headers)
 
@@ -115,7 +126,7 @@ async def _json(request: Request[Any, Any, Any]) -> dict[str, Any]:
 
 
 def _configuration(
-    request: Request[Any, Any, Any], session: object, dialect: Dialect
+    request: Request[Any, Any, Any], session: object, dialect: Dialect, *, beta_transcription: bool = False
 ) -> tuple[SessionType, SessionUpdateRequested, SessionConfig]:
     services: EdgeServices = request.app.state.services
     return session_config(
@@ -124,6 +135,7 @@ def _configuration(
         registry=services.registry,
         llm_models=services.llm_models,
         default_stt_model=services.default_stt_model,
+        beta_transcription=beta_transcription,
     )
 
 
@@ -149,6 +161,13 @@ def _unavailable(request: Request[Any, Any, Any], error: Exception) -> Response[
 
 realtime_http = Router(
     path="/v1/realtime",
-    route_handlers=[mint_client_secret, mint_beta_session, offer_call, offer_beta_call, hang_up],
+    route_handlers=[
+        mint_client_secret,
+        mint_beta_session,
+        mint_beta_transcription_session,
+        offer_call,
+        offer_beta_call,
+        hang_up,
+    ],
     exception_handlers={Refused: _refused, **dict.fromkeys(UNANSWERED, _unavailable)},
 )

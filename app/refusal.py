@@ -26,5 +26,6 @@ async def refuse(
         else:
             await send({"type": "websocket.close", "code": 1008 if status < 500 else 1013})
         return
+    headers.append((b"access-control-allow-origin", b"*"))  # a page of another origin may read why (edge.BROWSERS)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

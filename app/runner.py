@@ -300,6 +300,7 @@ def edge_services(settings: Settings, bus: Bus) -> EdgeServices:
         ),
         metrics=EdgeMetrics(),
         client_secrets=ClientSecretStore(bus, settings.stream_replicas),
+        calls=Calls(bus),
     )
 
 

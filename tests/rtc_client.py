@@ -69,6 +69,19 @@ class RtcClient:
         self.pc.on("track", lambda track: self._tasks.append(asyncio.create_task(self._play(track))))
         self.location: str | None = None
 
+    async def offer(self, max_message_size: int | None = None) -> str:
+        """The SDP offer; `max_message_size` is what it says the client takes in a data channel message."""
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        offer: str = self.pc.localDescription.sdp
+        if max_message_size is not None:
+            offer = re.sub(r"a=max-message-size:\d+", f"a=max-message-size:{max_message_size}", offer)
+        return offer
+
+    async def accept(self, answer: str) -> None:
+        """Take the server's SDP answer, and wait for the data channel."""
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        await asyncio.wait_for(self.opened.wait(), 30)
+
     async def connect(
         self,
         url: str,
@@ -77,13 +90,9 @@ class RtcClient:
         path: str = "/calls",
         max_message_size: int | None = None,
     ) -> httpx.Response:
-        """POST the offer as OpenAI's clients do (application/sdp; with `session`, multipart) and take the answer;
-        `max_message_size` is what the offer says the client takes on its data channel."""
-        await self.pc.setLocalDescription(await self.pc.createOffer())
+        """POST the offer as OpenAI's clients do (application/sdp; with `session`, multipart) and take the answer."""
+        offer = await self.offer(max_message_size)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        offer = self.pc.localDescription.sdp
-        if max_message_size is not None:
-            offer = re.sub(r"a=max-message-size:\d+", f"a=max-message-size:{max_message_size}", offer)
         async with httpx.AsyncClient(timeout=30) as http:
             if session is None:
                 headers["Content-Type"] = "application/sdp"
@@ -93,8 +102,7 @@ class RtcClient:
                 answer = await http.post(url + path, files=files, headers=headers)
         if answer.status_code == 201:
             self.location = answer.headers["location"]
-            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer.text, type="answer"))
-            await asyncio.wait_for(self.opened.wait(), 30)
+            await self.accept(answer.text)
         return answer
 
     def send(self, event: dict[str, Any]) -> None:

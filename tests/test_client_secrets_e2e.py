@@ -134,3 +134,38 @@ async def test_two_edges_spending_one_key_at_once_open_one_session(stack):
         key, _ = await edges[0].keep("realtime", SessionUpdateRequested(update=SessionUpdate()), "sess_race", 60)
         spent = await asyncio.gather(*(edge.spend(key.encode()) for edge in edges for _ in range(3)))
         assert sum(secret is not None for secret in spent) == 1
+
+
+@server_key
+async def test_the_official_sdk_mints_keys_and_places_calls(stack):
+    client = sdk(stack.ws_url, api_key=KEY)
+    minted = await client.realtime.client_secrets.create(
+        expires_after={"anchor": "created_at", "seconds": 120},
+        session={"type": "realtime", "instructions": "Be brief."},
+    )
+    assert minted.value.startswith("ek_") and minted.session.instructions == "Be brief."
+    beta = await client.beta.realtime.sessions.create(voice="alloy", instructions="Hi.")
+    assert beta.client_secret.value.startswith("ek_") and beta.instructions == "Hi."
+    transcribing = await client.beta.realtime.transcription_sessions.create(
+        input_audio_transcription={"model": "whisper-1", "language": "en"}, turn_detection=None
+    )
+    transcription_key = transcribing.client_secret.value
+    async with sdk(stack.ws_url, api_key=transcription_key).beta.realtime.connect(model="whisper-1") as conn:
+        created = await conn.recv()
+        updated = await conn.recv()
+    assert (created.type, created.session.object) == ("session.created", "realtime.transcription_session")
+    assert updated.type == "transcription_session.updated", updated
+    assert updated.session.turn_detection is None
+    caller = RtcClient()
+    try:
+        # The server's own call (the unified interface): its key, and the session in a multipart body.
+        answer = await client.realtime.calls.with_raw_response.create(
+            sdp=await caller.offer(), session={"type": "transcription"}
+        )
+        assert answer.status_code == 201
+        await caller.accept(answer.text)
+        created = await caller.until(lambda e: e["type"] == "session.created")
+        assert created["session"]["type"] == "transcription"
+        await client.realtime.calls.hangup(answer.headers["location"].rsplit("/", 1)[1])
+    finally:
+        await caller.close()

@@ -2,6 +2,7 @@
 and a microphone track): real NATS, whisper, the scripted fake LLM and Kokoro."""
 
 import asyncio
+import dataclasses
 import os
 import signal
 import subprocess
@@ -24,6 +25,13 @@ COMPLETED = "conversation.item.input_audio_transcription.completed"
 DONE = "response.done"
 
 
+def all_transcribed(client: RtcClient) -> bool:
+    """The user is silent, and every turn the VAD heard is transcribed."""
+    stopped = len(client.of_type("input_audio_buffer.speech_stopped"))
+    started = len(client.of_type("input_audio_buffer.speech_started"))
+    return stopped > 0 and started == stopped == len(client.of_type(COMPLETED))
+
+
 async def test_speech_on_the_track_is_transcribed(stack):
     client = RtcClient()
     try:
@@ -35,10 +43,7 @@ async def test_speech_on_the_track_is_transcribed(stack):
         assert created["session"]["type"] == "transcription"
         client.microphone.say(pcm24k("jfk.wav") + silence(1500))
         await asyncio.wait_for(client.microphone.spoken.wait(), 60)
-        # Every turn the VAD heard is transcribed: as many transcripts as stopped turns.
-        await client.until(
-            lambda _: len(client.of_type(COMPLETED)) == len(client.of_type("input_audio_buffer.speech_stopped")) > 0
-        )
+        await client.until(lambda _: all_transcribed(client))
         transcript = " ".join(e["transcript"] for e in client.of_type(COMPLETED))
         assert word_error_rate(JFK, transcript) < 0.3, transcript
         assert not client.of_type("error"), client.of_type("error")
@@ -213,3 +218,28 @@ async def test_stopping_the_edge_hangs_up_its_calls(nats_url, tmp_path):
     finally:
         stop_servers(server)
         await client.close()
+
+
+async def test_any_edge_hangs_up_a_call(stack):
+    settings = dataclasses.replace(stack.settings, port=runner.free_port())
+    other = runner.http_server(settings, runner.edge_services(settings, stack.bus))
+    serving = asyncio.create_task(other.serve())
+    client = RtcClient()
+    try:
+        while not other.started:
+            await asyncio.sleep(0.01)
+        assert (
+            await client.connect(stack.http_url + "/realtime", session={"type": "transcription"})
+        ).status_code == 201
+        await client.until(lambda e: e["type"] == "session.created")
+        hangup = f"http://127.0.0.1:{settings.port}{client.location}/hangup"  # the edge that does not hold it
+        async with httpx.AsyncClient() as http:
+            assert (await http.post(hangup)).status_code == 200
+            async with asyncio.timeout(30):
+                while client.pc.connectionState != "closed":
+                    await asyncio.sleep(0.05)
+            assert (await http.post(hangup)).status_code == 404
+    finally:
+        await client.close()
+        other.should_exit = True
+        await serving

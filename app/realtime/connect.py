@@ -1,7 +1,6 @@
 """What a client asks for as it connects: the dialect, the mode and the models, from the URL and the headers as
 OpenAI and Speaches have them, or from the client secret it presents."""
 
-import dataclasses
 from typing import Any
 
 from litestar.connection import ASGIConnection
@@ -31,19 +30,32 @@ def dialect_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Dialect:
 
 
 def connect_params(
-    connection: ASGIConnection[Any, Any, Any, Any], services: EdgeServices, dialect: Dialect
+    connection: ASGIConnection[Any, Any, Any, Any],
+    services: EdgeServices,
+    dialect: Dialect,
+    configured: tuple[SessionType, SessionUpdateRequested] | None = None,
 ) -> ConnectParams:
-    """Mode and models from the query, unless the client secret it presented says otherwise."""
-    params = _from_query(connection, services, dialect)
+    """Mode and models from the query. A session configured from the start (by the client secret presented, or else
+    by `configured`, a WebRTC offer's `session`) takes its type from that configuration, and opens with it."""
     secret = spent_secret(dict(connection.scope))
-    return params if secret is None else configured(params, secret.session_type, secret.update, secret.session_id)
+    if secret is not None:
+        return _from_query(connection, services, dialect, secret.session_type, secret.update, secret.session_id)
+    if configured is not None:
+        return _from_query(connection, services, dialect, *configured)
+    transcription = connection.query_params.get("intent") == "transcription"
+    return _from_query(connection, services, dialect, "transcription" if transcription else "realtime")
 
 
 def _from_query(
-    connection: ASGIConnection[Any, Any, Any, Any], services: EdgeServices, dialect: Dialect
+    connection: ASGIConnection[Any, Any, Any, Any],
+    services: EdgeServices,
+    dialect: Dialect,
+    session_type: SessionType,
+    bound: SessionUpdateRequested | None = None,
+    session_id: str | None = None,
 ) -> ConnectParams:
     query = connection.query_params
-    transcription = query.get("intent") == "transcription"
+    transcription = session_type == "transcription"
     model = query.get("model") or None
     url_model = model if transcription and model and not is_realtime_model(model) else None
     stt_model = query.get("transcription_model") or url_model
@@ -61,30 +73,13 @@ def _from_query(
         model = None
     return ConnectParams(
         dialect=dialect,
-        session_type="transcription" if transcription else "realtime",
+        session_type=session_type,
         model=None if transcription else model,
         transcription_model=stt_model,
         language=query.get("language") or None,
         rejections=tuple(rejections),
-    )
-
-
-def configured(
-    params: ConnectParams,
-    session_type: SessionType,
-    update: SessionUpdateRequested,
-    session_id: str | None = None,
-) -> ConnectParams:
-    """A session configured from the start (by a client secret, or a WebRTC offer's `session`): its type, and the
-    configuration it opens with; the URL's models yield where it is the other kind of session."""
-    same_kind = session_type == params.session_type
-    return dataclasses.replace(
-        params,
-        session_type=session_type,
         session_id=session_id,
-        bound=update,
-        model=params.model if same_kind else None,
-        transcription_model=params.transcription_model if same_kind else None,
+        bound=bound,
     )
 
 

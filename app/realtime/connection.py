@@ -6,9 +6,9 @@
     Reducer        the session's records, in stream order -> the pure state machine -> Effects
     Effects        a transition's events to the client and the log, its jobs to the work queues
 
-If any part crashes, the client gets an `error` event and the socket closes with code 1011: a session never lives
-on with a dead reducer or a dead intake. While NATS (the log) is unreachable the client gets an `error`
-(`log_unavailable`) and the session waits for it, up to LOG_OUTAGE_S; then it fails the same way.
+If any part crashes, the client gets an `error` event and the connection closes (a WebSocket with code 1011): a
+session never lives on with a dead reducer or a dead intake. While NATS (the log) is unreachable the client gets an
+`error` (`log_unavailable`) and the session waits for it, up to LOG_OUTAGE_S; then it fails the same way.
 """
 
 import asyncio
@@ -66,9 +66,9 @@ class EdgeServices:
     admission: Admission
     metrics: EdgeMetrics
     client_secrets: ClientSecretStore
+    calls: Calls  # the WebRTC calls this edge holds
     llm_context_tokens: int | None = None
     llm_models: frozenset[str] = frozenset()  # the LLM names a session may ask for, besides OpenAI's realtime names
-    calls: Calls = field(default_factory=Calls)  # the WebRTC calls this edge holds
     max_upload_bytes: int = 25 << 20  # an audio file of the REST API (app/audio_api.py)
     max_upload_seconds: int = 2 * 3600  # and the audio in it
 
@@ -90,15 +90,15 @@ def new_session_id() -> str:
 
 
 class RealtimeConnection:
-    def __init__(self, socket: ClientChannel, services: EdgeServices, params: ConnectParams) -> None:
+    def __init__(self, client: ClientChannel, services: EdgeServices, params: ConnectParams) -> None:
         self.services = services
         self.params = params
         self.session_id = params.session_id or new_session_id()
         self.log = log.bind(session_id=self.session_id)
-        self.socket = socket
+        self.client = client
         self.watch = services.metrics.session(params.session_type)
         self.session_log = SessionLog(services.bus, self.session_id, services.audio_max_age_s, self.watch.published)
-        self.reducer = Reducer(Effects(self.socket, self.session_log, params.dialect), self.log, self.watch)
+        self.reducer = Reducer(Effects(self.client, self.session_log, params.dialect), self.log, self.watch)
         self.intake = Intake(
             self.session_log,
             self.reducer,
@@ -116,7 +116,7 @@ class RealtimeConnection:
             feed = await self.services.bus.subscribe_session(self.session_id)
         except UNANSWERED:
             await self._tell("log_unavailable", "The event log is unreachable; try again shortly.")
-            await self.socket.close(1011, "Event log unavailable", by="failed")
+            await self.client.close(1011, "Event log unavailable", by="failed")
             return
         held = self.services.presence.sessions
         held.add(self.session_id)  # before its opening is recorded: a reaper never finds it open and unlisted
@@ -125,15 +125,15 @@ class RealtimeConnection:
             async with asyncio.TaskGroup() as parts:
                 reducing = parts.create_task(self._reduce(feed))
                 await self._open()
-                receiving = parts.create_task(self.intake.run(self.socket.frames()))
+                receiving = parts.create_task(self.intake.run(self.client.frames()))
                 expiry = parts.create_task(self._expire_later())
                 outages = parts.create_task(self._through_outages(feed))
                 self.session_log.stored = feed.stored
                 watching = parts.create_task(feed.watch())
-                await self.socket.ended.wait()
+                await self.client.ended.wait()
                 receiving.cancel()
                 expiry.cancel()
-                if self.socket.ended_by != "server":
+                if self.client.ended_by != "server":
                     await self._client_left()
                 outages.cancel()
                 watching.cancel()
@@ -147,7 +147,7 @@ class RealtimeConnection:
             with contextlib.suppress(Exception):  # the log may be what failed; queued jobs expire anyway
                 await self.session_log.drop_jobs(WORKER_KINDS)
             await feed.unsubscribe()
-            self.log.info("session.closed", by=self.socket.ended_by)
+            self.log.info("session.closed", by=self.client.ended_by)
 
     async def _open(self) -> None:
         opened = rec.SessionOpened(
@@ -172,9 +172,9 @@ class RealtimeConnection:
 
     async def _reduce(self, feed: OrderedFeed) -> None:
         await self.reducer.run(feed)
-        if not self.socket.ended.is_set():  # closed in the log by another edge, which took this one for dead
+        if not self.client.ended.is_set():  # closed in the log by another edge, which took this one for dead
             await self._tell("session_closed", "The session was closed by another server; please reconnect.")
-            await self.socket.close(1011, "Session closed elsewhere")
+            await self.client.close(1011, "Session closed elsewhere")
 
     async def _expire_later(self) -> None:
         await asyncio.sleep(self.services.max_session_s)
@@ -185,7 +185,7 @@ class RealtimeConnection:
         with contextlib.suppress(Exception):  # best effort (NATS may be electing a leader): those jobs expire anyway
             await self.session_log.drop_jobs(("stt-partial", "llm", "tts"))  # nobody hears answers any more
         await self.reducer.wait_transcripts(TRANSCRIPTS_GRACE_S)
-        reason = self.socket.ended_by or "client"
+        reason = self.client.ended_by or "client"
         closed = await self.session_log.write_and_wait("edge", rec.SessionClosed(at_ms=now_ms(), reason=reason))
         await self.reducer.wait_reduced(closed, CLOSE_GRACE_S)
 
@@ -219,7 +219,7 @@ class RealtimeConnection:
         with contextlib.suppress(Exception):  # while NATS is away, the close waits in the buffer for its return
             await self.session_log.write("edge", rec.SessionClosed(at_ms=now_ms(), reason=reason))
         await self._tell(code, message)
-        await self.socket.close(1011, "Event log unavailable" if unreachable else "Internal error", by="failed")
+        await self.client.close(1011, "Event log unavailable" if unreachable else "Internal error", by="failed")
 
     async def _tell(self, code: str, message: str) -> None:
         """A `server_error` from the edge itself, not from the log (which may be out of reach)."""
@@ -227,4 +227,4 @@ class RealtimeConnection:
         event = ErrorEvent(event_id="event_" + secrets.token_hex(8), error=error)
         frame = render(event, self.params.dialect)
         if frame is not None:
-            await self.socket.send(event, frame)
+            await self.client.send(event, frame)

@@ -8,8 +8,8 @@ from domain.state import Transition
 
 
 class Effects:
-    def __init__(self, socket: ClientChannel, session_log: SessionLog, dialect: Dialect) -> None:
-        self._socket = socket
+    def __init__(self, client: ClientChannel, session_log: SessionLog, dialect: Dialect) -> None:
+        self._client = client
         self._log = session_log
         self._dialect = dialect
 
@@ -17,9 +17,9 @@ class Effects:
         for event in transition.events:
             frame = render(event, self._dialect)
             if frame is not None:  # some events have no form in the beta dialect
-                await self._socket.send(event, frame)
+                await self._client.send(event, frame)
             await self._log.output(event)
         for job in transition.jobs:
             await self._log.ask(job)
         if transition.close:
-            await self._socket.close(1000)
+            await self._client.close(1000)

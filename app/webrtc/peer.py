@@ -43,7 +43,7 @@ _envelope = msgspec.json.Decoder(_Envelope)
 
 
 class InvalidOffer(ValueError):
-    pass
+    """An SDP offer that cannot be answered."""
 
 
 class PeerChannel:
