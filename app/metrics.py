@@ -29,7 +29,7 @@ process (the tests) do not share counts.
     vocalis_api_requests_total{endpoint,status} counter: REST audio requests this edge answered
                                                 (`transcriptions`, `translations`, `speech`), by HTTP status
 
-The job of a REST audio request (app/audio_api.py) counts in `vocalis_jobs_total` and `vocalis_job_seconds` like a
+The job of a REST audio request (app/audio_api/) counts in `vocalis_jobs_total` and `vocalis_job_seconds` like a
 session's, under its queue (`stt`, `tts`); its seconds run to the record that ends it, its last chunk of speech.
 
 Job kinds are the work queues: `stt`, `stt-partial` (decodes while the user speaks), `llm`, `tts`. With several

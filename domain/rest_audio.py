@@ -1,7 +1,7 @@
 """OpenAI's REST audio API (`/v1/audio/transcriptions`, `/translations`, `/speech`) in Vocalis's terms: a request's
 fields checked as OpenAI checks them, and a transcription's records rendered in the response format it asked for.
 
-Pure: the edge (app/audio_api.py) reads the request, resolves model and voice names (the registries are handler
+Pure: the edge (app/audio_api/) reads the request, resolves model and voice names (the registries are handler
 code), records it and waits for the worker's records; this module decides what is valid and what the answer says.
 """
 

@@ -69,7 +69,7 @@ class EdgeServices:
     calls: Calls  # the WebRTC calls this edge holds
     llm_context_tokens: int | None = None
     llm_models: frozenset[str] = frozenset()  # the LLM names a session may ask for, besides OpenAI's realtime names
-    max_upload_bytes: int = 25 << 20  # an audio file of the REST API (app/audio_api.py)
+    max_upload_bytes: int = 25 << 20  # an audio file of the REST API (app/audio_api/)
     max_upload_seconds: int = 2 * 3600  # and the audio in it
 
 
