@@ -3,7 +3,7 @@
 Subjects (prefix `vocalis` by default):
     <prefix>.session.<sid>.in.<edge|client|audio|stt>   the inputs of a session, reduced in stream order
     <prefix>.session.<sid>.out.<event type>             the server events the state machine produced
-    <prefix>.jobs.<stt|stt-partial|llm|tts>.<sid>       work queues of the model workers, by session
+    <prefix>.jobs.<stt|stt-file|stt-partial|llm|tts>.<sid>       work queues of the model workers, by session
     <prefix>.cancel.<response id>                       core NATS: stop generating and speaking a response
     <prefix>.drop.<sid>                                 core NATS: the session wants no more jobs of the kinds
                                                         listed in the payload (its client left, or it ended)
@@ -37,7 +37,7 @@ MSG_ID = "Nats-Msg-Id"
 # stamps of the records a session answered it with, the edge's and the bus's share of a reply's latency, to the
 # microsecond (a record's `at_ms` has milliseconds only, too coarse for an overhead of a few).
 SENT_NS = "Vocalis-Sent-Ns"
-WORKER_KINDS = ("stt", "stt-partial", "llm", "tts")
+WORKER_KINDS = ("stt", "stt-file", "stt-partial", "llm", "tts")
 # A job whose worker stopped telling the queue it is alive (handlers.job_loop.HEARTBEAT_S) goes to another worker.
 ACK_WAIT_S = 5.0
 # Jobs a queue holds, in all and for one session of one kind: past them a job is refused, and the session is told

@@ -32,7 +32,8 @@ process (the tests) do not share counts.
 The job of a REST audio request (app/audio_api/) counts in `vocalis_jobs_total` and `vocalis_job_seconds` like a
 session's, under its queue (`stt`, `tts`); its seconds run to the record that ends it, its last chunk of speech.
 
-Job kinds are the work queues: `stt`, `stt-partial` (decodes while the user speaks), `llm`, `tts`. With several
+Job kinds are the work queues: `stt`, `stt-file` (REST transcriptions), `stt-partial` (decodes while the user
+speaks), `llm`, `tts`. With several
 edges, sum the counters and histograms over them; the queue and worker gauges are the same on every edge (they
 describe the shared consumers). The process collector adds the usual `process_*` series (memory, CPU, files).
 """

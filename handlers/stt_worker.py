@@ -24,6 +24,9 @@ from handlers.stt import FileOptions, Transcriber
 from handlers.stt_batch import WordsBatcher
 
 log = structlog.get_logger(__name__)
+# A session's transcript before a file's (a long file must not keep a live turn's transcript waiting), and both
+# before a decode while the user speaks.
+STT_QUEUES = ("stt", "stt-file", "stt-partial")
 _jobs = msgspec.json.Decoder(TranscribeJob | TranscribeFileJob)
 
 
@@ -72,8 +75,7 @@ class SttWorker:
         listening = await self.unwanted.listen(self.bus)
         log.info("stt.worker.ready", worker=self.worker_id)
         try:
-            # a transcript before a partial
-            await serve_jobs(self.bus, ("stt", "stt-partial"), self.handle, stop, at_once=self.batch)
+            await serve_jobs(self.bus, STT_QUEUES, self.handle, stop, at_once=self.batch)
         finally:
             for subscription in listening:
                 await subscription.unsubscribe()

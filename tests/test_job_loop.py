@@ -1,4 +1,5 @@
-"""The workers' job loop on a real nats-server: one job at a time, transcripts before partial decodes."""
+"""The workers' job loop on a real nats-server: one job at a time, a session's transcripts before files' and both
+before partial decodes."""
 
 import asyncio
 
@@ -6,9 +7,10 @@ from nats.aio.msg import Msg
 
 from app.bus import Bus
 from handlers.job_loop import serve_jobs
+from handlers.stt_worker import STT_QUEUES
 
 
-async def test_a_transcript_due_goes_before_the_partial_decodes_queued_earlier(nats_url: str):
+async def test_a_transcript_due_goes_before_the_file_and_the_partial_decodes_queued_earlier(nats_url: str):
     bus = await Bus.connect(nats_url, "vocalis", "test-job-loop")
     await bus.ensure_streams(3600, -1)
     order: list[str] = []
@@ -20,7 +22,7 @@ async def test_a_transcript_due_goes_before_the_partial_decodes_queued_earlier(n
             in_hand.set()
             await release.wait()
         await message.ack()
-        if len(order) == 4:
+        if len(order) == 5:
             finished.set()
 
     async def job(kind: str, name: str) -> None:
@@ -28,10 +30,11 @@ async def test_a_transcript_due_goes_before_the_partial_decodes_queued_earlier(n
 
     stop = asyncio.Event()
     await job("stt-partial", "partial 1")
-    worker = asyncio.create_task(serve_jobs(bus, ("stt", "stt-partial"), handle, stop))
+    worker = asyncio.create_task(serve_jobs(bus, STT_QUEUES, handle, stop))
     try:
         await asyncio.wait_for(in_hand.wait(), 10)
         await job("stt-partial", "partial 2")
+        await job("stt-file", "file")
         await job("stt-partial", "partial 3")
         await job("stt", "transcript")
         release.set()
@@ -41,7 +44,7 @@ async def test_a_transcript_due_goes_before_the_partial_decodes_queued_earlier(n
         stop.set()
         await worker
         await bus.close()
-    assert order == ["partial 1", "transcript", "partial 2", "partial 3"]
+    assert order == ["partial 1", "transcript", "file", "partial 2", "partial 3"]
 
 
 async def test_a_busy_worker_leaves_the_jobs_it_cannot_start_to_an_idle_one(nats_url: str):

@@ -116,7 +116,7 @@ async def test_transcribes_a_wav_with_an_openai_model_name_and_records_the_reque
     assert json.loads(recorded.entries[-1].data)["reason"] == "answered"
 
     metrics = (await httpx.AsyncClient().get(rest.http_url.removesuffix("/v1") + "/metrics")).text
-    assert 'vocalis_jobs_total{kind="stt",outcome="done"} 1.0' in metrics
+    assert 'vocalis_jobs_total{kind="stt-file",outcome="done"} 1.0' in metrics
     assert 'vocalis_api_requests_total{endpoint="transcriptions",status="200"} 1.0' in metrics
 
 

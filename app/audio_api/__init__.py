@@ -4,10 +4,10 @@ and `/v1/audio/speech`.
 A request is a short session on the log, like a realtime one: it gets an id (`file_…` for a transcription or a
 translation, `speech_…` for speech), its request is recorded (`api.transcription`, `api.speech`), an upload's audio
 is decoded here (PyAV, as faster-whisper decodes files) and recorded at 16 kHz in `audio.received` records of at
-most 5 s (a NATS message has a size limit), and its job goes to the same `stt` or `tts` work queue as a session's,
-so any worker of a scaled-out deployment serves it. The answer is made of the worker's result records, read from
-the session's `in.stt` / `in.tts` subject; a `session.closed` record ends the session. A client that leaves
-mid-stream has its job dropped (the signal every worker hears).
+most 5 s (a NATS message has a size limit), and its job goes to the STT workers' `stt-file` queue (behind sessions'
+transcripts) or the `tts` queue, so any worker of a scaled-out deployment serves it. The answer is made of the
+worker's result records, read from the session's `in.stt` / `in.tts` subject; a `session.closed` record ends the
+session. A client that leaves mid-stream has its job dropped (the signal every worker hears).
 
 Checks and rendering are domain code (`domain/rest_audio.py`); encoding speech is handler code
 (`handlers/audio_encode.py`); this package is the I/O between them: `models`, `transcriptions`, `speech`, and

@@ -71,30 +71,31 @@ class RequestSession:
     session_id: str
     session_log: SessionLog
     feed: OrderedFeed
-    kind: str  # the jobs' queue: stt or tts
+    kind: str  # the workers' kind, whose records answer: stt or tts
+    queue: str  # the jobs' queue: stt-file or tts
     jobs: dict[str, float] = field(default_factory=dict)  # job id: monotonic time it was asked for
     deadline_ms: int = 0  # the first job's: no record by then (and a grace) means no worker took it
     opened: float = field(default_factory=time.monotonic)
     closed: bool = False
 
     @classmethod
-    async def open(cls, services: EdgeServices, endpoint: str, prefix: str, kind: str) -> "RequestSession":
+    async def open(cls, services: EdgeServices, endpoint: str, prefix: str, kind: str, queue: str) -> "RequestSession":
         session_id = f"{prefix}_{secrets.token_hex(10)}"
         session_log = SessionLog(services.bus, session_id, services.audio_max_age_s, lambda subject: None)
         feed = await services.bus.subscribe_results(session_id, kind)
-        return cls(services, endpoint, session_id, session_log, feed, kind)
+        return cls(services, endpoint, session_id, session_log, feed, kind, queue)
 
     @classmethod
     @contextlib.asynccontextmanager
     async def opening(
-        cls, services: EdgeServices, endpoint: str, prefix: str, kind: str
+        cls, services: EdgeServices, endpoint: str, prefix: str, kind: str, queue: str
     ) -> AsyncIterator["RequestSession"]:
         """A new session to record a request in: closed as failed if recording it fails; a log out of reach is
         503 (the request is not lost by a client that tries again)."""
         message = "The event log is unreachable; try again shortly."
         unreachable = ApiError(503, message, None, "log_unavailable", "server_error")
         try:
-            session = await cls.open(services, endpoint, prefix, kind)
+            session = await cls.open(services, endpoint, prefix, kind, queue)
         except UNANSWERED:
             raise unreachable from None
         try:
@@ -139,16 +140,17 @@ class RequestSession:
                 continue
             if ends(record):
                 outcome = "failed" if isinstance(record, rec.TranscriptionFailed | rec.SpeechFailed) else "done"
-                self.services.metrics.api_job(self.kind, outcome, time.monotonic() - self.jobs.pop(job_id))
+                self.services.metrics.api_job(self.queue, outcome, time.monotonic() - self.jobs.pop(job_id))
             yield record
 
     async def _give_up(self) -> None:
         """The client left, or no worker answers: drop the jobs wherever they are (queued, or in a worker's hands)."""
         if self.jobs:
             for _ in self.jobs:
-                self.services.metrics.api_job(self.kind, "withdrawn", None)
+                self.services.metrics.api_job(self.queue, "withdrawn", None)
             self.jobs.clear()
-            await self.services.bus.drop_jobs(self.session_id, (self.kind,))
+            # Purged from its queue, and stopped in a worker's hands: a worker hears drops of its own kind.
+            await self.services.bus.drop_jobs(self.session_id, tuple(dict.fromkeys((self.queue, self.kind))))
 
     async def close(self, reason: str) -> None:
         if self.closed:

@@ -89,7 +89,7 @@ class Speech:
 
     @classmethod
     async def start(cls, services: EdgeServices, form: SpeechForm, voice: str) -> "Speech":
-        async with RequestSession.opening(services, "speech", "speech", "tts") as session:
+        async with RequestSession.opening(services, "speech", "speech", "tts", "tts") as session:
             clauses = await cls._record(session, form, voice)
             session.accepted(voice=voice, characters=len(form.input), response_format=form.response_format)
         return cls(session, form, clauses)

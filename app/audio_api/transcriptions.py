@@ -179,7 +179,7 @@ class Transcription:
         task: Literal["transcribe", "translate"],
     ) -> "Transcription":
         """Record the request and its audio, and ask for its transcription."""
-        async with RequestSession.opening(services, endpoint, "file", "stt") as session:
+        async with RequestSession.opening(services, endpoint, "file", "stt", "stt-file") as session:
             await cls._record(session, accepted, pcm, form, task)
             session.accepted(model=accepted.model, audio_seconds=round(accepted.audio_seconds, 2), task=task)
         return cls(session, form, task)

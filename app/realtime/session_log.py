@@ -21,7 +21,7 @@ from domain.protocol.errors import Rejection
 from domain.state import CancelResponse, Directive, WithdrawJob
 from handlers.ports import now_ms
 
-JOB_QUEUES = {TranscribeJob: "stt", TranscribeFileJob: "stt", GenerateJob: "llm", SynthesizeJob: "tts"}
+JOB_QUEUES = {TranscribeJob: "stt", TranscribeFileJob: "stt-file", GenerateJob: "llm", SynthesizeJob: "tts"}
 QUEUED_REMEMBERED = 64  # a session's latest transcription jobs whose place in the queue is kept, to withdraw them
 # An input record leaves this much of the server's max_payload free: its headers take a few hundred bytes, and the
 # events and jobs the state machine makes of it (a `session.updated` repeating the session) are a little larger.
