@@ -122,7 +122,12 @@ async def test_transcribes_a_wav_with_an_openai_model_name_and_records_the_reque
 
 @pytest.mark.parametrize(
     "name, container, codec, rate",
-    [("jfk.mp3", "mp3", "libmp3lame", 24_000), ("jfk.opus", "ogg", "libopus", 48_000)],
+    [
+        ("jfk.mp3", "mp3", "libmp3lame", 24_000),
+        ("jfk.opus", "ogg", "libopus", 48_000),
+        ("jfk.webm", "webm", "libopus", 48_000),  # what a browser's MediaRecorder makes
+        ("jfk.m4a", "ipod", "aac", 24_000),  # a phone's voice memo
+    ],
 )
 async def test_transcribes_compressed_files(rest, tmp_path, name, container, codec, rate):
     path = encoded(tmp_path, name, container, codec, rate)
