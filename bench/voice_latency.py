@@ -18,7 +18,12 @@ With speculation the answer's request can go out before the turn is decided, so 
 Also per turn: the LLM requests the session started speculatively and threw away (`wasted`), and the answer's
 prefill (prompt tokens, how many of them the LLM server had cached, and its prompt evaluation time).
 
+With `--transport webrtc` the client is a WebRTC peer (aiortc, as a browser is one): jfk.wav goes on its microphone
+track, and the client's own figure is the time from the last `speech_stopped` on the data channel to the first
+audible frame of the answer on the remote track, so it includes Opus, the jitter buffer and the real-time pacing.
+
     .venv/bin/python -m bench.voice_latency --runs 5 [--llms fake bundled] [--turn-detection server_vad]
+        [--transport websocket|webrtc]
 """
 
 import argparse
@@ -44,6 +49,7 @@ from domain import replay
 from domain.segmentation import Segmenter, feed, flush
 from tests.fake_llm import FakeLlm
 from tests.realtime_client import chunks, pcm24k, silence
+from tests.rtc_client import RtcClient
 
 STAGES = (
     ("turn_decided_s", "turn decided"),
@@ -53,6 +59,7 @@ STAGES = (
     ("first_audio_s", "first audio"),
 )
 ANSWER = "Sure. Kennedy asked what you can do for your country, not the other way round."
+AUDIBLE = 500  # peak of a 16-bit frame of the answer's voice on the WebRTC track (its silence is 0)
 VOICE = 0.35  # server VAD's threshold (0.5) less 0.15: a frame it counts as voice while a turn is spoken
 FRAME_MS = 32
 
@@ -100,6 +107,63 @@ async def one_turn(url: str, turn_detection: str) -> tuple[str, float]:
     if first_audio is None:
         raise RuntimeError(f"{session_id}: no answer after the last turn")
     return session_id, first_audio
+
+
+class TimedRtcClient(RtcClient):
+    """Notes when the first audible frame arrives on the remote track after `listen()`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.audible_at: float | None = None
+        self._listening = False
+
+    def listen(self) -> None:
+        self.audible_at, self._listening = None, True
+
+    async def _play(self, track: Any) -> None:
+        while True:
+            try:
+                frame = await track.recv()
+            except Exception:
+                return
+            if self._listening and self.audible_at is None and int(abs(frame.to_ndarray()).max()) >= AUDIBLE:
+                self.audible_at = time.perf_counter()
+
+
+async def one_call(url: str, turn_detection: str) -> tuple[str, float]:
+    """As `one_turn`, over WebRTC: the session id and the client's time from the last speech_stopped to the first
+    audible frame of its answer on the track."""
+    client = TimedRtcClient()
+    try:
+        answer = await client.connect(url.replace("ws", "http", 1) + "/realtime")
+        if answer.status_code != 201:
+            raise RuntimeError(f"the call was refused: {answer.status_code} {answer.text}")
+        created = await client.until(lambda e: e["type"] == "session.created")
+        detection = {"type": turn_detection}
+        client.send(
+            {
+                "type": "session.update",
+                "session": {"type": "realtime", "audio": {"input": {"turn_detection": detection}}},
+            }
+        )
+        client.microphone.say(pcm24k("jfk.wav") + silence(2500))
+        seen, stopped_at, heard = 0, None, None
+        deadline = time.perf_counter() + 120
+        while time.perf_counter() < deadline and not (client.microphone.spoken.is_set() and heard is not None):
+            await asyncio.sleep(0.01)
+            for event in client.events[seen:]:
+                if event["type"] == "input_audio_buffer.speech_stopped":
+                    stopped_at, heard = time.perf_counter(), None
+                    client.listen()
+            seen = len(client.events)
+            if stopped_at is not None and heard is None and client.audible_at is not None:
+                heard = client.audible_at - stopped_at
+        await asyncio.sleep(3)  # the answer's LLM request ends (llm.done says what its prompt cost)
+    finally:
+        await client.close()
+    if heard is None:
+        raise RuntimeError(f"{created['session']['id']}: no answer heard after the last turn")
+    return str(created["session"]["id"]), heard
 
 
 def stages(session: RecordedSession) -> dict[str, float] | None:
@@ -166,7 +230,9 @@ async def read_stages(bus: Bus, session_id: str) -> dict[str, float]:
     raise RuntimeError(f"the log of {session_id} lacks a stage")
 
 
-async def measure(llm: str, runs: int, fake: FakeLlm | None, turn_detection: str) -> dict[str, object]:
+async def measure(
+    llm: str, runs: int, fake: FakeLlm | None, turn_detection: str, transport: str = "websocket"
+) -> dict[str, object]:
     port, nats_port = free_port(), free_port()
     env = os.environ | {"VOCALIS_PORT": str(port), "VOCALIS_NATS_PORT": str(nats_port), "VOCALIS_LOG_FORMAT": "json"}
     if fake is not None:
@@ -193,7 +259,8 @@ async def measure(llm: str, runs: int, fake: FakeLlm | None, turn_detection: str
                     fake.replies.clear()
                     for _ in range(10):  # speculative requests thrown away take replies too
                         fake.reply(ANSWER)
-                session_id, client = await one_turn(f"ws://127.0.0.1:{port}/v1", turn_detection)
+                talk = one_call if transport == "webrtc" else one_turn
+                session_id, client = await talk(f"ws://127.0.0.1:{port}/v1", turn_detection)
                 rows.append({**await read_stages(bus, session_id), "client_stopped_to_audio_s": client})
                 await asyncio.sleep(1)  # the cancelled answer's work ends
             await bus.close()
@@ -202,7 +269,14 @@ async def measure(llm: str, runs: int, fake: FakeLlm | None, turn_detection: str
             await asyncio.wait_for(server.wait(), 60)
     rows = rows[1:]
     medians = {key: round(statistics.median(r[key] for r in rows), 3) for key in rows[0]}
-    return {"llm": llm, "turn_detection": turn_detection, "runs": runs, "median": medians, "runs_detail": rows}
+    return {
+        "llm": llm,
+        "turn_detection": turn_detection,
+        "transport": transport,
+        "runs": runs,
+        "median": medians,
+        "runs_detail": rows,
+    }
 
 
 async def main() -> None:
@@ -210,20 +284,22 @@ async def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--llms", nargs="+", default=["fake", "bundled"], choices=["fake", "bundled"])
     parser.add_argument("--turn-detection", default="server_vad", choices=["server_vad", "semantic_vad"])
+    parser.add_argument("--transport", default="websocket", choices=["websocket", "webrtc"])
     parser.add_argument("--name", default="voice_latency", help="the results' file name in bench/results")
     args = parser.parse_args()
     results = []
     for llm in args.llms:
         if llm == "fake":
             async with FakeLlm() as fake:
-                results.append(await measure("fake (instant)", args.runs, fake, args.turn_detection))
+                results.append(await measure("fake (instant)", args.runs, fake, args.turn_detection, args.transport))
         else:
-            results.append(await measure("bundled qwen2.5-coder-1.5b", args.runs, None, args.turn_detection))
-    print(f"from the end of the voice, {args.turn_detection} (medians, seconds)")
+            bundled = "bundled qwen2.5-coder-1.5b"
+            results.append(await measure(bundled, args.runs, None, args.turn_detection, args.transport))
+    print(f"from the end of the voice, {args.turn_detection}, over {args.transport} (medians, seconds)")
     print(
         f"{'LLM':<28}"
         + "".join(f"{label:>19}" for _, label in STAGES)
-        + f"{'wasted':>8}{'prompt':>8}{'cached':>8}{'prefill ms':>11}"
+        + f"{'wasted':>8}{'prompt':>8}{'cached':>8}{'prefill ms':>11}{'client':>8}"
     )
     for r in results:
         m = r["median"]
@@ -231,8 +307,10 @@ async def main() -> None:
             f"{r['llm']:<28}"
             + "".join(f"{m[key]:>19.3f}" for key, _ in STAGES)
             + f"{m['wasted']:>8}{m['prompt_tokens']:>8}{m['cached_tokens']:>8}{m['prefill_ms']:>11}"
+            + f"{m['client_stopped_to_audio_s']:>8.3f}"
         )
-    save(args.name, results, plot(results, args.turn_detection), runs=args.runs, turn_detection=args.turn_detection)
+    figure_ = plot(results, args.turn_detection)
+    save(args.name, results, figure_, runs=args.runs, turn_detection=args.turn_detection, transport=args.transport)
 
 
 def plot(results: list[dict[str, Any]], turn_detection: str) -> Any:
