@@ -5,8 +5,10 @@ ones. Each test saves a screenshot under build/screenshots/.
 Chromium is Debian's `chromium` (`scripts/install.sh --dev` installs it where it can), driven by Playwright."""
 
 import asyncio
+import json
 import os
 import shutil
+import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -27,11 +29,29 @@ if CHROMIUM is None:
 JFK = Path(__file__).parent / "data" / "jfk.wav"
 SCREENSHOTS = Path(__file__).parent.parent / "build" / "screenshots"
 REPLY = "Those words were spoken in nineteen sixty one."
+# Long enough (about 10 s of speech) to be still playing when the microphone speaks again.
+LONG_REPLY = (
+    f"{REPLY} It was a cold day in Washington, and the new president spoke for fourteen minutes. "
+    "Many people remember this one line above all the others he said that day."
+)
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-async def browser(tmp_path: Path) -> AsyncIterator[Any]:
+def microphone(tmp_path: Path) -> Path:
+    """What the fake microphone says: JFK's speech, 6 s of silence (an answer plays), and his speech again, over
+    the answer: a barge-in."""
+    with wave.open(str(JFK)) as source:
+        params, speech = source.getparams(), source.readframes(source.getnframes())
+    said = tmp_path / "microphone.wav"
+    with wave.open(str(said), "wb") as out:
+        out.setparams(params)
+        out.writeframes(speech + bytes(6 * params.framerate * params.sampwidth) + speech)
+    return said
+
+
+@pytest.fixture
+async def browser(microphone: Path) -> AsyncIterator[Any]:
     async with playwright_api.async_playwright() as driver:
         launched = await driver.chromium.launch(
             executable_path=CHROMIUM,
@@ -45,7 +65,7 @@ async def browser(tmp_path: Path) -> AsyncIterator[Any]:
                 "--disable-sync",
                 "--use-fake-ui-for-media-stream",  # grant the microphone without asking
                 "--use-fake-device-for-media-stream",
-                f"--use-file-for-fake-audio-capture={JFK}%noloop",
+                f"--use-file-for-fake-audio-capture={microphone}%noloop",
                 "--autoplay-policy=no-user-gesture-required",
             ],
         )
@@ -92,13 +112,22 @@ async def test_the_console_talks_over_a_websocket_and_lists_the_recorded_session
 ) -> None:
     stack = conversation.stack
     stack.start_analytics()
-    for _ in range(8):  # one answer per VAD turn of JFK's speech
-        conversation.llm.reply(REPLY)
+    for _ in range(12):  # one answer per VAD turn of JFK's speech
+        conversation.llm.reply(LONG_REPLY)
     base_url = f"http://127.0.0.1:{stack.settings.port}"
     page = await browser.new_page()
     page.on("console", lambda message: print("console:", message.text))
     try:
         session_id = await _talk_through_jfk(page, base_url, "websocket")
+
+        # JFK speaks again over the answer: the page stops it and tells the server how much of it was heard.
+        truncated = page.locator(".turn.assistant.truncated")
+        await truncated.first.wait_for(state="attached", timeout=60_000)
+        truncate = page.locator('#event-list li.client[data-type="conversation.item.truncate"]').first
+        await truncate.click()
+        sent = json.loads(await truncate.locator("pre").text_content() or "{}")
+        assert sent["content_index"] == 0 and sent["audio_end_ms"] > 0
+        assert await truncated.first.get_attribute("id") == f"item-{sent['item_id']}"
 
         # The event panel lists both directions, with the audio the page sent and the events of each turn.
         for kind in ("session.created", "input_audio_buffer.append", "input_audio_buffer.speech_stopped"):

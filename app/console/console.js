@@ -8,6 +8,7 @@ const form = $("#settings");
 const MAX_EVENT_ROWS = 3000;
 const FALLBACK_VOICES = ["jm_kumo", "jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "alloy", "marin"];
 const FALLBACK_STT = ["whisper-base", "whisper-tiny.en"];
+const DEFAULT_VOICE = "jm_kumo"; // the server's default, and the most intelligible of the bundled voices
 
 // --- what the user chose --------------------------------------------------------------------------------------
 
@@ -70,6 +71,7 @@ async function fillChoices() {
     // the defaults above are what the bundled models offer
   }
   form.voice.replaceChildren(...voices.map((id) => new Option(id, id)));
+  if (voices.includes(DEFAULT_VOICE)) form.voice.value = DEFAULT_VOICE;
   form.transcription_model.replaceChildren(...stt.map((id) => new Option(id, id)));
 }
 
