@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 from openai import AsyncOpenAI
 
 from app.bus import Bus
@@ -120,14 +121,10 @@ class TimedRtcClient(RtcClient):
     def listen(self) -> None:
         self.audible_at, self._listening = None, True
 
-    async def _play(self, track: Any) -> None:
-        while True:
-            try:
-                frame = await track.recv()
-            except Exception:
-                return
-            if self._listening and self.audible_at is None and int(abs(frame.to_ndarray()).max()) >= AUDIBLE:
-                self.audible_at = time.perf_counter()
+    def _hear(self, samples: np.ndarray) -> None:
+        super()._hear(samples)
+        if self._listening and self.audible_at is None and int(np.abs(samples.astype(np.int32)).max()) >= AUDIBLE:
+            self.audible_at = time.perf_counter()
 
 
 async def one_call(url: str, turn_detection: str) -> tuple[str, float]:

@@ -138,4 +138,8 @@ class RtcClient:
             except MediaStreamError:
                 return
             samples = frame.to_ndarray().reshape(-1, len(frame.layout.channels))
-            self.heard.append(samples[:, 0].astype(np.int16))
+            self._hear(samples[:, 0].astype(np.int16))
+
+    def _hear(self, samples: np.ndarray) -> None:
+        """One frame of the remote track, as it arrives."""
+        self.heard.append(samples)
