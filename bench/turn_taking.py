@@ -33,9 +33,9 @@ from app.runner import transcriber
 from app.settings import Settings
 from bench.report import save
 from domain.audio_time import MODEL_RATE, VAD_FRAME_SAMPLES, samples_from_ms
-from domain.continuation import goes_on
+from domain.records import Word
 from domain.session_config import TurnDetection
-from domain.transcription import CLOSE_AFTER_MS
+from domain.transcription import CLOSE_AFTER_MS, pause_verdict
 from domain.turns import Heard, Speaking, TurnStopped, advance, is_voice
 from handlers.input_audio.decode import InputAudio
 from handlers.input_audio.smart_turn import SmartTurn
@@ -120,7 +120,10 @@ def stream(pcm: bytes, config: TurnDetection, vad: SileroVad, model: TimedSmartT
                     started = time.perf_counter()
                     ((words, _language),) = stt.words([WordsRequest(audio, "en")], "whisper-base")
                     words_at = frames + math.ceil((time.perf_counter() - started) * MODEL_RATE / VAD_FRAME_SAMPLES)
-                    verdict = "goes on" if words and goes_on(words[-1][0]) else "may end"
+                    spoken = [
+                        Word(w, first + round(s * MODEL_RATE), first + round(e * MODEL_RATE)) for w, s, e in words
+                    ]
+                    verdict = pause_verdict(spoken, speaking.last_voice_sample, "en")
                 heard: Heard = verdict if words_at is not None and frames >= words_at else "pending"
                 before = speaking
                 speaking, change = advance(

@@ -172,12 +172,17 @@ def heard(state: SessionState) -> Heard:
         return "no words"
     if live.closing is None or live.closing in live.asked:
         return "pending"
-    # The last word spoken: whisper may make words up in the silence after it.
     voice_until = state.speaking.last_voice_sample if state.speaking else live.decoded_to
-    last = [w for w in live.pending if w.start < voice_until + TIME_TOLERANCE] or live.stable_tail
     transcription = state.config.transcription
     language = (transcription.language if transcription else None) or state.heard_language
-    return "goes on" if last and language in (None, "en") and goes_on(last[-1].text) else "may end"
+    return pause_verdict(live.pending, voice_until, language, before=live.stable_tail)
+
+
+def pause_verdict(words: Sequence[Word], voice_until: int, language: str | None, before: Sequence[Word] = ()) -> Heard:
+    """What a pause's decoded `words` say of the sentence (`before`: the words before them), by its last spoken
+    word: whisper may make words up in the silence after the voice (`voice_until`), and those are not counted."""
+    spoken = [w for w in words if w.start < voice_until + TIME_TOLERANCE] or before
+    return "goes on" if spoken and language in (None, "en") and goes_on(spoken[-1].text) else "may end"
 
 
 def end_turn(draft: Draft, item_id: str, end: int, voice_until: int) -> bool:
