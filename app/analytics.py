@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import msgspec
 import nats.errors
@@ -27,6 +27,10 @@ from domain.analytics import LoggedEvent, SessionSummary, fold_event, fold_recor
 log = structlog.get_logger(__name__)
 DURABLE = "analytics"
 CACHED_SUMMARIES = 1_000  # the sessions whose summaries are kept in memory: the latest ones, live sessions first
+# A live session's summary is written at most this often (an ended one at once). Each write stores the whole
+# summary, which grows with the session: written at every change (several a second while someone talks), an hour's
+# session wrote its summary about 10,000 times, most of a GiB (bench.memory_soak with analytics).
+WRITE_EVERY_S = 1.0
 _events = msgspec.json.Decoder(LoggedEvent)
 _summaries = msgspec.json.Decoder(SessionSummary)
 
@@ -131,41 +135,76 @@ class SummaryCache:
             self._summaries.popitem(last=False)
 
 
+@dataclass
+class Unwritten:
+    """A session's summary folded further than the store has it, and the log messages it waits to acknowledge."""
+
+    summary: SessionSummary
+    since: float  # loop time of its first change not yet written
+    messages: list[Msg] = field(default_factory=list)
+
+
 class AnalyticsWorker:
-    def __init__(self, bus: Bus, cached: int = CACHED_SUMMARIES) -> None:
+    def __init__(self, bus: Bus, cached: int = CACHED_SUMMARIES, write_every_s: float = WRITE_EVERY_S) -> None:
         self.bus = bus
         self.cache = SummaryCache(cached)
+        self.write_every_s = write_every_s
 
     async def run(self, stop: asyncio.Event) -> None:
         store, rebuilt = await SummaryStore.open(self.bus, create=True)
         subscription = await self._subscribe(from_scratch=rebuilt)
         log.info("analytics.ready", rebuilding=rebuilt)
+        unwritten: dict[str, Unwritten] = {}
+        loop = asyncio.get_running_loop()
         try:
             while not stop.is_set():
+                # Back in time for the next write that falls due, and at least every second to see a stop.
+                due = min((u.since + self.write_every_s for u in unwritten.values()), default=loop.time() + 1)
                 try:
-                    messages = await subscription.fetch(200, timeout=1)
+                    messages = await subscription.fetch(200, timeout=min(1.0, max(0.05, due - loop.time())))
                 except TimeoutError:  # nats.errors.TimeoutError, or asyncio's when a batch times out
-                    continue
-                changed: dict[str, SessionSummary] = {}
+                    messages = []
                 for message in messages:
-                    session_id = session_of(message.subject)
-                    summary = changed.get(session_id) or self.cache.get(session_id) or await store.get(session_id)
-                    folded = fold_entry(summary, entry_of(message))
-                    if folded is not None and folded is not summary:
-                        changed[session_id] = folded
-                for summary in changed.values():
-                    await store.put(summary)
-                    self.cache.put(summary)
-                for message in messages:  # acked only once their effect is stored
-                    await message.ack()
+                    await self._fold(message, store, unwritten, loop.time())
+                for session_id, held in list(unwritten.items()):
+                    if held.summary.ended_at_ms is not None or loop.time() - held.since >= self.write_every_s:
+                        await self._write(store, unwritten.pop(session_id))
+            for held in unwritten.values():  # stopping: store what was folded (on an error, the log delivers it again)
+                await self._write(store, held)
         finally:
             await subscription.unsubscribe()
 
+    async def _fold(self, message: Msg, store: SummaryStore, unwritten: dict[str, Unwritten], now: float) -> None:
+        session_id = session_of(message.subject)
+        held = unwritten.get(session_id)
+        summary = held.summary if held else self.cache.get(session_id) or await store.get(session_id)
+        folded = fold_entry(summary, entry_of(message))
+        if folded is not None and folded is not summary:
+            if held is None:
+                held = unwritten[session_id] = Unwritten(folded, since=now)
+            held.summary = folded
+        if held is not None:
+            held.messages.append(message)  # acknowledged only once the summary that holds it is stored
+        else:
+            await message.ack()  # it changed nothing
+
+    async def _write(self, store: SummaryStore, held: Unwritten) -> None:
+        await store.put(held.summary)
+        self.cache.put(held.summary)
+        for message in held.messages:
+            await message.ack()
+
     async def _subscribe(self, from_scratch: bool) -> nats.js.JetStreamContext.PullSubscription:
+        """The durable consumer, made anew from the first record a worker before this one did not acknowledge: the
+        server would deliver those again only after the ack wait, behind newer records of their sessions, which would
+        then be skipped as folded already. From the log's start when every summary is to be rebuilt."""
         s = self.bus.subjects
-        if from_scratch:
-            with contextlib.suppress(nats.js.errors.NotFoundError):
-                await self.bus.js.delete_consumer(s.sessions_stream, DURABLE)
+        acknowledged = 0  # stream sequence up to which every record was acknowledged
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            info = await self.bus.js.consumer_info(s.sessions_stream, DURABLE)
+            await self.bus.js.delete_consumer(s.sessions_stream, DURABLE)
+            if info.ack_floor and not from_scratch:
+                acknowledged = info.ack_floor.stream_seq or 0
         await self.bus.js.add_consumer(
             s.sessions_stream,
             api.ConsumerConfig(
@@ -176,7 +215,8 @@ class AnalyticsWorker:
                     f"{s.prefix}.session.*.in.stt",
                     f"{s.prefix}.session.*.out.>",
                 ],
-                deliver_policy=api.DeliverPolicy.ALL,
+                deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+                opt_start_seq=acknowledged + 1,
                 ack_policy=api.AckPolicy.EXPLICIT,
                 ack_wait=30.0,
                 max_ack_pending=10_000,
