@@ -145,6 +145,9 @@ function write(itemId, role, text, { append = false, final = false } = {}) {
 
 const latencies = new Map(); // item id -> { stoppedAt, transcriptMs, audioMs, row }
 let awaitingAudio = null; // the user turn whose answer's first audio is still to come
+// The assistant item whose audio is still arriving: the user who speaks now cuts it, even in a moment when all that
+// came of it has played (synthesis slower than real time leaves such gaps).
+let answering = null;
 
 function latencyRow(itemId) {
   let entry = latencies.get(itemId);
@@ -194,7 +197,7 @@ function onServerEvent(event) {
       break;
     case "input_audio_buffer.speech_started":
       turn(event.item_id, "user");
-      if (player?.playing) bargeIn();
+      if (player?.playing || answering !== null) bargeIn();
       break;
     case "input_audio_buffer.speech_stopped":
       latencyRow(event.item_id);
@@ -217,11 +220,15 @@ function onServerEvent(event) {
       break;
     case "response.output_audio.delta":
       firstAudio();
+      answering = event.item_id;
       player?.play(event.item_id, fromBase64(event.delta));
       document.body.dataset.playedMs = Math.round(player?.playedMs ?? 0);
       break;
     case "output_audio_buffer.started": // WebRTC: the answer's audio began on the track
       firstAudio();
+      break;
+    case "response.done":
+      answering = null;
       break;
     case "conversation.item.truncated":
       document.getElementById(`item-${event.item_id}`)?.classList.add("truncated");
@@ -237,6 +244,7 @@ function firstAudio() {
 // The user spoke over the answer: stop it where it is, and tell the server how much of it was heard, so the
 // conversation holds what the user actually heard.
 function bargeIn() {
+  answering = null;
   const cut = player.stop();
   if (cut) send({ type: "conversation.item.truncate", item_id: cut.itemId, content_index: 0, audio_end_ms: cut.heardMs });
 }
