@@ -255,6 +255,7 @@ def transcriber(settings: Settings) -> Transcriber:
         cpu_threads=settings.stt_cpu_threads,
         beam_size=settings.stt_beam_size,
         window=settings.stt_window,
+        lanes=settings.stt_lanes,
     )
     stt = Transcriber(registry(settings), options)
     stt.model(settings.stt_model)  # load now: the first turn should not wait for it
@@ -381,7 +382,7 @@ async def run_stt_worker(settings: Settings, url: str, stop: asyncio.Event) -> N
     stt = await asyncio.to_thread(transcriber, settings)
     bus = await connect(settings, url, f"vocalis-stt-{settings.worker_id}")
     try:
-        await SttWorker(bus, stt, settings.worker_id, stt_batch(settings, stt)).run(stop)
+        await SttWorker(bus, stt, settings.worker_id, stt_batch(settings, stt), settings.stt_lanes).run(stop)
     finally:
         await bus.close()
 

@@ -46,6 +46,7 @@ class Settings:
     stt_beam_size: int = 1
     stt_window: str = "trimmed"  # whisper encodes the audio and 3 s of padding; "full": its whole 30 s window
     stt_batch: int = 0  # decodes of turns in progress run together, up to this many; 0: 16 on a GPU, 1 on a CPU
+    stt_lanes: int = 1  # decodes one STT worker runs at the same time, each on its share of the CPU threads
     llm_base_url: str | None = None  # an OpenAI-compatible endpoint; unset: the bundled model, in process
     llm_api_key: str | None = None
     llm_model: str = "qwen2.5-coder-1.5b"  # a bundled model, or the endpoint's model name
@@ -106,6 +107,7 @@ class Settings:
             "log_max_age_s",
             "stream_replicas",
             "llm_at_once",
+            "stt_lanes",
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"VOCALIS_{name.upper()}={getattr(self, name)}: must be above 0")

@@ -68,6 +68,7 @@ class SttOptions:
     cpu_threads: int = 0  # 0: every core
     beam_size: int = 1
     window: str = "trimmed"  # or "full": whisper's 30 s window
+    lanes: int = 1  # decodes that run at the same time (CTranslate2 replicas), sharing the CPU threads
 
 
 class TrimmedWhisper(WhisperModel):  # type: ignore[misc]  # faster-whisper has no type information
@@ -100,7 +101,8 @@ class Transcriber:
                     str(path),
                     device=self._options.device,
                     compute_type=self._options.compute_type,
-                    cpu_threads=self._options.cpu_threads or os.cpu_count() or 1,
+                    cpu_threads=max(1, (self._options.cpu_threads or os.cpu_count() or 1) // self._options.lanes),
+                    num_workers=self._options.lanes,
                 )
             return self._models[canonical]
 

@@ -2,7 +2,9 @@
 the next batch takes them together, up to a size: the transcripts that are due if any wait (a partial decode
 would only make their batch slower), else the oldest partial decodes. Nobody waits for a batch to fill: a request
 that finds the model idle starts at once, so batching adds no latency when the worker keeps up, and batches grow
-only as it falls behind.
+only as it falls behind. With `lanes` above one, that many batches run at the same time (the transcriber's
+CTranslate2 replicas, each on its share of the threads): a transcript that falls due while a partial decode runs
+starts at once instead of waiting for it.
 """
 
 import asyncio
@@ -27,19 +29,25 @@ class _Waiting:
 
 
 class WordsBatcher:
-    def __init__(self, transcriber: Transcriber, size: int, wanted: Callable[[TranscribeJob], bool]) -> None:
+    def __init__(
+        self, transcriber: Transcriber, size: int, wanted: Callable[[TranscribeJob], bool], lanes: int = 1
+    ) -> None:
         self._transcriber = transcriber
         self._size = size
         self._wanted = wanted  # asked again when a batch is formed: a partial decode may have expired meanwhile
+        self._lanes = lanes
         self._waiting: list[_Waiting] = []
-        self._draining: asyncio.Task[None] | None = None
+        self._draining: set[asyncio.Task[None]] = set()
 
     async def words(self, job: TranscribeJob, audio: np.ndarray) -> Decoded:
         """The job's words and language once decoded with whatever else waits."""
         waiting = _Waiting(job, audio)
         self._waiting.append(waiting)
-        if self._draining is None or self._draining.done():
-            self._draining = asyncio.create_task(self._drain())
+        # A drain that has returned is done at once, though its callback has not yet removed it.
+        if sum(not draining.done() for draining in self._draining) < self._lanes:
+            draining = asyncio.create_task(self._drain())
+            self._draining.add(draining)
+            draining.add_done_callback(self._draining.discard)
         return await waiting.result
 
     async def _drain(self) -> None:

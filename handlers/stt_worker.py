@@ -63,19 +63,21 @@ def words_decoded(
 
 
 class SttWorker:
-    def __init__(self, bus: WorkerBus, transcriber: Transcriber, worker_id: str, batch: int = 1) -> None:
+    def __init__(
+        self, bus: WorkerBus, transcriber: Transcriber, worker_id: str, batch: int = 1, lanes: int = 1
+    ) -> None:
         self.bus = bus
         self.transcriber = transcriber
         self.worker_id = worker_id
         self.unwanted = Unwanted("stt")
-        self.batch = batch  # jobs in hand at once: their decodes of turns in progress run together
-        self.batcher = WordsBatcher(transcriber, batch, lambda job: self.unwanted.why(job) is None)
+        self.at_once = batch * lanes  # jobs in hand: batches of decodes of turns in progress, `lanes` at a time
+        self.batcher = WordsBatcher(transcriber, batch, lambda job: self.unwanted.why(job) is None, lanes)
 
     async def run(self, stop: asyncio.Event) -> None:
         listening = await self.unwanted.listen(self.bus)
         log.info("stt.worker.ready", worker=self.worker_id)
         try:
-            await serve_jobs(self.bus, STT_QUEUES, self.handle, stop, at_once=self.batch)
+            await serve_jobs(self.bus, STT_QUEUES, self.handle, stop, at_once=self.at_once)
         finally:
             for subscription in listening:
                 await subscription.unsubscribe()

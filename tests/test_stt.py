@@ -2,17 +2,21 @@
 batched across sessions; and how an STT worker reads a job's audio from the log."""
 
 import asyncio
+import time
 from collections.abc import Sequence
 
 import numpy as np
 import soxr
 
+from app import runner
 from app.bus import Bus, encode
+from app.settings import Settings
 from domain import records as rec
 from domain.audio_time import MODEL_RATE
 from domain.jobs import TranscribeJob
 from handlers.stt import TRIMMED_PADDING_FRAMES, Transcriber, Words, WordsRequest
 from handlers.stt_batch import WordsBatcher
+from tests.conftest import MODEL_CACHE, TEST_STT_MODEL
 from tests.realtime_client import JFK, pcm24k, word_error_rate
 
 
@@ -95,6 +99,41 @@ async def test_waiting_decodes_form_the_next_batch_due_transcripts_apart_and_fir
     assert counting.batches == [[3 * MODEL_RATE], [5 * MODEL_RATE], [4 * MODEL_RATE, 7 * MODEL_RATE]]
     assert results[3] is None  # no longer wanted when its batch was formed: never decoded
     assert all(result is not None and result[0] for i, result in enumerate(results) if i != 3)
+
+
+class TimedCalls(Transcriber):
+    """The real transcriber, noting when each decode call began and ended (by the job's audio length)."""
+
+    def __init__(self, transcriber: Transcriber) -> None:
+        self.__dict__.update(transcriber.__dict__)
+        self.began: dict[int, float] = {}
+        self.ended: dict[int, float] = {}
+
+    def words(self, requests: Sequence[WordsRequest], model: str) -> list[tuple[Words, str]]:
+        (request,) = requests
+        self.began[len(request.audio)] = time.perf_counter()
+        try:
+            return super().words(requests, model)
+        finally:
+            self.ended[len(request.audio)] = time.perf_counter()
+
+
+async def test_with_two_lanes_a_transcript_due_is_decoded_beside_a_partial_decode_not_after_it():
+    two_lanes = TimedCalls(runner.transcriber(Settings(model_dir=MODEL_CACHE, stt_model=TEST_STT_MODEL, stt_lanes=2)))
+    batcher = WordsBatcher(two_lanes, size=1, wanted=lambda job: True, lanes=2)
+    jfk = jfk_16k()
+    long, short = 11 * MODEL_RATE, 3 * MODEL_RATE
+
+    def decode(samples: int, partial: bool) -> "asyncio.Task[object]":
+        job = TranscribeJob("j", "sess", "item", 1, 1, 0, 0, samples, TEST_STT_MODEL, words=True, partial=partial)
+        return asyncio.create_task(batcher.words(job, jfk[:samples]))
+
+    partial = decode(long, partial=True)
+    await asyncio.sleep(0)
+    closing = decode(short, partial=False)
+    assert all(result is not None for result in await asyncio.wait_for(asyncio.gather(partial, closing), 60))
+    assert two_lanes.began[short] < two_lanes.ended[long], "the transcript waited for the partial decode"
+    assert two_lanes.ended[short] < two_lanes.ended[long], "the two decodes did not run at the same time"
 
 
 async def test_a_job_s_audio_is_read_without_a_consumer(nats_url: str):
