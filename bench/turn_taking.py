@@ -33,7 +33,6 @@ from app.runner import transcriber
 from app.settings import Settings
 from bench.report import save
 from domain.audio_time import MODEL_RATE, VAD_FRAME_SAMPLES, samples_from_ms
-from domain.records import Word
 from domain.session_config import TurnDetection
 from domain.transcription import CLOSE_AFTER_MS, pause_verdict
 from domain.turns import Heard, Speaking, TurnStopped, advance, is_voice
@@ -42,6 +41,7 @@ from handlers.input_audio.smart_turn import SmartTurn
 from handlers.input_audio.turn_end import TurnEndStream
 from handlers.input_audio.vad import SileroVad
 from handlers.stt import Transcriber, WordsRequest
+from handlers.stt_worker import placed
 from tests.realtime_client import AUDIO, pcm24k, silence
 
 JFK_VOICE_END_S = 10.2  # the end of "country", read from the waveform
@@ -120,10 +120,7 @@ def stream(pcm: bytes, config: TurnDetection, vad: SileroVad, model: TimedSmartT
                     started = time.perf_counter()
                     ((words, _language),) = stt.words([WordsRequest(audio, "en")], "whisper-base")
                     words_at = frames + math.ceil((time.perf_counter() - started) * MODEL_RATE / VAD_FRAME_SAMPLES)
-                    spoken = [
-                        Word(w, first + round(s * MODEL_RATE), first + round(e * MODEL_RATE)) for w, s, e in words
-                    ]
-                    verdict = pause_verdict(spoken, speaking.last_voice_sample, "en")
+                    verdict = pause_verdict(placed(words, first), speaking.last_voice_sample, "en")
                 heard: Heard = verdict if words_at is not None and frames >= words_at else "pending"
                 before = speaking
                 speaking, change = advance(

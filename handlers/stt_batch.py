@@ -43,11 +43,9 @@ class WordsBatcher:
         """The job's words and language once decoded with whatever else waits."""
         waiting = _Waiting(job, audio)
         self._waiting.append(waiting)
-        # A drain that has returned is done at once, though its callback has not yet removed it.
-        if sum(not draining.done() for draining in self._draining) < self._lanes:
-            draining = asyncio.create_task(self._drain())
-            self._draining.add(draining)
-            draining.add_done_callback(self._draining.discard)
+        self._draining = {draining for draining in self._draining if not draining.done()}
+        if len(self._draining) < self._lanes:
+            self._draining.add(asyncio.create_task(self._drain()))
         return await waiting.result
 
     async def _drain(self) -> None:

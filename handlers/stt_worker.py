@@ -42,21 +42,25 @@ def file_audio(records: list[rec.AudioReceived | rec.ItemAudioReceived]) -> np.n
     return np.frombuffer(b"".join(r.pcm16k for r in records), dtype="<i2").astype(np.float32) / 32768.0
 
 
+def placed(decoded: list[tuple[str, float, float]], at: int) -> tuple[rec.Word, ...]:
+    """A decode's words (text, start and end in seconds of its audio) at their positions in the session's audio
+    stream, where that audio begins at sample `at`."""
+    return tuple(
+        rec.Word(text, at + round(start * MODEL_RATE), at + round(end * MODEL_RATE)) for text, start, end in decoded
+    )
+
+
 def words_decoded(
     job: TranscribeJob, decoded: list[tuple[str, float, float]], language: str, worker: str, at_ms: int
 ) -> rec.WordsDecoded:
-    """A decode's words (text, start and end in seconds of the job's audio) as a record: their times become
-    positions in the session's audio stream."""
-    at = job.start_sample
+    """A decode's words as a record: their times become positions in the session's audio stream."""
     return rec.WordsDecoded(
         at_ms=at_ms,
         job_id=job.job_id,
         item_id=job.item_id,
         start_sample=job.start_sample,
         end_sample=job.end_sample,
-        words=tuple(
-            rec.Word(text, at + round(start * MODEL_RATE), at + round(end * MODEL_RATE)) for text, start, end in decoded
-        ),
+        words=placed(decoded, job.start_sample),
         worker=worker,
         language=language,
     )
