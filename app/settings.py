@@ -46,7 +46,8 @@ class Settings:
     stt_beam_size: int = 1
     stt_window: str = "trimmed"  # whisper encodes the audio and 3 s of padding; "full": its whole 30 s window
     stt_batch: int = 0  # decodes of turns in progress run together, up to this many; 0: 16 on a GPU, 1 on a CPU
-    stt_lanes: int = 1  # decodes one STT worker runs at the same time, each on its share of the CPU threads
+    stt_lanes: int = 0  # decodes one STT worker runs at the same time, each on its share of the CPU threads; 0: 2 on a
+    # CPU (one kept for transcripts that fall due), 1 on a GPU
     llm_base_url: str | None = None  # an OpenAI-compatible endpoint; unset: the bundled model, in process
     llm_api_key: str | None = None
     llm_model: str = "qwen2.5-coder-1.5b"  # a bundled model, or the endpoint's model name
@@ -92,8 +93,9 @@ class Settings:
             value = getattr(self, name)
             if value.lower() not in allowed:
                 raise SettingsError(f"VOCALIS_{name.upper()}={value!r}: use one of {', '.join(allowed)}")
-        if self.stt_batch < 0:
-            raise SettingsError(f"VOCALIS_STT_BATCH={self.stt_batch}: 0 (the device's default) or more")
+        for name in ("stt_batch", "stt_lanes"):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"VOCALIS_{name.upper()}={getattr(self, name)}: 0 (the device's default) or more")
         for name in ("port", "nats_port"):
             if not 0 <= getattr(self, name) <= 65535:
                 raise SettingsError(f"VOCALIS_{name.upper()}={getattr(self, name)}: a port is 0 to 65535")
@@ -107,7 +109,6 @@ class Settings:
             "log_max_age_s",
             "stream_replicas",
             "llm_at_once",
-            "stt_lanes",
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"VOCALIS_{name.upper()}={getattr(self, name)}: must be above 0")

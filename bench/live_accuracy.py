@@ -73,7 +73,7 @@ def run(stt: Transcriber, vad: SileroVad, model: str, wav: str, incremental: boo
     def decode(job: TranscribeJob) -> rec.Record:
         pcm = turn_audio(job, [audio[s] for s in range(job.first_seq, job.last_seq + 1) if s in audio])
         ((words, language),) = stt.words([WordsRequest(pcm, job.language, job.prompt)], job.model)
-        return words_decoded(job, words, language, worker="bench", at_ms=0)
+        return words_decoded(job, words, language, started_ms=0, worker="bench", at_ms=0)
 
     if not incremental:
         update = SessionUpdate(transcription=TranscriptionUpdate(incremental=False))

@@ -45,6 +45,8 @@ class TranscribeJob(Struct, frozen=True, tag="transcribe"):
     words: bool = False
     partial: bool = False  # a decode while the user speaks: it waits for the transcripts already due
     deadline_ms: int | None = None  # start by then, or not at all (None: whenever)
+    asked_ms: int | None = None  # when it was asked for (the clock of the record that did): its result says how long
+    # it waited for a worker
 
 
 class TranscribeFileJob(Struct, frozen=True, tag="transcribe_file"):

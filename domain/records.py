@@ -128,6 +128,7 @@ class WordsDecoded(RecordBase, frozen=True, tag="stt.words"):
     words: tuple[Word, ...]
     worker: str
     language: str | None = None  # as given, or as whisper detected it
+    waited_ms: int = 0  # from the job's asking to the decode's start: how far behind the STT workers are
 
 
 class TimedWord(Struct, frozen=True, array_like=True):

@@ -49,6 +49,7 @@ class LiveTurn(Struct, frozen=True):
     pending: tuple[Word, ...] = ()  # the latest decode's words after the stable ones
     decoded_to: int = 0  # where the latest decode's audio ends
     asked: tuple[str, ...] = ()  # decodes in flight
+    partials_from_ms: int = 0  # no decode while the user speaks before then: the STT workers are behind
     closing: str | None = None  # the decode asked when the turn's silence began
     end: int = 0  # the committed turn's end
     voice_until: int = 0  # and the end of its speech: whisper makes up words in the silence after

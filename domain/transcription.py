@@ -1,7 +1,8 @@
 """A user item's transcription: the jobs that ask for it, the turn decoded while the user speaks, the results.
 
 A server-VAD turn is a `LiveTurn` from `speech_started` on. While the user speaks, it is decoded again as it
-grows (one decode at a time, more often in its first seconds); words two consecutive decodes agree on, and that
+grows (one decode at a time, more often in its first seconds, less often while the STT workers are behind: a decode
+that waited for a worker holds the next one back as long again); words two consecutive decodes agree on, and that
 the later decode heard `SETTLE_MS` past, become stable and go out as transcript deltas. Later decodes start
 `CONTEXT_MS` before the stable words end (whisper hears the words before, and `agreement.unheard` drops them
 again), and none hears more than the last `MAX_WINDOW_MS` of the turn. Once the turn's silence has lasted
@@ -29,7 +30,7 @@ from domain import records as rec
 from domain.agreement import TIME_TOLERANCE, agreed, text_of, unheard
 from domain.audio_time import MODEL_RATE, samples_from_ms
 from domain.continuation import goes_on
-from domain.jobs import PARTIAL_DECODE_WAIT_MS, TRANSCRIPT_WAIT_MS, TranscribeJob
+from domain.jobs import PARTIAL_DECODE_WAIT_MS, TRANSCRIPT_WAIT_MS, TRANSCRIPTION_LATE, TranscribeJob
 from domain.records import Word
 from domain.state import AudioMark, Draft, LiveTurn, SessionState, WithdrawJob
 from domain.turns import Heard, Speaking
@@ -84,6 +85,7 @@ def job(
         words=words,
         partial=partial,
         deadline_ms=draft.now_ms + (PARTIAL_DECODE_WAIT_MS if partial else TRANSCRIPT_WAIT_MS),
+        asked_ms=draft.now_ms,
     )
 
 
@@ -161,6 +163,7 @@ def follow(draft: Draft, speaking: Speaking, frame_end: int) -> None:
         and not live.asked
         and frame_end - live.start >= samples_from_ms(FIRST_PARTIAL_MS)
         and frame_end - live.asked_to >= samples_from_ms(_interval_ms(frame_end - live.start))
+        and draft.now_ms >= live.partials_from_ms
     ):
         draft.update(live=_ask(draft, live, frame_end, partial=True))
 
@@ -244,7 +247,10 @@ def on_failure(draft: Draft, record: rec.TranscriptionFailed) -> None:
     state = draft.state
     live = state.live
     if live is not None and record.job_id in live.asked:
-        draft.update(live=msgspec.structs.replace(live, asked=_without(live.asked, record.job_id)))
+        live = msgspec.structs.replace(live, asked=_without(live.asked, record.job_id))
+        if record.message.startswith(TRANSCRIPTION_LATE):  # it waited for a worker at least this long, for nothing
+            live = msgspec.structs.replace(live, partials_from_ms=draft.now_ms + PARTIAL_DECODE_WAIT_MS)
+        draft.update(live=live)
         return
     for turn in state.finishing:
         if record.job_id == turn.awaited:
@@ -281,8 +287,12 @@ def _ask(draft: Draft, live: LiveTurn, end: int, partial: bool) -> LiveTurn:
 
 
 def _heard(draft: Draft, live: LiveTurn, record: rec.WordsDecoded) -> LiveTurn:
-    """A decode of the live turn: the words it agrees on with the decode before become stable and are sent."""
-    live = msgspec.structs.replace(live, asked=_without(live.asked, record.job_id))
+    """A decode of the live turn: the words it agrees on with the decode before become stable and are sent. One
+    that waited for a worker holds the turn's next partial decode back as long again: sessions ask for fewer of them
+    while the workers are behind, and a transcript that falls due finds fewer before it."""
+    live = msgspec.structs.replace(
+        live, asked=_without(live.asked, record.job_id), partials_from_ms=draft.now_ms + record.waited_ms
+    )
     if record.end_sample <= live.decoded_to:
         return live  # overtaken by a later decode
     words = unheard(record.words, live.stable_end, live.stable_tail)

@@ -71,6 +71,11 @@ class SttOptions:
     lanes: int = 1  # decodes that run at the same time (CTranslate2 replicas), sharing the CPU threads
 
 
+def on_gpu(device: str) -> bool:
+    """Whether CTranslate2 runs whisper on a GPU with `device` ("auto" takes one if there is one)."""
+    return device == "cuda" or (device == "auto" and ctranslate2.get_cuda_device_count() > 0)
+
+
 class TrimmedWhisper(WhisperModel):  # type: ignore[misc]  # faster-whisper has no type information
     """Encodes the audio and a little of the padding, not the whole 30 s window (see the module's docstring)."""
 

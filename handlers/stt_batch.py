@@ -3,8 +3,8 @@ the next batch takes them together, up to a size: the transcripts that are due i
 would only make their batch slower), else the oldest partial decodes. Nobody waits for a batch to fill: a request
 that finds the model idle starts at once, so batching adds no latency when the worker keeps up, and batches grow
 only as it falls behind. With `lanes` above one, that many batches run at the same time (the transcriber's
-CTranslate2 replicas, each on its share of the threads): a transcript that falls due while a partial decode runs
-starts at once instead of waiting for it.
+CTranslate2 replicas, each on its share of the threads), and partial decodes take all of them but one: a transcript
+that falls due starts at once instead of waiting for a partial decode to end.
 """
 
 import asyncio
@@ -15,10 +15,13 @@ import numpy as np
 import structlog
 
 from domain.jobs import TranscribeJob
+from handlers.ports import now_ms
 from handlers.stt import Transcriber, Words, WordsRequest
 
 log = structlog.get_logger(__name__)
-Decoded = tuple[Words, str] | None  # None: the job was no longer wanted when its turn came
+# The words, their language, and when the decode started (epoch ms); None: the job was no longer wanted when its
+# turn came.
+Decoded = tuple[Words, str, int] | None
 
 
 @dataclass
@@ -38,6 +41,7 @@ class WordsBatcher:
         self._lanes = lanes
         self._waiting: list[_Waiting] = []
         self._draining: set[asyncio.Task[None]] = set()
+        self._partial_lanes = 0  # lanes decoding partial decodes
 
     async def words(self, job: TranscribeJob, audio: np.ndarray) -> Decoded:
         """The job's words and language once decoded with whatever else waits."""
@@ -50,27 +54,35 @@ class WordsBatcher:
 
     async def _drain(self) -> None:
         while batch := self._take():
+            partial = int(batch[0].job.partial)
+            self._partial_lanes += partial
             try:
                 model = batch[0].job.model
                 requests = [WordsRequest(w.audio, w.job.language, w.job.prompt) for w in batch]
+                started = now_ms()
                 decoded = await asyncio.to_thread(self._transcriber.words, requests, model)
             except Exception as error:
                 for waiting in batch:
                     if not waiting.result.done():
                         waiting.result.set_exception(error)
                 continue
+            finally:
+                self._partial_lanes -= partial
             log.debug("stt.batch.decoded", size=len(batch), model=model)
-            for waiting, result in zip(batch, decoded, strict=True):
+            for waiting, (words, language) in zip(batch, decoded, strict=True):
                 if not waiting.result.done():  # its job's task was cancelled meanwhile (the worker is stopping)
-                    waiting.result.set_result(result)
+                    waiting.result.set_result((words, language, started))
 
     def _take(self) -> list[_Waiting]:
-        """The next batch: requests of one model, oldest first, due transcripts alone if any wait."""
+        """The next batch: requests of one model, oldest first, due transcripts alone if any wait, partial decodes
+        on all lanes but one at most."""
         for waiting in [w for w in self._waiting if w.result.done() or not self._wanted(w.job)]:
             self._waiting.remove(waiting)
             if not waiting.result.done():
                 waiting.result.set_result(None)
-        pool = [w for w in self._waiting if not w.job.partial] or self._waiting
+        pool = [w for w in self._waiting if not w.job.partial]
+        if not pool and (self._lanes == 1 or self._partial_lanes < self._lanes - 1):
+            pool = self._waiting
         if not pool:
             return []
         batch = [w for w in pool if w.job.model == pool[0].job.model][: self._size]

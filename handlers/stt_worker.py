@@ -55,7 +55,12 @@ def placed(decoded: list[tuple[str, float, float]], at: int) -> tuple[rec.Word, 
 
 
 def words_decoded(
-    job: TranscribeJob, decoded: list[tuple[str, float, float]], language: str, worker: str, at_ms: int
+    job: TranscribeJob,
+    decoded: list[tuple[str, float, float]],
+    language: str,
+    started_ms: int,
+    worker: str,
+    at_ms: int,
 ) -> rec.WordsDecoded:
     """A decode's words as a record: their times become positions in the session's audio stream."""
     return rec.WordsDecoded(
@@ -67,6 +72,7 @@ def words_decoded(
         words=placed(decoded, job.start_sample),
         worker=worker,
         language=language,
+        waited_ms=max(0, started_ms - job.asked_ms) if job.asked_ms is not None else 0,
     )
 
 
@@ -79,6 +85,9 @@ class SttWorker:
         self.worker_id = worker_id
         self.unwanted = Unwanted("stt")
         self.at_once = batch * lanes  # jobs in hand: batches of decodes of turns in progress, `lanes` at a time
+        # With several lanes, partial decodes take all but one (stt_batch), and no more of them are taken in hand:
+        # a transcript that falls due finds a slot, and a lane, free.
+        self.limits = {"stt-partial": batch * (lanes - 1)} if lanes > 1 else {}
         self.batcher = WordsBatcher(transcriber, batch, lambda job: self.unwanted.why(job) is None, lanes)
         self._in_hand = 0
         self._trimmed_at = -TRIM_EVERY_S
@@ -87,7 +96,7 @@ class SttWorker:
         listening = await self.unwanted.listen(self.bus)
         log.info("stt.worker.ready", worker=self.worker_id)
         try:
-            await serve_jobs(self.bus, STT_QUEUES, self.handle, stop, at_once=self.at_once)
+            await serve_jobs(self.bus, STT_QUEUES, self.handle, stop, self.at_once, self.limits)
         finally:
             for subscription in listening:
                 await subscription.unsubscribe()
@@ -135,6 +144,8 @@ class SttWorker:
             seconds=round(time.perf_counter() - started, 3),
             kind=result.__struct_config__.tag if result is not None else "dropped",
             outcome=unwanted or "done",
+            partial=isinstance(job, TranscribeJob) and job.partial,
+            waited_ms=result.waited_ms if isinstance(result, rec.WordsDecoded) else None,
         )
 
     def _unwanted(self, job: TranscribeJob | TranscribeFileJob, why: str) -> rec.Record | None:

@@ -12,7 +12,7 @@ import pytest
 
 from domain import events as ev
 from domain import records as rec
-from domain.jobs import GenerateJob, TranscribeJob
+from domain.jobs import PARTIAL_DECODE_WAIT_MS, TRANSCRIPTION_LATE, GenerateJob, TranscribeJob
 from domain.session import SessionState, Transition, open_session, step
 from domain.session_config import (
     EAGERNESS,
@@ -66,6 +66,7 @@ class Sim:
         self.events: list[ev.ServerEvent] = list(self.created.events)
         self.jobs: list[TranscribeJob] = []
         self.withdrawn: list[str] = []  # ids of the jobs withdrawn
+        self.clock = AT_MS  # of the audio and decodes fed
 
     def feed(self, record: rec.Record) -> Transition:
         self.seq += 1
@@ -87,7 +88,7 @@ class Sim:
         frames_done = (self.samples + samples) // FRAME - self.samples // FRAME
         assert len(probs) == frames_done, f"{samples} samples complete {frames_done} frames, got {len(probs)}"
         record = rec.AudioReceived(
-            at_ms=AT_MS,
+            at_ms=self.clock,
             ticks=samples * TICKS_PER_SAMPLE,
             pcm16k=bytes(2 * samples),
             speech_probs=tuple(probs),
@@ -153,10 +154,12 @@ class Sim:
         words = tuple(rec.Word(text=f" {w}", start=s, end=e) for w, (s, e) in zip(spoken, spans, strict=True))
         return self.decoded(job, words, language)
 
-    def decoded(self, job: TranscribeJob, words: tuple[rec.Word, ...], language: str | None = "en") -> Transition:
+    def decoded(
+        self, job: TranscribeJob, words: tuple[rec.Word, ...], language: str | None = "en", waited_ms: int = 0
+    ) -> Transition:
         return self.feed(
             rec.WordsDecoded(
-                at_ms=AT_MS,
+                at_ms=self.clock,
                 job_id=job.job_id,
                 item_id=job.item_id,
                 start_sample=job.start_sample,
@@ -164,6 +167,7 @@ class Sim:
                 words=words,
                 worker="w",
                 language=language,
+                waited_ms=waited_ms,
             )
         )
 
@@ -1067,6 +1071,31 @@ def test_a_withdrawn_decode_of_the_live_turn_lets_the_next_one_be_asked():
     assert not only(sim.events, ev.TranscriptFailed), "a withdrawn decode of the live turn fails nothing"
     sim.audio_samples(FRAME * 30, [0.9] * 30)
     assert len(sim.jobs) > asked and sim.jobs[-1].partial, "decoding goes on while the user speaks"
+
+
+def test_partial_decodes_thin_out_while_the_workers_are_behind():
+    sim = Sim("transcription")
+    probs = [0.0] * 40 + [0.9] * 200
+    speak(sim, probs[:80], answer=False)
+    (partial,) = sim.jobs
+    sim.clock += 1800
+    sim.decoded(partial, (), waited_ms=1500)  # it waited 1.5 s for a worker
+    speak(sim, probs[80:120], answer=False)  # 1.3 s more speech, at that time
+    assert len(sim.jobs) == 1, "the next partial decode waits as long as the last one did"
+    sim.clock += 1500
+    speak(sim, probs[120:124], answer=False)
+    (late,) = sim.jobs[1:]
+    assert late.partial and late.asked_ms == sim.clock
+    sim.feed(
+        rec.TranscriptionFailed(
+            at_ms=sim.clock, job_id=late.job_id, item_id=late.item_id, message=f"{TRANSCRIPTION_LATE}.", worker="w"
+        )
+    )
+    speak(sim, probs[124:160], answer=False)
+    assert len(sim.jobs) == 2, "one not started by its deadline holds the next back as long"
+    sim.clock += PARTIAL_DECODE_WAIT_MS
+    speak(sim, probs[160:164], answer=False)
+    assert len(sim.jobs) == 3 and sim.jobs[-1].partial
 
 
 def test_without_incremental_decoding_only_the_closing_decode_runs():

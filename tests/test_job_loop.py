@@ -47,6 +47,53 @@ async def test_a_transcript_due_goes_before_the_file_and_the_partial_decodes_que
     assert order == ["partial 1", "transcript", "file", "partial 2", "partial 3"]
 
 
+async def test_a_queue_s_limit_keeps_a_slot_free_for_the_jobs_of_the_others(nats_url: str):
+    """Two slots, partial decodes at most one of them: the second partial decode stays queued (for another worker)
+    while the first runs, and a transcript that falls due meanwhile starts at once in the free slot."""
+    bus = await Bus.connect(nats_url, "vocalis", "test-job-loop")
+    await bus.ensure_streams(3600, -1)
+    started: list[str] = []
+    release = asyncio.Event()
+
+    async def handle(message: Msg) -> None:
+        started.append(message.data.decode())
+        if message.data.startswith(b"partial"):
+            await release.wait()
+        await message.ack()
+
+    async def job(kind: str, name: str) -> None:
+        await bus.publish(bus.subjects.jobs(kind, "sess_1"), name.encode(), name)
+
+    stop = asyncio.Event()
+    await job("stt-partial", "partial 1")
+    await job("stt-partial", "partial 2")
+    worker = asyncio.create_task(serve_jobs(bus, STT_QUEUES, handle, stop, 2, {"stt-partial": 1}))
+    try:
+        for _ in range(100):
+            if started:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.5)
+        assert started == ["partial 1"], "the second partial decode was taken while the first ran"
+        await job("stt", "transcript")
+        for _ in range(100):
+            if len(started) == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert started == ["partial 1", "transcript"]
+        release.set()
+        for _ in range(100):
+            if len(started) == 3:
+                break
+            await asyncio.sleep(0.05)
+        assert started == ["partial 1", "transcript", "partial 2"]
+    finally:
+        release.set()
+        stop.set()
+        await worker
+        await bus.close()
+
+
 async def test_a_busy_worker_leaves_the_jobs_it_cannot_start_to_an_idle_one(nats_url: str):
     bus = await Bus.connect(nats_url, "vocalis", "test-job-loop")
     await bus.ensure_streams(3600, -1)

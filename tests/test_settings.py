@@ -58,6 +58,7 @@ def test_defaults():
         ("VOCALIS_LOG_LEVEL", "verbose", "VOCALIS_LOG_LEVEL='verbose': use one of debug, info, warning, error"),
         ("VOCALIS_STT_DEVICE", "tpu", "VOCALIS_STT_DEVICE='tpu': use one of auto, cpu, cuda"),
         ("VOCALIS_MAX_SESSION_S", "0", "VOCALIS_MAX_SESSION_S=0: must be above 0"),
+        ("VOCALIS_STT_LANES", "-1", "VOCALIS_STT_LANES=-1: 0 (the device's default) or more"),
         ("VOCALIS_WORKERS", "stt,gpu", "VOCALIS_WORKERS='stt,gpu': a comma-separated list of stt, llm, tts, analytics"),
         ("VOCALIS_WORKERS", ",", "VOCALIS_WORKERS=',': a comma-separated list of stt, llm, tts, analytics"),
     ],
@@ -90,6 +91,12 @@ def test_models_list_says_what_is_not_prepared_yet(tmp_path):
     rows = dict(line.split("\t") for line in cli.stdout.splitlines())
     assert cli.returncode == 0 and {"whisper-base", "qwen2.5-coder-1.5b", "kokoro"} <= set(rows)
     assert set(rows.values()) == {"not prepared (vocalis models prepare)"}
+
+
+def test_an_stt_worker_runs_two_decodes_at_once_on_a_cpu_unless_told():
+    assert runner.stt_lanes(Settings(stt_device="cpu")) == runner.CPU_STT_LANES == 2
+    assert runner.stt_lanes(Settings(stt_device="cuda")) == 1  # a GPU batches instead
+    assert runner.stt_lanes(Settings.from_env({"VOCALIS_STT_LANES": "3", "VOCALIS_STT_DEVICE": "cuda"})) == 3
 
 
 def test_serve_admits_what_its_cores_keep_up_with_unless_told():

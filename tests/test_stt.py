@@ -119,10 +119,11 @@ class TimedCalls(Transcriber):
 
 
 async def test_with_two_lanes_a_transcript_due_is_decoded_beside_a_partial_decode_not_after_it():
+    """Partial decodes take one lane of two, one after another; a transcript that falls due takes the other."""
     two_lanes = TimedCalls(runner.transcriber(Settings(model_dir=MODEL_CACHE, stt_model=TEST_STT_MODEL, stt_lanes=2)))
     batcher = WordsBatcher(two_lanes, size=1, wanted=lambda job: True, lanes=2)
     jfk = jfk_16k()
-    long, short = 11 * MODEL_RATE, 3 * MODEL_RATE
+    long, other, short = 11 * MODEL_RATE, 5 * MODEL_RATE, 3 * MODEL_RATE
 
     def decode(samples: int, partial: bool) -> "asyncio.Task[object]":
         job = TranscribeJob("j", "sess", "item", 1, 1, 0, 0, samples, TEST_STT_MODEL, words=True, partial=partial)
@@ -130,10 +131,14 @@ async def test_with_two_lanes_a_transcript_due_is_decoded_beside_a_partial_decod
 
     partial = decode(long, partial=True)
     await asyncio.sleep(0)
+    second = decode(other, partial=True)
+    await asyncio.sleep(0)
     closing = decode(short, partial=False)
-    assert all(result is not None for result in await asyncio.wait_for(asyncio.gather(partial, closing), 60))
+    results = await asyncio.wait_for(asyncio.gather(partial, second, closing), 60)
+    assert all(result is not None for result in results)
     assert two_lanes.began[short] < two_lanes.ended[long], "the transcript waited for the partial decode"
     assert two_lanes.ended[short] < two_lanes.ended[long], "the two decodes did not run at the same time"
+    assert two_lanes.began[other] >= two_lanes.ended[long], "partial decodes took both lanes"
 
 
 async def test_a_job_s_audio_is_read_without_a_consumer(nats_url: str):
