@@ -265,9 +265,9 @@ def transcriber(settings: Settings) -> Transcriber:
 
 def stt_lanes(settings: Settings) -> int:
     """How many decodes a worker runs at the same time. On a CPU two, one of them kept for transcripts that fall
-    due: on this project's 2-core CPU, 8 meeting participants had their transcripts at p95 1.2 s after
-    `speech_stopped` against 1.7 s with one decode at a time (bench/concurrency.py), where a transcript that fell due
-    waited for the partial decode in progress. A GPU batches decodes instead."""
+    due: on this project's 2-core CPU, 8 meeting participants had their transcripts 0.67 s after `speech_stopped` on
+    average against 0.85 s with one decode at a time (bench/concurrency.py, two runs each), where a transcript that
+    fell due waited for the partial decode in progress. A GPU batches decodes instead."""
     return settings.stt_lanes or (1 if on_gpu(settings.stt_device) else CPU_STT_LANES)
 
 
