@@ -271,13 +271,12 @@ def stt_lanes(settings: Settings) -> int:
     return settings.stt_lanes or (1 if on_gpu(settings.stt_device) else CPU_STT_LANES)
 
 
-def stt_batch(settings: Settings, stt: Transcriber) -> int:
+def stt_batch(settings: Settings) -> int:
     """How many decodes a worker runs together. On this project's 2-core CPU, batches of 4 decoded 1.2 times as
     many windows per second (bench/stt_batch.py) but made the transcripts of two sessions whose turns end together
     later (bench/concurrency.py: p95 3.5 s against 1.2 s one at a time), so a CPU decodes one at a time; a GPU
     decodes a batch in about the time of one."""
-    on_gpu = stt.model(settings.stt_model).model.device == "cuda"
-    return settings.stt_batch or (GPU_STT_BATCH if on_gpu else CPU_STT_BATCH)
+    return settings.stt_batch or (GPU_STT_BATCH if on_gpu(settings.stt_device) else CPU_STT_BATCH)
 
 
 def session_limit(settings: Settings, transcribes_here: bool) -> int:
@@ -391,7 +390,7 @@ async def run_stt_worker(settings: Settings, url: str, stop: asyncio.Event) -> N
     stt = await asyncio.to_thread(transcriber, settings)
     bus = await connect(settings, url, f"vocalis-stt-{settings.worker_id}")
     try:
-        await SttWorker(bus, stt, settings.worker_id, stt_batch(settings, stt), stt_lanes(settings)).run(stop)
+        await SttWorker(bus, stt, settings.worker_id, stt_batch(settings)).run(stop)
     finally:
         await bus.close()
 

@@ -95,6 +95,11 @@ class Transcriber:
         self._models: dict[str, WhisperModel] = {}
         self._lock = threading.Lock()
 
+    @property
+    def lanes(self) -> int:
+        """How many decodes can run at the same time."""
+        return self._options.lanes
+
     def model(self, name: str) -> WhisperModel:
         canonical = self._registry.canonical(name)
         with self._lock:

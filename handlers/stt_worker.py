@@ -78,9 +78,8 @@ def words_decoded(
 
 
 class SttWorker:
-    def __init__(
-        self, bus: WorkerBus, transcriber: Transcriber, worker_id: str, batch: int = 1, lanes: int = 1
-    ) -> None:
+    def __init__(self, bus: WorkerBus, transcriber: Transcriber, worker_id: str, batch: int = 1) -> None:
+        lanes = transcriber.lanes
         self.bus = bus
         self.transcriber = transcriber
         self.worker_id = worker_id

@@ -100,8 +100,7 @@ async def stack(
     server = runner.http_server(settings, services)
     serving = asyncio.create_task(server.serve())
     stop = asyncio.Event()
-    batch = runner.stt_batch(settings, transcriber)
-    worker = asyncio.create_task(SttWorker(bus, transcriber, "test-worker", batch).run(stop))
+    worker = asyncio.create_task(SttWorker(bus, transcriber, "test-worker", runner.stt_batch(settings)).run(stop))
     while not server.started:
         await asyncio.sleep(0.01)
     stack = Stack(settings, bus, nats_url, services)
