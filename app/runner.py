@@ -38,6 +38,7 @@ from app.realtime.connection import EdgeServices
 from app.settings import Settings
 from app.webrtc.calls import Calls
 from domain.records import SessionOpened
+from handlers import heap
 from handlers.input_audio.smart_turn import SmartTurn
 from handlers.input_audio.vad import SileroVad
 from handlers.llm import BUNDLED_LLMS, ChatClient, ChatEndpoint
@@ -64,7 +65,9 @@ NATS_USER = "vocalis"
 # mostly the stream's block caches, 8 MiB each, held 10 s after their last use; without a limit the Go runtime keeps
 # the heap's high-water mark and twice the live heap (GOGC=100), so its RSS rose through a session (83 MiB per
 # session-hour at 10x in bench.memory_soak). Soft: a heap that needs more still gets it, at the cost of more GC.
-NATS_MEMORY_LIMIT = "64MiB"
+# At 64 MiB its RSS still climbed to 72 MiB over a session's first 10 minutes; at 40 it levels off at about 50 within
+# 5, and 50 sessions' requests cost it no more CPU (bench.edge_overhead).
+NATS_MEMORY_LIMIT = "40MiB"
 NATS_URL_FILE = "nats.url"  # in the data dir while its `serve` runs: the embedded server's URL, with its password
 
 
@@ -375,6 +378,7 @@ async def _announce_ready(settings: Settings, bus: Bus) -> None:
     kinds = tuple(kind for kind in REQUIRED_WORKERS if kind in settings.worker_kinds)
     while not await _workers_up(bus, kinds):  # noqa: ASYNC110 (polls the server)
         await asyncio.sleep(0.5)
+    heap.freeze_startup()  # started: what it made lives as long as the process
     scheme = "wss" if settings.tls_certfile else "ws"
     log.info("ready", url=f"{scheme}://{settings.host}:{settings.port}/v1/realtime", workers=settings.workers)
 

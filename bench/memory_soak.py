@@ -2,14 +2,15 @@
 
 One transcription session (the official SDK, `?intent=transcription`, server VAD with OpenAI's defaults) streams
 `--minutes` of speech (lecture_60s.wav over and over) at `--speed` x real time in 100 ms appends, then waits until
-every turn has its transcript. Every second it samples the RSS of the server's process tree (`vocalis serve` and its
-nats-server, also by process) and the transcripts completed so far. It reports the RSS at the start (after a
-warm-up session has loaded the model), its peak and at the end, and the slope of its floor (the lowest sample of
-each `--window-min` of audio) against the audio streamed over each half of the stream, in MiB per session-hour (per
-hour of audio), and the same slope for each process after its first `--settle-min` of audio. The floor, because
-every transcription takes and gives back tens of MiB of working memory, which would drown a leak in the raw samples.
-A floor that keeps rising in the second half as it did in the first grows without bound; a warm-up that levels off
-leaves the second half flat. Short runs give noisy slopes.
+every turn has its transcript. Every `--sample-s` it samples the RSS of the server's process tree (`vocalis serve`
+and its nats-server, also by process) and the transcripts completed so far. It reports the RSS at the start (after a
+warm-up session has loaded the model), its peak and at the end, and the slope of its floor (the lowest sample of each
+`--window-min` of audio) against the audio streamed over each half of the stream, in MiB per session-hour (per hour
+of audio), and the same slope for each process after its first `--settle-min` of audio. The floor, because every
+transcription takes and gives back tens of MiB of working memory, which would drown a leak in the raw samples;
+sampled often, because at 10x two decodes rarely both pause. A floor that keeps rising in the second half as it did
+in the first grows without bound; a warm-up that levels off leaves the second half flat. Short runs give noisy
+slopes.
 
 Drives a running `vocalis serve`, found by the port it listens on or given by `--server-pid`. Faster than real time
 the transcriber may fall behind; the completed count in the samples shows whether it did. Prints a summary and
@@ -88,6 +89,7 @@ async def main() -> None:
     parser.add_argument("--wav", default="lecture_60s.wav")
     parser.add_argument("--drain-timeout-s", type=float, default=600, help="wait this long for the last transcripts")
     parser.add_argument("--window-min", type=float, default=1.0, help="audio minutes per floor sample")
+    parser.add_argument("--sample-s", type=float, default=0.25, help="seconds between samples of the RSS")
     parser.add_argument("--settle-min", type=float, default=5, help="audio minutes before the slope of each process")
     parser.add_argument("--flat-mib-per-h", type=float, default=20, help="a second-half slope under this is flat")
     args = parser.parse_args()
@@ -110,7 +112,7 @@ async def main() -> None:
             }
         )
 
-    sampler = asyncio.create_task(sample_every(1.0, sample))
+    sampler = asyncio.create_task(sample_every(args.sample_s, sample))
     await session.run(drain_timeout_s=args.drain_timeout_s)
     sampler.cancel()
     sample()  # the end: every transcript in (or the drain timed out)
@@ -154,6 +156,7 @@ async def main() -> None:
         minutes=args.minutes,
         speed=args.speed,
         window_min=args.window_min,
+        sample_s=args.sample_s,
         settle_min=args.settle_min,
         flat_mib_per_h=args.flat_mib_per_h,
     )

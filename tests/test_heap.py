@@ -1,8 +1,10 @@
-"""A worker gives its freed heap memory back (handlers.heap): glibc otherwise keeps free pages that lie below a live
-block resident, and a long session's RSS creeps up."""
+"""The heap (handlers.heap): a worker gives its freed memory back, where glibc otherwise keeps free pages that lie
+below a live block resident and a long session's RSS creeps up; and a started process puts what starting made out of
+the garbage collector's reach, whose full collections otherwise scan it all."""
 
 import ctypes
 import ctypes.util
+import gc
 import sys
 
 import psutil
@@ -32,3 +34,14 @@ def test_free_pages_below_a_live_block_go_back_to_the_os():
     finally:
         libc.free(pin)
     assert given_back > (BLOCKS * BLOCK) // 2, f"{given_back >> 20} MiB given back of {BLOCKS * BLOCK >> 20}"
+
+
+def test_what_lived_at_startup_is_out_of_the_collector_s_reach():
+    startup = [object()]  # a container: one of the objects a collection scans
+    try:
+        heap.freeze_startup()
+        assert not any(o is startup for o in gc.get_objects()), "a full collection would still scan it"
+        later = [object()]
+        assert any(o is later for o in gc.get_objects())
+    finally:
+        gc.unfreeze()
