@@ -65,8 +65,8 @@ NATS_USER = "vocalis"
 # mostly the stream's block caches, 8 MiB each, held 10 s after their last use; without a limit the Go runtime keeps
 # the heap's high-water mark and twice the live heap (GOGC=100), so its RSS rose through a session (83 MiB per
 # session-hour at 10x in bench.memory_soak). Soft: a heap that needs more still gets it, at the cost of more GC.
-# At 64 MiB its RSS still climbed to 72 MiB over a session's first 10 minutes; at 40 it levels off at about 50 within
-# 5, and 50 sessions' requests cost it no more CPU (bench.edge_overhead).
+# At 64 MiB its RSS still climbed to 72 MiB over a session's first 10 minutes; at 40 it levels off at about 50 MiB
+# within 5, and 50 sessions' requests cost it no more CPU (bench.edge_overhead).
 NATS_MEMORY_LIMIT = "40MiB"
 NATS_URL_FILE = "nats.url"  # in the data dir while its `serve` runs: the embedded server's URL, with its password
 

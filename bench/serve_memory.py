@@ -56,8 +56,8 @@ async def measure(workers: str, converse: bool) -> dict[str, Any]:
             row |= {"ready_mib": round(tree.rss_mib()), "ready_peak_mib": round(peak)}
             if converse:
                 url = f"ws://127.0.0.1:{port}/v1"
-                _, first = await one_turn(url)
-                _, second = await one_turn(url)
+                _, first = await one_turn(url, "server_vad")
+                _, second = await one_turn(url, "server_vad")
                 await asyncio.sleep(2)
                 row |= {
                     "first_answer_s": round(first, 2),
