@@ -64,28 +64,25 @@ async def test_a_queue_s_limit_keeps_a_slot_free_for_the_jobs_of_the_others(nats
     async def job(kind: str, name: str) -> None:
         await bus.publish(bus.subjects.jobs(kind, "sess_1"), name.encode(), name)
 
+    async def until_started(count: int) -> None:
+        for _ in range(100):
+            if len(started) >= count:
+                return
+            await asyncio.sleep(0.05)
+
     stop = asyncio.Event()
     await job("stt-partial", "partial 1")
     await job("stt-partial", "partial 2")
     worker = asyncio.create_task(serve_jobs(bus, STT_QUEUES, handle, stop, 2, {"stt-partial": 1}))
     try:
-        for _ in range(100):
-            if started:
-                break
-            await asyncio.sleep(0.05)
+        await until_started(1)
         await asyncio.sleep(1.5)
         assert started == ["partial 1"], "the second partial decode was taken while the first ran"
         await job("stt", "transcript")
-        for _ in range(100):
-            if len(started) == 2:
-                break
-            await asyncio.sleep(0.05)
+        await until_started(2)
         assert started == ["partial 1", "transcript"]
         release.set()
-        for _ in range(100):
-            if len(started) == 3:
-                break
-            await asyncio.sleep(0.05)
+        await until_started(3)
         assert started == ["partial 1", "transcript", "partial 2"]
     finally:
         release.set()
