@@ -78,10 +78,16 @@ async def events_until(connection: Any, done: Callable[[Any], bool], timeout: fl
 
 class Turns:
     """The committed items of a session and their transcripts, followed from its events; calling it makes it a
-    predicate for `events_until`: true once at least `at_least` turns are committed and each has its transcript."""
+    predicate for `events_until`: true once at least `at_least` turns are committed and each has its transcript.
 
-    def __init__(self, at_least: int = 1) -> None:
+    Transcripts of different turns may complete out of order (the worker decodes two at a time), so a turn can be
+    transcribed before the next one is committed. `after` names the reply to a client event sent after the audio:
+    once it has come, the server has heard all of the audio, and every turn in it is committed."""
+
+    def __init__(self, at_least: int = 1, after: str | None = None) -> None:
         self.at_least = at_least
+        self.after = after
+        self.heard_all = after is None
         self.committed: set[str] = set()
         self.completed: list[str] = []  # a list, so that a second transcript for a turn shows
 
@@ -90,10 +96,12 @@ class Turns:
             self.committed.add(event.item_id)
         if event.type == "conversation.item.input_audio_transcription.completed":
             self.completed.append(event.item_id)
+        if event.type == self.after:
+            self.heard_all = True
 
     @property
     def all_transcribed(self) -> bool:
-        return len(self.committed) >= self.at_least and set(self.completed) == self.committed
+        return self.heard_all and len(self.committed) >= self.at_least and set(self.completed) == self.committed
 
     def __call__(self, event: Any) -> bool:
         self.see(event)

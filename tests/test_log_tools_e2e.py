@@ -37,7 +37,8 @@ async def record_session(
         await stream(conn, pcm24k(wav) + silence(1000))
         if manual:
             await conn.input_audio_buffer.commit()
-        events = await events_until(conn, Turns(), timeout=90)
+        await conn.input_audio_buffer.clear()  # its reply says the server has heard the audio before it
+        events = await events_until(conn, Turns(after="input_audio_buffer.cleared"), timeout=90)
     await wait_closed(stack, session_id)
     return session_id, events
 
@@ -204,7 +205,8 @@ async def test_last_words_are_transcribed_after_the_client_leaves(stack):
 async def test_analytics_over_http(stack):
     stack.start_analytics()
     session_id, events = await record_session(stack, api_key="k3y")
-    transcripts = [e.transcript for e in events if e.type == COMPLETED]
+    texts = {e.item_id: e.transcript for e in events if e.type == COMPLETED}
+    transcripts = [texts[e.item_id] for e in events if e.type == "input_audio_buffer.committed"]  # in speech order
     headers = {"Authorization": "Bearer k3y"}
     async with httpx.AsyncClient(base_url=stack.http_url.removesuffix("/v1")) as client:
         assert (await client.get("/v1/sessions")).status_code == 401, "same auth as the WebSocket"
