@@ -45,10 +45,7 @@ async def nats_url(tmp_path: Path) -> AsyncIterator[str]:
 
 @pytest.fixture(scope="session")
 def transcriber() -> Transcriber:
-    # One decode at a time: with serve's two lanes on this CPU, end-to-end tests that compare the client's events
-    # with the log failed in one fresh-clone run of three (test_replay_e2e, test_log_tools_e2e), cause not yet found.
-    # Two lanes are tested on their own (test_stt, test_job_loop).
-    settings = Settings(model_dir=MODEL_CACHE, stt_model=TEST_STT_MODEL, stt_lanes=1)
+    settings = Settings(model_dir=MODEL_CACHE, stt_model=TEST_STT_MODEL)  # serve's lanes: two decodes at once on a CPU
     return runner.transcriber(settings)
 
 
