@@ -108,6 +108,13 @@ class Turns:
         return self.all_transcribed
 
 
+async def events_until_transcribed(connection: Any, at_least: int = 1, timeout: float = 120) -> list[Any]:
+    """Once the audio is sent: server events until every turn in it has its transcript. A clear sent after the
+    audio marks its end: its reply comes once the server has heard all of it."""
+    await connection.input_audio_buffer.clear()
+    return await events_until(connection, Turns(at_least, after="input_audio_buffer.cleared"), timeout)
+
+
 class RawClient:
     """A bare WebSocket client, for frames the SDK would never send."""
 

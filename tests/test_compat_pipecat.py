@@ -122,6 +122,9 @@ class Recorder(FrameProcessor):
             self._arrived.set()
         await self.push_frame(frame, direction)
 
+    def index(self, frame: Frame) -> int:
+        return next(i for i, (f, _) in enumerate(self.frames) if f is frame)
+
     def of(self, kind: type, since: int = 0) -> list[Any]:
         return [f for f, _ in self.frames[since:] if isinstance(f, kind)]
 
@@ -200,8 +203,7 @@ class Bot:
     async def answer_played(self, since: int, timeout: float = 45) -> None:
         """Waits for a response's end and then for the output to have played it all."""
         end = await self.said.next(LLMFullResponseEndFrame, since, timeout)
-        after = next(i for i, (f, _) in enumerate(self.said.frames) if f is end)
-        await self.said.next(BotStoppedSpeakingFrame, after, timeout)
+        await self.said.next(BotStoppedSpeakingFrame, self.said.index(end), timeout)
 
     def assistant_items(self) -> list[ConversationItem]:
         return [i for i in self.items.values() if i.type == "message" and i.role == "assistant"]
@@ -448,7 +450,7 @@ async def test_barge_in_truncates_at_what_was_played(conversation):
         interruption = await bot.said.next(InterruptionFrame, mark)
         story_audio_ms = ms_of(bot.audio(0))
         # The story's next sentence may still have come after `mark`, before the interruption.
-        after = next(i for i, (f, _) in enumerate(bot.said.frames) if f is interruption)
+        after = bot.said.index(interruption)
         await bot.said.wait_for(lambda: bot.transcript(after) == "Okay.", "the answer to the interruption", 60)
         await bot.answer_played(len(bot.said.frames) - 1)
         story_item = bot.assistant_items()[0]

@@ -21,7 +21,7 @@ from domain import events as ev
 from domain import records as rec
 from domain import replay as replay_module
 from domain.replay import UnsupportedSchema
-from tests.realtime_client import Turns, events_until, pcm24k, sdk, silence, stream, words
+from tests.realtime_client import Turns, events_until, events_until_transcribed, pcm24k, sdk, silence, stream, words
 
 COMPLETED = "conversation.item.input_audio_transcription.completed"
 
@@ -37,8 +37,7 @@ async def record_session(
         await stream(conn, pcm24k(wav) + silence(1000))
         if manual:
             await conn.input_audio_buffer.commit()
-        await conn.input_audio_buffer.clear()  # its reply says the server has heard the audio before it
-        events = await events_until(conn, Turns(after="input_audio_buffer.cleared"), timeout=90)
+        events = await events_until_transcribed(conn, timeout=90)
     await wait_closed(stack, session_id)
     return session_id, events
 
