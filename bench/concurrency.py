@@ -2,10 +2,13 @@
 
 For each N in `--sessions`, N sessions (the official SDK, `?intent=transcription`, server VAD with OpenAI's
 defaults) each stream lecture_60s.wav in real time in 100 ms appends, session i starting i * stagger / N after the
-first. Stops after the first N whose p95 reaches `--stop-at-s`. With `--workload meeting`, each session talks
-about a quarter of the time instead, as in a meeting with one transcription session per participant: 15 s of the
-lecture, then 45 s of silence, over `--meeting-s`, session i shifted by i * 60 s / N so that the talkers take turns
-(about N / 4 talk at any moment). Per N:
+first, so that their turns end within the stagger of each other: the bunched worst case, not a random arrival.
+Stops after the first N whose p95 reaches `--stop-at-s`. With `--workload independent`, session i streams the
+same speech begun at a pause near i / N of its length (and then its beginning), as independent speakers whose turns
+end at unrelated moments. With `--workload meeting`, each session talks about a quarter of the time instead, as in
+a meeting with one transcription session per participant: 15 s of the lecture, then 45 s of silence, over
+`--meeting-s`, session i shifted by i * 60 s / N so that the talkers take turns (about N / 4 talk at any moment).
+Per N:
 
     latency          speech_stopped -> ...transcription.completed, every turn of every session (p50, p95)
     first delta      speech_started -> the turn's first ...transcription.delta (when the server sends deltas)
@@ -14,12 +17,12 @@ lecture, then 45 s of silence, over `--meeting-s`, session i shifted by i * 60 s
     memory           RSS of the server's process tree: peak, and (peak - idle RSS before the run) / N
 
 Drives a running `vocalis serve`, whose process tree (itself and its nats-server) is found by the port it listens
-on, or given by `--server-pid`. Every session streams the same file, so their turns end within the stagger of each
-other: the bunched worst case, not a random arrival. The client runs on the same machine and competes for its
-cores. Prints a table and writes bench/results/concurrency_<model>.json and .png.
+on, or given by `--server-pid`. The client runs on the same machine and competes for its cores. Prints a table and
+writes bench/results/concurrency_<model>[_<workload>].json and .png.
 
     .venv/bin/python -m bench.concurrency --url ws://127.0.0.1:8000/v1 --model whisper-base --sessions 1 2 3 4 6 8
     .venv/bin/python -m bench.concurrency --model whisper-base --no-incremental   # each turn decoded once it ends
+    .venv/bin/python -m bench.concurrency --workload independent --sessions 4 8 10 12
     .venv/bin/python -m bench.concurrency --workload meeting --sessions 4 8 12 16
 """
 
@@ -34,6 +37,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import numpy as np
 import psutil
 from openai import AsyncOpenAI
 
@@ -203,6 +207,18 @@ def show(value: float | None, width: int, digits: int = 3) -> str:
     return f"{'-' if value is None else f'{value:.{digits}f}':>{width}}"
 
 
+def rotated(speech: bytes, fraction: float) -> bytes:
+    """`speech` from its quietest 100 ms near `fraction` of its length to the end, then its beginning up to there:
+    the same speech, begun at a pause elsewhere in it."""
+    samples = np.frombuffer(speech, dtype="<i2").astype(np.float32)
+    window = 2400  # 100 ms at 24 kHz
+    target = round(fraction * len(samples) / window)
+    near = range(max(0, target - 10), min(len(samples) // window, target + 10))  # within a second of it
+    quietest = min(near, key=lambda w: float(np.mean(samples[w * window : (w + 1) * window] ** 2)), default=0)
+    cut = 2 * quietest * window  # bytes
+    return speech[cut:] + speech[:cut]
+
+
 def meeting(speech: bytes, shift_s: float, total_s: float) -> bytes:
     """A participant's audio: `MEETING_TALK_S` of `speech` out of every `MEETING_CYCLE_S`, shifted by `shift_s`."""
     per_s = 48_000  # bytes of 24 kHz pcm16 per second
@@ -272,8 +288,9 @@ def under_target(row: dict[str, Any], target_s: float) -> bool:
     return row["p95_s"] is not None and row["p95_s"] < target_s  # no transcript at all is a miss
 
 
-def plot(model: str, rows: list[dict[str, Any]], stop_at_s: float, incremental: bool) -> Any:
-    title = f"Concurrent transcription sessions ({model}{'' if incremental else ', not incremental'})"
+def plot(model: str, rows: list[dict[str, Any]], stop_at_s: float, incremental: bool, workload: str) -> Any:
+    described = {"continuous": "", "independent": ", independent speakers", "meeting": ", meeting"}[workload]
+    title = f"Concurrent transcription sessions ({model}{described}{'' if incremental else ', not incremental'})"
     fig, axes = figure(title, "sessions", "speech_stopped -> completed (s)")
     n = [r["sessions"] for r in rows]
     nan = float("nan")  # a gap in the line where a run had no transcript
@@ -304,7 +321,7 @@ async def main() -> None:
     parser.add_argument("--stagger-s", type=float, default=0.5, help="session i starts i * stagger / N later")
     parser.add_argument("--wav", default="lecture_60s.wav")
     parser.add_argument("--no-incremental", action="store_true", help="transcribe each turn only once it ends")
-    parser.add_argument("--workload", choices=("continuous", "meeting"), default="continuous")
+    parser.add_argument("--workload", choices=("continuous", "independent", "meeting"), default="continuous")
     parser.add_argument("--meeting-s", type=float, default=120.0, help="the length of a meeting session's audio")
     args = parser.parse_args()
     incremental = not args.no_incremental
@@ -317,6 +334,8 @@ async def main() -> None:
     for n in args.sessions:
         if args.workload == "meeting":
             pcms = [meeting(pcm24k(args.wav), i * MEETING_CYCLE_S / n, args.meeting_s) for i in range(n)]
+        elif args.workload == "independent":
+            pcms = [rotated(pcm24k(args.wav), i / n) + silence(1500) for i in range(n)]
         else:
             pcms = [pcm] * n
         row = await measure(server, args.url, args.model, pcms, args.stagger_s, incremental)
@@ -336,7 +355,7 @@ async def main() -> None:
     save(
         f"concurrency_{Path(args.model).name}{workload}{'' if incremental else '_not_incremental'}",
         rows,
-        plot(args.model, rows, args.stop_at_s, incremental),
+        plot(args.model, rows, args.stop_at_s, incremental, args.workload),
         model=args.model,
         incremental=incremental,
         wav=args.wav,
