@@ -200,6 +200,11 @@ class Bot:
     def transcript(self, since: int = 0) -> str:
         return "".join(f.text for f in self.said.of(TTSTextFrame, since))
 
+    def last_text(self, since: int = 0) -> int:
+        """The index of the last text frame said from `since` on: its response's end comes after it (the end may
+        already have arrived by the time a test sees the text complete)."""
+        return self.said.index(self.said.of(TTSTextFrame, since)[-1])
+
     async def answer_played(self, since: int, timeout: float = 45) -> None:
         """Waits for a response's end and then for the output to have played it all."""
         end = await self.said.next(LLMFullResponseEndFrame, since, timeout)
@@ -419,7 +424,7 @@ async def test_tool_round_trip(conversation):
     conversation.llm.reply(ANSWER)
     async with pipecat_bot(conversation, context, {"get_weather": get_weather}) as bot:
         await bot.said.wait_for(lambda: bot.transcript() == ANSWER, "the reply after the tool call", timeout=60)
-        await bot.answer_played(len(bot.said.frames) - 1)
+        await bot.answer_played(bot.last_text())
         assert bot.audio(), "the reply is spoken"
         retrieved = await bot.alive(bot.assistant_items()[-1].id)
         assert retrieved.content and retrieved.content[0].transcript == ANSWER
@@ -452,7 +457,7 @@ async def test_barge_in_truncates_at_what_was_played(conversation):
         # The story's next sentence may still have come after `mark`, before the interruption.
         after = bot.said.index(interruption)
         await bot.said.wait_for(lambda: bot.transcript(after) == "Okay.", "the answer to the interruption", 60)
-        await bot.answer_played(len(bot.said.frames) - 1)
+        await bot.answer_played(bot.last_text(after))
         story_item = bot.assistant_items()[0]
         retrieved = await bot.alive(story_item.id)
         log = await session_log(conversation, lambda log: len(responses_done(log)) == 2)
