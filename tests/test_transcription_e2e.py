@@ -14,6 +14,7 @@ from tests.realtime_client import (
     JFK,
     LECTURE,
     events_until,
+    events_until_transcribed,
     pcm24k,
     sdk,
     silence,
@@ -158,19 +159,12 @@ async def test_lecture_turns_each_get_their_own_transcript(stack):
             session={"type": "transcription", "audio": {"input": {"transcription": {"model": "whisper-base"}}}}
         )
         await stream(conn, pcm24k("lecture_60s.wav") + silence(1500))
-        committed: list[str] = []
-        transcripts: dict[str, str] = {}
-
-        def finished(event) -> bool:
-            if event.type == "input_audio_buffer.committed":
-                committed.append(event.item_id)
-            if event.type == COMPLETED:
-                assert event.item_id not in transcripts, "one completed event per item"
-                transcripts[event.item_id] = event.transcript
-            return bool(committed) and set(transcripts) == set(committed) and len(committed) >= 3
-
-        await events_until(conn, finished, timeout=120)
+        events = await events_until_transcribed(conn, at_least=3)
+    committed = [e.item_id for e in events if e.type == "input_audio_buffer.committed"]
+    completed = [e for e in events if e.type == COMPLETED]
     assert len(committed) >= 3, "the lecture's pauses split it into turns"
+    assert len(completed) == len(committed), "one completed event per item"
+    transcripts = {e.item_id: e.transcript for e in completed}
     text = " ".join(transcripts[item] for item in committed)
     assert word_error_rate(LECTURE, text) <= 0.15, text
 
