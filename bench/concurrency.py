@@ -326,18 +326,19 @@ async def main() -> None:
     args = parser.parse_args()
     incremental = not args.no_incremental
     server = ServerProcess.find(args.url, args.server_pid)
-    pcm = pcm24k(args.wav) + silence(1500)  # the trailing silence closes the last turn
+    speech = pcm24k(args.wav)
+    closing = silence(1500)  # closes the last turn
     await warm_up(args.url, args.model)
     rows: list[dict[str, Any]] = []
     header = [("N", 3), ("turns", 7), ("p50 s", 8), ("p95 s", 8), ("delta p50", 10), ("cores/sess", 11)]
     print("".join(f"{name:>{width}}" for name, width in [*header, ("peak MiB", 10), ("+MiB/sess", 10), ("client", 8)]))
     for n in args.sessions:
         if args.workload == "meeting":
-            pcms = [meeting(pcm24k(args.wav), i * MEETING_CYCLE_S / n, args.meeting_s) for i in range(n)]
+            pcms = [meeting(speech, i * MEETING_CYCLE_S / n, args.meeting_s) for i in range(n)]
         elif args.workload == "independent":
-            pcms = [rotated(pcm24k(args.wav), i / n) + silence(1500) for i in range(n)]
+            pcms = [rotated(speech, i / n) + closing for i in range(n)]
         else:
-            pcms = [pcm] * n
+            pcms = [speech + closing] * n
         row = await measure(server, args.url, args.model, pcms, args.stagger_s, incremental)
         rows.append(row)
         print(
