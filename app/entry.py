@@ -19,8 +19,17 @@ def fewer_malloc_arenas() -> None:
             ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, MALLOC_ARENAS)
 
 
+def one_blas_thread() -> None:
+    """numpy's OpenBLAS starts a thread per core, and after each matrix product they spin, waiting for the next: a
+    whisper decode's mel filter (one small product) cost 28 ms of CPU for 4 ms of work, taken from the model
+    threads beside it, and the STT worker used a quarter more CPU with 8 sessions (bench.concurrency). Every
+    product here is small enough for one thread. Before numpy loads; OPENBLAS_NUM_THREADS, when set, decides."""
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
 def main() -> None:
     fewer_malloc_arenas()
+    one_blas_thread()
     # A Ctrl-C is held while the rest loads, then acted on. Raised in the middle of an import it could be lost: as
     # an ImportError from a pybind11 module (ctranslate2, onnxruntime), or swallowed whole when it lands in the
     # import system's lock callback ("Exception ignored in ... _get_module_lock"), and `serve` went on starting.

@@ -181,6 +181,29 @@ def test_vocalis_keeps_to_two_malloc_arenas_however_many_threads_allocate():
     assert arenas("capped") <= 2 < arenas("glibc's own")
 
 
+BLAS_THREADS = """
+import ctypes, sys
+from app.entry import one_blas_thread
+if sys.argv[1] == "one":
+    one_blas_thread()
+import numpy
+(library,) = {line.split()[-1] for line in open("/proc/self/maps") if "openblas" in line}
+print(ctypes.CDLL(library).scipy_openblas_get_num_threads64_())
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux" or (os.cpu_count() or 1) < 2, reason="/proc; one thread per core")
+def test_vocalis_gives_numpy_one_blas_thread_unless_told_otherwise():
+    def blas_threads(mode: str, given: str | None = None) -> int:
+        env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+        env |= {"OPENBLAS_NUM_THREADS": given} if given else {}
+        done = subprocess.run([sys.executable, "-c", BLAS_THREADS, mode], env=env, capture_output=True, text=True)
+        return int(done.stdout)
+
+    assert blas_threads("one") == 1 < blas_threads("numpy's own")
+    assert blas_threads("one", given="2") == 2
+
+
 async def test_serve_joins_an_existing_nats(nats_url: str, tmp_path: Path):
     port = runner.free_port()
     data_dir = tmp_path / "serve-data"
