@@ -388,10 +388,29 @@ class Bus:
 
     async def drop_jobs(self, session_id: str, kinds: Sequence[str]) -> None:
         """The session wants no more jobs of `kinds`: the queued ones are deleted unseen, and the workers running
-        one hear it and stop."""
+        one hear it and stop.
+
+        One by one, not by a purge of their subjects: after such a purge, the queue's consumer sometimes held back
+        another session's job, queued at the time, until its ack wait ran out (5 s late, with the worker idle; in
+        bench.concurrency, as sessions closed)."""
         await self.nc.publish(self.subjects.drop(session_id), " ".join(kinds).encode())
         for kind in kinds:
-            await self.js.purge_stream(self.subjects.jobs_stream, subject=self.subjects.jobs(kind, session_id))
+            async for seq in self._queued(self.subjects.jobs(kind, session_id)):
+                with contextlib.suppress(nats.js.errors.APIError):  # a worker finished it meanwhile
+                    await self.js.delete_msg(self.subjects.jobs_stream, seq)
+
+    async def _queued(self, subject: str) -> AsyncIterator[int]:
+        """The stream sequences of the jobs queued on `subject`, oldest first."""
+        seq = 0
+        while True:
+            try:
+                queued = await self.js.get_msg(self.subjects.jobs_stream, seq=seq, subject=subject, next=True)
+            except nats.js.errors.NotFoundError:
+                return
+            if queued.seq is None:  # always set on a message read from a stream
+                return
+            yield queued.seq
+            seq = queued.seq + 1
 
     async def on_drop(self, heard: Callable[[str, Sequence[str]], None]) -> Subscription:
         prefix = self.subjects.drop("")

@@ -2,7 +2,9 @@
 before partial decodes."""
 
 import asyncio
+import contextlib
 
+import nats.js.errors
 from nats.aio.msg import Msg
 
 from app.bus import Bus
@@ -168,3 +170,21 @@ async def test_a_long_job_stays_with_its_live_worker_and_moves_on_when_the_worke
         stops[1].set()
         await asyncio.gather(first, second, return_exceptions=True)
         await bus.close()
+
+
+async def test_a_session_s_dropped_jobs_leave_the_queue_and_everyone_else_s_stay(nats_url: str):
+    bus = await Bus.connect(nats_url, "vocalis", "test-job-loop")
+    await bus.ensure_streams(3600, -1)
+    queued = [("stt", "sess_1"), ("stt-partial", "sess_1"), ("llm", "sess_1"), ("stt", "sess_2"), ("stt", "sess_1")]
+    try:
+        for n, (kind, session_id) in enumerate(queued):
+            await bus.publish(bus.subjects.jobs(kind, session_id), f"{kind} {session_id}".encode(), f"job-{n}")
+        await bus.drop_jobs("sess_1", ("stt", "stt-partial"))
+        await bus.drop_jobs("sess_3", ("stt",))  # nothing queued: nothing to do
+        left = []
+        for seq in range(1, len(queued) + 1):
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                left.append((await bus.js.get_msg(bus.subjects.jobs_stream, seq)).data.decode())
+    finally:
+        await bus.close()
+    assert left == ["llm sess_1", "stt sess_2"]
