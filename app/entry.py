@@ -22,8 +22,8 @@ def fewer_malloc_arenas() -> None:
 def one_blas_thread() -> None:
     """numpy's OpenBLAS starts a thread per core, and after each matrix product they spin, waiting for the next: a
     whisper decode's mel filter (one small product) cost 28 ms of CPU for 4 ms of work, taken from the model
-    threads beside it, and the STT worker used a quarter more CPU with 8 sessions (bench.concurrency). Every
-    product here is small enough for one thread. Before numpy loads; OPENBLAS_NUM_THREADS, when set, decides."""
+    threads beside it, and the STT worker used 30% more CPU with 8 sessions (bench.concurrency). Every product
+    here is small enough for one thread. Before numpy loads; OPENBLAS_NUM_THREADS, when set, decides."""
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
