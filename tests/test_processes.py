@@ -187,8 +187,11 @@ from app.entry import one_blas_thread
 if sys.argv[1] == "one":
     one_blas_thread()
 import numpy
-(library,) = {line.split()[-1] for line in open("/proc/self/maps") if "openblas" in line}
-print(ctypes.CDLL(library).scipy_openblas_get_num_threads64_())
+(path,) = {line.split()[-1] for line in open("/proc/self/maps") if "openblas" in line}
+library = ctypes.CDLL(path)
+# the name numpy's own OpenBLAS builds give it, as of numpy 2 and before
+names = ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_", "openblas_get_num_threads")
+print(getattr(library, next(name for name in names if hasattr(library, name)))())
 """
 
 
