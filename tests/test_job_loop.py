@@ -46,7 +46,9 @@ async def test_a_transcript_due_goes_before_the_file_and_the_partial_decodes_que
         stop.set()
         await worker
         await bus.close()
-    assert order == ["partial 1", "transcript", "file", "partial 2", "partial 3"]
+    # The partial decodes' own order is not kept: one handed back so that the transcript could go first comes back
+    # after a pause (PRIORITY_NAK_S), and the other may be taken meanwhile.
+    assert order[:3] == ["partial 1", "transcript", "file"] and sorted(order[3:]) == ["partial 2", "partial 3"]
 
 
 async def test_a_queue_s_limit_keeps_a_slot_free_for_the_jobs_of_the_others(nats_url: str):
