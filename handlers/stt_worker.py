@@ -140,6 +140,7 @@ class SttWorker:
             kind=result.__struct_config__.tag if result is not None else "dropped",
             outcome=unwanted or "done",
             partial=isinstance(job, TranscribeJob) and job.partial,
+            audio_s=(job.end_sample - job.start_sample) / MODEL_RATE if isinstance(job, TranscribeJob) else None,
             waited_ms=result.waited_ms if isinstance(result, rec.WordsDecoded) else None,
         )
 

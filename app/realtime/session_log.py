@@ -48,6 +48,7 @@ class SessionLog:
         self._published = published  # told `in`, `out` or `jobs` for every record handed to the bus
         self._written = 0
         self._pending: set[asyncio.Task[PubAck]] = set()  # failures of refused jobs, being written
+        self._deleting: set[asyncio.Task[None]] = set()  # withdrawn jobs, waiting for their place in the queue
         self._queued: OrderedDict[str, tuple[TranscribeJob, asyncio.Future[PubAck]]] = OrderedDict()
         self.stored: Callable[[int], None] = lambda seq: None  # told the sequence of every input record stored
 
@@ -116,7 +117,21 @@ class SessionLog:
         """Delete a job from its queue, if it is still there, and record it as failed: under the id of its result,
         so that of a worker's result and this failure, the log keeps whichever came first."""
         job, queued = self._queued.pop(job_id, (None, None))
-        if job is None or queued is None or not queued.done() or queued.cancelled() or queued.exception():
+        if job is None or queued is None:
+            return
+        if queued.done():
+            await self._delete(job, queued)
+            return
+        # Asked moments ago (speech resumed a frame after a pause that asked for a closing decode): its place in the
+        # queue is not known yet. Ignoring it left the job to run, and under load the queue's acknowledgements take
+        # tens of milliseconds, so a pause shorter than that in every session queued a decode nobody wanted.
+        deleting = asyncio.create_task(self._delete(job, queued))
+        self._deleting.add(deleting)
+        deleting.add_done_callback(self._deleting.discard)
+
+    async def _delete(self, job: TranscribeJob, queued: "asyncio.Future[PubAck]") -> None:
+        await asyncio.wait([queued])
+        if queued.cancelled() or queued.exception() is not None:  # never queued (a refused job has failed already)
             return
         try:
             await self.bus.js.delete_msg(self.bus.subjects.jobs_stream, queued.result().seq)
