@@ -5,7 +5,7 @@ import asyncio
 import contextlib
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
 from typing import TypeVar
 
 import structlog
@@ -32,10 +32,8 @@ async def serve_jobs(
     handle: Callable[[Delivery], Awaitable[None]],
     stop: asyncio.Event,
     at_once: int = 1,
-    limits: Mapping[str, int] | None = None,
 ) -> None:
-    """Handle jobs from the work queues `kinds` until `stop`, up to `at_once` together (and of a queue in `limits`,
-    up to its limit), earlier queues first.
+    """Handle jobs from the work queues `kinds` until `stop`, up to `at_once` together, earlier queues first.
 
     Only a worker with a free slot asks for jobs, so a job never waits in a busy worker while another could start
     it: one that arrives as the worker fills its last slot is handed back at once. A job whose handler raises is
@@ -46,18 +44,12 @@ async def serve_jobs(
     idle = asyncio.Event()
     idle.set()
     closing = asyncio.Event()
-    limit = [(limits or {}).get(kind, at_once) for kind in kinds]
-    in_hand = [0] * len(kinds)
-    room = [asyncio.Event() for _ in kinds]  # set while the queue's jobs in hand are under its limit
-    for event in room:
-        event.set()
 
     async def fetch(index: int) -> None:
         # Stops on `closing` as well as on cancellation: nats-py waits with asyncio.wait_for, which on Python 3.11
         # can lose a cancellation that arrives as its message does.
         while not closing.is_set():
             await idle.wait()
-            await room[index].wait()
             try:
                 (message,) = await subscriptions[index].fetch(1, timeout=1)
             except TimeoutError:  # nats.errors.TimeoutError
@@ -66,7 +58,7 @@ async def serve_jobs(
                 log.warning("job.fetch.failed", kind=kinds[index], error=repr(error))
                 await asyncio.sleep(1)
                 continue
-            if idle.is_set() and room[index].is_set() and not closing.is_set():
+            if idle.is_set() and not closing.is_set():
                 arrived.put_nowait((index, message))
             else:
                 await message.nak()
@@ -81,8 +73,6 @@ async def serve_jobs(
             log.exception("job.unhandled", kind=kinds[index])
         finally:
             heartbeat.cancel()
-            in_hand[index] -= 1
-            room[index].set()
             if not closing.is_set():
                 idle.set()
 
@@ -94,9 +84,6 @@ async def serve_jobs(
                     index, message = await arrived.get()
             except TimeoutError:
                 continue
-            if in_hand[index] >= limit[index]:  # fetched as its queue's last slot filled
-                await message.nak()
-                continue
             # Still idle while it looks, so that a job of an earlier queue fetched meanwhile (often the very one it
             # finds waiting) joins the choice instead of being handed back: each hand-back counts as a delivery.
             if await _waiting_before(subscriptions[:index]):  # an earlier queue's job comes first
@@ -105,14 +92,9 @@ async def serve_jobs(
             if index > 0:  # a job of an earlier queue delivered before that answer takes a few more steps to arrive
                 await asyncio.sleep(DELIVERY_SETTLE_S)
             idle.clear()
-            ready = sorted([(index, message), *_drain(arrived)], key=lambda delivery: delivery[0])
-            index, message = next((i, m) for i, m in ready if in_hand[i] < limit[i])  # the one above has room
-            later = [other for _, other in ready if other is not message]
-            for other in later:  # back to the queues, for whoever is free
+            (index, message), *later = sorted([(index, message), *_drain(arrived)], key=lambda delivery: delivery[0])
+            for _, other in later:  # back to the queues, for whoever is free
                 await other.nak()
-            in_hand[index] += 1
-            if in_hand[index] >= limit[index]:
-                room[index].clear()
             running.add(job := asyncio.create_task(run(message, index)))
             job.add_done_callback(running.discard)
             if len(running) < at_once:

@@ -3,8 +3,12 @@ the next batch takes them together, up to a size: the transcripts that are due i
 would only make their batch slower), else the oldest partial decodes. Nobody waits for a batch to fill: a request
 that finds the model idle starts at once, so batching adds no latency when the worker keeps up, and batches grow
 only as it falls behind. With `lanes` above one, that many batches run at the same time (the transcriber's
-CTranslate2 replicas, each on its share of the threads), and partial decodes take all of them but one: a transcript
-that falls due starts at once instead of waiting for a partial decode to end.
+CTranslate2 replicas, each on its share of the threads).
+
+Partial decodes may take every lane, so a transcript that falls due can wait for the end of one (a few tenths of a
+second). Keeping a lane for transcripts was measured worse under load (8 sessions in step on 2 cores, three runs
+each: p95 1.47-2.30 s against 1.00-1.27 s, and the first delta later): a turn whose partial decodes fall behind has
+fewer stable words, so each later decode, its closing decode too, hears more of the turn again.
 """
 
 import asyncio
@@ -41,7 +45,6 @@ class WordsBatcher:
         self._lanes = lanes
         self._waiting: list[_Waiting] = []
         self._draining: set[asyncio.Task[None]] = set()
-        self._partial_lanes = 0  # lanes decoding partial decodes
 
     async def words(self, job: TranscribeJob, audio: np.ndarray) -> Decoded:
         """The job's words and language once decoded with whatever else waits."""
@@ -54,8 +57,6 @@ class WordsBatcher:
 
     async def _drain(self) -> None:
         while batch := self._take():
-            partial = int(batch[0].job.partial)
-            self._partial_lanes += partial
             try:
                 model = batch[0].job.model
                 requests = [WordsRequest(w.audio, w.job.language, w.job.prompt) for w in batch]
@@ -66,23 +67,18 @@ class WordsBatcher:
                     if not waiting.result.done():
                         waiting.result.set_exception(error)
                 continue
-            finally:
-                self._partial_lanes -= partial
             log.debug("stt.batch.decoded", size=len(batch), model=model)
             for waiting, (words, language) in zip(batch, decoded, strict=True):
                 if not waiting.result.done():  # its job's task was cancelled meanwhile (the worker is stopping)
                     waiting.result.set_result((words, language, started))
 
     def _take(self) -> list[_Waiting]:
-        """The next batch: requests of one model, oldest first, due transcripts alone if any wait, partial decodes
-        on all lanes but one at most."""
+        """The next batch: requests of one model, oldest first, due transcripts alone if any wait."""
         for waiting in [w for w in self._waiting if w.result.done() or not self._wanted(w.job)]:
             self._waiting.remove(waiting)
             if not waiting.result.done():
                 waiting.result.set_result(None)
-        pool = [w for w in self._waiting if not w.job.partial]
-        if not pool and (self._lanes == 1 or self._partial_lanes < self._lanes - 1):
-            pool = self._waiting
+        pool = [w for w in self._waiting if not w.job.partial] or self._waiting
         if not pool:
             return []
         batch = [w for w in pool if w.job.model == pool[0].job.model][: self._size]

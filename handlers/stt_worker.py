@@ -85,9 +85,6 @@ class SttWorker:
         self.worker_id = worker_id
         self.unwanted = Unwanted("stt")
         self.at_once = batch * lanes  # jobs in hand: batches of decodes of turns in progress, `lanes` at a time
-        # With several lanes, partial decodes take all but one (stt_batch), and no more of them are taken in hand:
-        # a transcript that falls due finds a slot, and a lane, free.
-        self.limits = {"stt-partial": batch * (lanes - 1)} if lanes > 1 else {}
         self.batcher = WordsBatcher(transcriber, batch, lambda job: self.unwanted.why(job) is None, lanes)
         self._trimmed_at = -TRIM_EVERY_S
 
@@ -95,7 +92,7 @@ class SttWorker:
         listening = await self.unwanted.listen(self.bus)
         log.info("stt.worker.ready", worker=self.worker_id)
         try:
-            await serve_jobs(self.bus, STT_QUEUES, self.handle, stop, self.at_once, self.limits)
+            await serve_jobs(self.bus, STT_QUEUES, self.handle, stop, self.at_once)
         finally:
             for subscription in listening:
                 await subscription.unsubscribe()

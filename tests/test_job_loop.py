@@ -51,18 +51,19 @@ async def test_a_transcript_due_goes_before_the_file_and_the_partial_decodes_que
     assert order[:3] == ["partial 1", "transcript", "file"] and sorted(order[3:]) == ["partial 2", "partial 3"]
 
 
-async def test_a_queue_s_limit_keeps_a_slot_free_for_the_jobs_of_the_others(nats_url: str):
-    """Two slots, partial decodes at most one of them: the second partial decode stays queued (for another worker)
-    while the first runs, and a transcript that falls due meanwhile starts at once in the free slot."""
+async def test_with_two_slots_partial_decodes_take_both_and_a_transcript_due_takes_the_first_freed(nats_url: str):
+    """Two slots: two partial decodes run together; a transcript that falls due meanwhile starts in the first slot
+    freed, before the partial decode queued earlier."""
     bus = await Bus.connect(nats_url, "vocalis", "test-job-loop")
     await bus.ensure_streams(3600, -1)
     started: list[str] = []
-    release = asyncio.Event()
+    releases = {f"partial {n}": asyncio.Event() for n in (1, 2, 3)}
 
     async def handle(message: Msg) -> None:
-        started.append(message.data.decode())
-        if message.data.startswith(b"partial"):
-            await release.wait()
+        name = message.data.decode()
+        started.append(name)
+        if name in releases:
+            await releases[name].wait()
         await message.ack()
 
     async def job(kind: str, name: str) -> None:
@@ -75,21 +76,24 @@ async def test_a_queue_s_limit_keeps_a_slot_free_for_the_jobs_of_the_others(nats
             await asyncio.sleep(0.05)
 
     stop = asyncio.Event()
-    await job("stt-partial", "partial 1")
-    await job("stt-partial", "partial 2")
-    worker = asyncio.create_task(serve_jobs(bus, STT_QUEUES, handle, stop, 2, {"stt-partial": 1}))
+    for n in (1, 2, 3):
+        await job("stt-partial", f"partial {n}")
+    worker = asyncio.create_task(serve_jobs(bus, STT_QUEUES, handle, stop, 2))
     try:
-        await until_started(1)
-        await asyncio.sleep(1.5)
-        assert started == ["partial 1"], "the second partial decode was taken while the first ran"
-        await job("stt", "transcript")
         await until_started(2)
-        assert started == ["partial 1", "transcript"]
-        release.set()
+        await job("stt", "transcript")
+        await asyncio.sleep(1)
+        assert started == ["partial 1", "partial 2"], "both slots, and no more"
+        releases["partial 1"].set()
         await until_started(3)
-        assert started == ["partial 1", "transcript", "partial 2"]
+        assert started[2] == "transcript"
+        releases["partial 2"].set()
+        releases["partial 3"].set()
+        await until_started(4)
+        assert started == ["partial 1", "partial 2", "transcript", "partial 3"]
     finally:
-        release.set()
+        for release in releases.values():
+            release.set()
         stop.set()
         await worker
         await bus.close()

@@ -118,27 +118,26 @@ class TimedCalls(Transcriber):
             self.ended[len(request.audio)] = time.perf_counter()
 
 
-async def test_with_two_lanes_a_transcript_due_is_decoded_beside_a_partial_decode_not_after_it():
-    """Partial decodes take one lane of two, one after another; a transcript that falls due takes the other."""
+async def test_with_two_lanes_partial_decodes_take_both_and_a_transcript_due_goes_before_those_waiting():
+    """A partial decode does not wait while a lane is free; a transcript that falls due takes the first lane freed,
+    ahead of the partial decodes asked before it."""
     two_lanes = TimedCalls(runner.transcriber(Settings(model_dir=MODEL_CACHE, stt_model=TEST_STT_MODEL, stt_lanes=2)))
     batcher = WordsBatcher(two_lanes, size=1, wanted=lambda job: True, lanes=2)
     jfk = jfk_16k()
-    long, other, short = 11 * MODEL_RATE, 5 * MODEL_RATE, 3 * MODEL_RATE
+    long, other, waiting, short = 11 * MODEL_RATE, 5 * MODEL_RATE, 4 * MODEL_RATE, 3 * MODEL_RATE
 
     def decode(samples: int, partial: bool) -> "asyncio.Task[object]":
         job = TranscribeJob("j", "sess", "item", 1, 1, 0, 0, samples, TEST_STT_MODEL, words=True, partial=partial)
         return asyncio.create_task(batcher.words(job, jfk[:samples]))
 
-    partial = decode(long, partial=True)
-    await asyncio.sleep(0)
-    second = decode(other, partial=True)
-    await asyncio.sleep(0)
-    closing = decode(short, partial=False)
-    results = await asyncio.wait_for(asyncio.gather(partial, second, closing), 60)
+    decodes = []
+    for samples, partial in ((long, True), (other, True), (waiting, True), (short, False)):
+        decodes.append(decode(samples, partial))
+        await asyncio.sleep(0)
+    results = await asyncio.wait_for(asyncio.gather(*decodes), 60)
     assert all(result is not None for result in results)
-    assert two_lanes.began[short] < two_lanes.ended[long], "the transcript waited for the partial decode"
-    assert two_lanes.ended[short] < two_lanes.ended[long], "the two decodes did not run at the same time"
-    assert two_lanes.began[other] >= two_lanes.ended[long], "partial decodes took both lanes"
+    assert two_lanes.began[other] < two_lanes.ended[long], "the second partial decode waited with a lane free"
+    assert two_lanes.began[short] < two_lanes.began[waiting], "the transcript waited for an earlier partial decode"
 
 
 async def test_a_job_s_audio_is_read_without_a_consumer(nats_url: str):
