@@ -15,6 +15,8 @@ Per N:
     CPU              CPU seconds of the server's process tree over the run / N / audio seconds: cores per session;
                      the load generator's own CPU (this process: the SDK clients), apart
     memory           RSS of the server's process tree: peak, and (peak - idle RSS before the run) / N
+    WER              in step only: each session's turns' transcripts, joined, against the file's reference
+                     transcript (median over the sessions): whether the transcripts stay as good under load
 
 Drives a running `vocalis serve`, whose process tree (itself and its nats-server) is found by the port it listens
 on, or given by `--server-pid`. The client runs on the same machine and competes for its cores. Prints a table and
@@ -42,7 +44,7 @@ import psutil
 from openai import AsyncOpenAI
 
 from bench.report import figure, percentile, save
-from tests.realtime_client import chunks, pcm24k, silence
+from tests.realtime_client import REFERENCES, chunks, pcm24k, silence, word_error_rate
 
 CHUNK_S = 0.1
 MEETING_TALK_S = 15.0  # a participant speaks this long, then listens three times as long
@@ -110,6 +112,7 @@ class Turn:
     first_delta: float | None = None
     completed: float | None = None
     failed: bool = False
+    transcript: str = ""
 
     @property
     def done(self) -> bool:
@@ -141,6 +144,12 @@ class Session:
     @property
     def completed(self) -> int:
         return sum(t.completed is not None for t in self.turns.values())
+
+    @property
+    def transcript(self) -> str:
+        """Its turns' transcripts, in the order they were spoken."""
+        spoken = sorted(self.turns.values(), key=lambda t: float("inf") if t.started is None else t.started)
+        return " ".join(t.transcript for t in spoken)
 
     async def run(self, delay_s: float = 0.0, drain_timeout_s: float = 120.0) -> None:
         """Stream after `delay_s`, then wait until every turn that started has its transcript (or the timeout)."""
@@ -178,7 +187,8 @@ class Session:
             if turn and turn.first_delta is None:
                 turn.first_delta = now
         elif kind == "conversation.item.input_audio_transcription.completed":
-            self.turns.setdefault(event.item_id, Turn()).completed = now
+            turn = self.turns.setdefault(event.item_id, Turn())
+            turn.completed, turn.transcript = now, event.transcript
         elif kind == "conversation.item.input_audio_transcription.failed":
             self.turns.setdefault(event.item_id, Turn()).failed = True
         elif kind == "error":
@@ -238,8 +248,10 @@ async def measure(
     pcms: list[bytes],
     stagger_s: float,
     incremental: bool,
+    reference: str | None = None,
 ) -> dict[str, Any]:
-    """A session per pcm at once: their turn latencies, and the server's CPU and memory over the run."""
+    """A session per pcm at once: their turn latencies, and the server's CPU and memory over the run (and, given
+    the reference transcript of every session's speech, their word error rate)."""
     n = len(pcms)
     await asyncio.sleep(2)  # let the previous run's work finish, so the idle RSS is idle
     idle_mib = peak_mib = server.rss_mib()
@@ -261,6 +273,7 @@ async def measure(
     latencies = [t.completed - t.stopped for t in turns if t.completed is not None and t.stopped is not None]
     first_deltas = [t.first_delta - t.started for t in turns if t.first_delta is not None and t.started is not None]
     audio_s = len(pcms[0]) / 48000
+    wers = [word_error_rate(reference, s.transcript) for s in sessions] if reference is not None else []
     return {
         "sessions": n,
         "turns": len(turns),
@@ -280,6 +293,8 @@ async def measure(
         "rss_idle_mib": round(idle_mib, 1),
         "rss_peak_mib": round(peak_mib, 1),
         "rss_increase_per_session_mib": round((peak_mib - idle_mib) / n, 1),
+        "wer_median": None if reference is None else round(float(np.median(wers)), 4),
+        "wer_max": None if reference is None else round(max(wers), 4),
         "latencies_s": [round(x, 4) for x in latencies],
     }
 
@@ -330,8 +345,10 @@ async def main() -> None:
     closing = silence(1500)  # closes the last turn
     await warm_up(args.url, args.model)
     rows: list[dict[str, Any]] = []
+    reference = REFERENCES.get(args.wav) if args.workload == "continuous" else None  # the others cut the speech up
     header = [("N", 3), ("turns", 7), ("p50 s", 8), ("p95 s", 8), ("delta p50", 10), ("cores/sess", 11)]
-    print("".join(f"{name:>{width}}" for name, width in [*header, ("peak MiB", 10), ("+MiB/sess", 10), ("client", 8)]))
+    more = [("peak MiB", 10), ("+MiB/sess", 10), ("client", 8), ("WER", 7)]
+    print("".join(f"{name:>{width}}" for name, width in [*header, *more]))
     for n in args.sessions:
         if args.workload == "meeting":
             pcms = [meeting(speech, i * MEETING_CYCLE_S / n, args.meeting_s) for i in range(n)]
@@ -339,12 +356,12 @@ async def main() -> None:
             pcms = [rotated(speech, i / n) + closing for i in range(n)]
         else:
             pcms = [speech + closing] * n
-        row = await measure(server, args.url, args.model, pcms, args.stagger_s, incremental)
+        row = await measure(server, args.url, args.model, pcms, args.stagger_s, incremental, reference)
         rows.append(row)
         print(
             f"{n:>3}{row['turns']:>7}{show(row['p50_s'], 8)}{show(row['p95_s'], 8)}{show(row['first_delta_p50_s'], 10)}"
             f"{row['cores_per_session']:>11.3f}{row['rss_peak_mib']:>10.0f}{row['rss_increase_per_session_mib']:>10.1f}"
-            f"{row['client_cores']:>8.2f}"
+            f"{row['client_cores']:>8.2f}{show(row['wer_median'], 7)}"
         )
         if not under_target(row, args.stop_at_s):
             break

@@ -31,12 +31,11 @@ from handlers.input_audio.decode import InputAudio, to_pcm16
 from handlers.input_audio.vad import SileroVad
 from handlers.stt import Transcriber, WordsRequest
 from handlers.stt_worker import turn_audio, words_decoded
-from tests.realtime_client import JFK, LECTURE, chunks, pcm24k, silence, word_error_rate
+from tests.realtime_client import REFERENCES, chunks, pcm24k, silence, word_error_rate
 
 # Each file is run after these leads of silence too: decodes fall elsewhere in the speech, and whisper on a
 # few seconds of audio is erratic enough that one phase can mislead.
 LEADS_MS = (0, 100, 200, 300)
-REFERENCES = {"jfk.wav": JFK, "lecture_60s.wav": LECTURE, "hello_world.wav": "Hello world."}
 
 
 def run(stt: Transcriber, vad: SileroVad, model: str, wav: str, incremental: bool, lead_ms: int = 0) -> dict[str, Any]:

@@ -25,6 +25,7 @@ LECTURE = (
     "Thomas Piketty, in his book, Capital in the 21st Century, argues for a 4% global wealth tax. Well, good luck "
     "with that. Who's going to implement a 4% global wealth tax? So when I think about normative questions,"
 )
+REFERENCES = {"jfk.wav": JFK, "lecture_60s.wav": LECTURE, "hello_world.wav": "Hello world."}  # tests/data's files
 
 
 def pcm24k(name: str) -> bytes:
