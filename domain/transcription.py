@@ -50,10 +50,13 @@ SETTLE_MS = 500
 HOLD_BACK = 1
 CONTEXT_MS = 3000
 # A live decode hears at most this much of its turn, however long the turn goes on without a stable word (noise,
-# speech whisper does not follow): the work per second of speech stays bounded, and the audio and the trimmed
-# encoder's 3 s of padding fit in whisper's 30 s window. The latest decode's words that start before the window
-# become stable as they are: no later decode hears them again.
-MAX_WINDOW_MS = 20_000
+# speech whisper does not follow, or partial decodes held back while the workers are behind): the work per second of
+# speech stays bounded, and so does a closing decode's, which would otherwise grow with the words left unstable. The
+# latest decode's words that start before the window become stable as they are: no later decode hears them again.
+# With one session few windows are longer (4 of about 100 decodes of the lecture; the stable words' last 3 s and
+# about 2 s after them is usual), and its word error rate did not change (bench/live_accuracy.py); 20 s let the
+# closing decodes of 8 sessions in step on 2 cores reach 10-16 s of audio (bench/concurrency.py, README).
+MAX_WINDOW_MS = 6_000
 STABLE_TAIL = 40  # words of the stable text kept: to recognise a decode that repeats them, and as its prompt
 
 
