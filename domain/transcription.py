@@ -55,7 +55,7 @@ CONTEXT_MS = 3000
 # latest decode's words that start before the window become stable as they are: no later decode hears them again.
 # With one session few windows are longer (4 of about 100 decodes of the lecture; the stable words' last 3 s and
 # about 2 s after them is usual), and its word error rate did not change (bench/live_accuracy.py); 20 s let the
-# closing decodes of 8 sessions in step on 2 cores reach 10-16 s of audio (bench/concurrency.py, README).
+# closing decodes of 8 sessions in step on 2 cores reach 9-14 s of audio (bench/concurrency.py, README).
 MAX_WINDOW_MS = 6_000
 STABLE_TAIL = 40  # words of the stable text kept: to recognise a decode that repeats them, and as its prompt
 
