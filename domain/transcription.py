@@ -275,8 +275,11 @@ def _ask(draft: Draft, live: LiveTurn, end: int, partial: bool) -> LiveTurn:
     """Decode the turn up to `end`, from a little before its stable text ends; the stable words before that are
     the prompt."""
     start = max(live.start, live.stable_end - samples_from_ms(CONTEXT_MS)) if live.stable else live.start
-    if _incremental(draft.state) and start < end - samples_from_ms(MAX_WINDOW_MS):
-        start = end - samples_from_ms(MAX_WINDOW_MS)
+    # Never past what the latest decode heard, less its unsettled end: audio that arrived while a decode ran (a
+    # client sending faster than real time, a decode that waited) has been heard by no decode yet.
+    bound = min(end - samples_from_ms(MAX_WINDOW_MS), live.decoded_to - samples_from_ms(SETTLE_MS))
+    if _incremental(draft.state) and start < bound:
+        start = bound
         leaving = 0
         while leaving < len(live.pending) and live.pending[leaving].start < start:  # a word cut in two included
             leaving += 1

@@ -1168,6 +1168,23 @@ def test_a_long_turn_whose_decodes_find_nothing_is_decoded_in_windows_of_bounded
     assert completed.transcript == ""
 
 
+def test_speech_that_arrives_while_a_decode_runs_is_heard_by_a_later_decode_however_much_of_it_there_is():
+    # A client sending faster than real time: 300 frames (9.6 s, more than a window) arrive while each decode runs,
+    # and each decode hears a word every 500 ms that no other decode agrees on.
+    sim = Sim("transcription")
+    for i in range(0, len(LONG_TURN), 300):
+        asked = len(sim.jobs)
+        sim.frames(LONG_TURN[i : i + 300])
+        for job in sim.jobs[asked:]:
+            slots = range(-(-job.start_sample // SLOT), job.end_sample // SLOT)
+            words = tuple(rec.Word(f" d{len(sim.jobs)}s{n}", n * SLOT, n * SLOT + SLOT // 2) for n in slots)
+            sim.decoded(job, tuple(w for w in words if w.end <= job.end_sample))
+    (completed,) = only(sim.events, ev.TranscriptCompleted)
+    heard_slots = [int(word.split("s")[1]) for word in completed.transcript.split()]
+    assert heard_slots == list(range(heard_slots[0], heard_slots[-1] + 1)), "speech no decode heard"
+    assert heard_slots[0] <= 1 and heard_slots[-1] >= len(LONG_TURN) * FRAME // SLOT - 3
+
+
 def test_words_of_a_long_turn_that_leave_the_window_unagreed_become_stable():
     # Every decode hears a word every 500 ms, but no two decodes agree on one.
     sim = Sim("transcription")
