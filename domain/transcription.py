@@ -275,9 +275,10 @@ def _ask(draft: Draft, live: LiveTurn, end: int, partial: bool) -> LiveTurn:
     """Decode the turn up to `end`, from a little before its stable text ends; the stable words before that are
     the prompt."""
     start = max(live.start, live.stable_end - samples_from_ms(CONTEXT_MS)) if live.stable else live.start
-    # Never past what the latest decode heard, less its unsettled end: audio that arrived while a decode ran (a
-    # client sending faster than real time, a decode that waited) has been heard by no decode yet.
-    bound = min(end - samples_from_ms(MAX_WINDOW_MS), live.decoded_to - samples_from_ms(SETTLE_MS))
+    # Never past the last `CONTEXT_MS` the latest decode heard: audio that arrived while a decode ran (a client
+    # sending faster than real time, a decode that waited) has been heard by no decode yet, and words made stable
+    # as they are were heard with at least that much after them (a first decode of 600 ms hears a word cut short).
+    bound = min(end - samples_from_ms(MAX_WINDOW_MS), live.decoded_to - samples_from_ms(CONTEXT_MS))
     if _incremental(draft.state) and start < bound:
         start = bound
         leaving = 0
