@@ -1168,37 +1168,37 @@ def test_a_long_turn_whose_decodes_find_nothing_is_decoded_in_windows_of_bounded
     assert completed.transcript == ""
 
 
-def test_speech_that_arrives_while_a_decode_runs_is_heard_by_a_later_decode_however_much_of_it_there_is():
-    # A client sending faster than real time: 300 frames (9.6 s, more than a window) arrive while each decode runs,
-    # and each decode hears a word every 500 ms that no other decode agrees on.
+def unagreed_long_turn(frames_at_once: int) -> Sim:
+    """LONG_TURN, `frames_at_once` frames at a time, each decode asked meanwhile answered after them with a word
+    every 500 ms that no other decode agrees on."""
     sim = Sim("transcription")
-    for i in range(0, len(LONG_TURN), 300):
+    for i in range(0, len(LONG_TURN), frames_at_once):
         asked = len(sim.jobs)
-        sim.frames(LONG_TURN[i : i + 300])
+        sim.frames(LONG_TURN[i : i + frames_at_once])
         for job in sim.jobs[asked:]:
             slots = range(-(-job.start_sample // SLOT), job.end_sample // SLOT)
             words = tuple(rec.Word(f" d{len(sim.jobs)}s{n}", n * SLOT, n * SLOT + SLOT // 2) for n in slots)
             sim.decoded(job, tuple(w for w in words if w.end <= job.end_sample))
-    (completed,) = only(sim.events, ev.TranscriptCompleted)
-    heard_slots = [int(word.split("s")[1]) for word in completed.transcript.split()]
-    assert heard_slots == list(range(heard_slots[0], heard_slots[-1] + 1)), "speech no decode heard"
+    return sim
+
+
+def assert_a_word_from_each_slot_in_order(transcript: str) -> None:
+    """Nothing is lost, nothing said twice: a word from each 500 ms of the turn, in order."""
+    heard_slots = [int(word.split("s")[1]) for word in transcript.split()]
+    assert heard_slots == list(range(heard_slots[0], heard_slots[-1] + 1)), "speech lost or said twice"
     assert heard_slots[0] <= 1 and heard_slots[-1] >= len(LONG_TURN) * FRAME // SLOT - 3
+
+
+def test_speech_that_arrives_while_a_decode_runs_is_heard_by_a_later_decode_however_much_of_it_there_is():
+    # A client sending faster than real time: 300 frames (9.6 s, more than a window) arrive while each decode runs.
+    sim = unagreed_long_turn(300)
+    (completed,) = only(sim.events, ev.TranscriptCompleted)
+    assert_a_word_from_each_slot_in_order(completed.transcript)
 
 
 def test_words_of_a_long_turn_that_leave_the_window_unagreed_become_stable():
-    # Every decode hears a word every 500 ms, but no two decodes agree on one.
-    sim = Sim("transcription")
-    for i in range(0, len(LONG_TURN), 4):
-        asked = len(sim.jobs)
-        sim.frames(LONG_TURN[i : i + 4])
-        for job in sim.jobs[asked:]:
-            slots = range(-(-job.start_sample // SLOT), job.end_sample // SLOT)
-            words = tuple(rec.Word(f" d{len(sim.jobs)}s{n}", n * SLOT, n * SLOT + SLOT // 2) for n in slots)
-            sim.decoded(job, tuple(w for w in words if w.end <= job.end_sample))
+    sim = unagreed_long_turn(4)
     assert max(job.end_sample - job.start_sample for job in sim.jobs) <= MAX_WINDOW_MS * SAMPLES_PER_MS
     (completed,) = only(sim.events, ev.TranscriptCompleted)
     assert "".join(e.delta for e in only(sim.events, ev.TranscriptDelta)) == completed.transcript
-    # Nothing is lost, nothing said twice: a word from each 500 ms of the turn, in order.
-    heard_slots = [int(word.split("s")[1]) for word in completed.transcript.split()]
-    assert heard_slots == list(range(heard_slots[0], heard_slots[-1] + 1))
-    assert heard_slots[0] <= 1 and heard_slots[-1] >= len(LONG_TURN) * FRAME // SLOT - 3
+    assert_a_word_from_each_slot_in_order(completed.transcript)

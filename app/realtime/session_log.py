@@ -7,7 +7,7 @@ must fit in one NATS message with room to spare; one that would not is refused b
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 
 import nats.js.errors
 from nats.js.api import PubAck
@@ -47,8 +47,9 @@ class SessionLog:
         self._audio_max_age_s = audio_max_age_s
         self._published = published  # told `in`, `out` or `jobs` for every record handed to the bus
         self._written = 0
-        self._pending: set[asyncio.Task[PubAck]] = set()  # failures of refused jobs, being written
-        self._deleting: set[asyncio.Task[None]] = set()  # withdrawn jobs, waiting for their place in the queue
+        # work under way that nobody awaits (failures of refused jobs being written, withdrawn jobs waiting for their
+        # place in the queue), held here so that it is not collected before it is done
+        self._background: set[asyncio.Task[object]] = set()
         self._queued: OrderedDict[str, tuple[TranscribeJob, asyncio.Future[PubAck]]] = OrderedDict()
         self.stored: Callable[[int], None] = lambda seq: None  # told the sequence of every input record stored
 
@@ -125,9 +126,7 @@ class SessionLog:
         # Asked moments ago (speech resumed a frame after a pause that asked for a closing decode): its place in the
         # queue is not known yet. Ignoring it left the job to run, and under load the queue's acknowledgements take
         # tens of milliseconds, so a pause shorter than that in every session queued a decode nobody wanted.
-        deleting = asyncio.create_task(self._delete(job, queued))
-        self._deleting.add(deleting)
-        deleting.add_done_callback(self._deleting.discard)
+        self._in_background(self._delete(job, queued))
 
     async def _delete(self, job: TranscribeJob, queued: "asyncio.Future[PubAck]") -> None:
         await asyncio.wait([queued])
@@ -154,10 +153,13 @@ class SessionLog:
         record = jobs.failed(job, message, "edge", now_ms())
         source = JOB_QUEUES[type(job)]
         subject = self.bus.subjects.session_input(self.session_id, source)
-        writing = asyncio.create_task(self.bus.publish(subject, encode(record), f"{job.job_id}.refused"))
+        self._in_background(self.bus.publish(subject, encode(record), f"{job.job_id}.refused"))
         self._published("in")
-        self._pending.add(writing)
-        writing.add_done_callback(self._pending.discard)
+
+    def _in_background(self, work: Coroutine[object, object, object]) -> None:
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def drop_jobs(self, kinds: tuple[str, ...]) -> None:
         await self.bus.drop_jobs(self.session_id, kinds)
